@@ -80,12 +80,11 @@ errc errc_from_errno(int errno_value) noexcept {
     }
 }
 
-void internal_error(std::string_view what, std::source_location where) {
-    spdlog::critical("internal error at {}:{} ({}): {}", where.file_name(), where.line(),
-                     where.function_name(), what);
+void internal_error(std::string_view what, const char* file, int line, const char* function) {
+    spdlog::critical("internal error at {}:{} ({}): {}", file, line, function, what);
     spdlog::shutdown();
-    std::fprintf(stderr, "vmha: internal error at %s:%u: %.*s\n", where.file_name(),
-                 static_cast<unsigned>(where.line()), static_cast<int>(what.size()), what.data());
+    std::fprintf(stderr, "vmha: internal error at %s:%d: %.*s\n", file, line,
+                 static_cast<int>(what.size()), what.data());
     std::abort();
 }
 

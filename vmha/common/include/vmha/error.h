@@ -12,7 +12,6 @@
 #pragma once
 
 #include <cassert>
-#include <source_location>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -118,7 +117,10 @@ private:
 using Status = Result<void>;
 
 // A broken invariant: logs the message with where it happened, then aborts.
-[[noreturn]] void internal_error(std::string_view what,
-                                 std::source_location where = std::source_location::current());
+// (The __builtin_* defaults stand in for std::source_location, which clang 14 cannot build
+// against libstdc++ 12; clang is the fuzzing compiler.)
+[[noreturn]] void internal_error(std::string_view what, const char* file = __builtin_FILE(),
+                                 int line = __builtin_LINE(),
+                                 const char* function = __builtin_FUNCTION());
 
 }  // namespace vmha

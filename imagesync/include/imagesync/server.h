@@ -1,0 +1,70 @@
+// imagesync: the data plane's NBD server.
+//
+// imagesyncd serves image files to the local hypervisor over NBD (fixed newstyle) on a unix
+// socket, with file I/O through io_uring on one event-loop thread. This header is what the
+// rest of vmha (and imagesyncd's main) may use; everything else is private to imagesync/src.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <vmha/error.h>
+
+namespace imagesync {
+
+// primary: exports are writable. secondary: exports are read-only, writes get NBD_EPERM.
+enum class Role { primary, secondary };
+
+std::optional<Role> parse_role(std::string_view text);
+std::string_view role_name(Role role);
+
+// One export as given on the command line: `NAME=PATH[,size=SIZE]`.
+//
+// Growth rule: the export's size is the file's size, unless
+//  - `size=SIZE` is given (bytes, or with a K/M/G/T binary suffix; a multiple of 512, not
+//    below the file's size), or
+//  - --growable is set and the file is a qcow2 image: then the size is twice the qcow2 virtual
+//    size, rounded up to 1 MiB.
+// When the export is larger than the file, reads past the end of the file return zeroes and
+// writes past it extend the file, so a sparse qcow2 file can grow under QEMU.
+struct ExportSpec {
+    std::string name;
+    std::filesystem::path path;
+    std::optional<std::uint64_t> size;
+};
+
+// Parses `NAME=PATH[,size=SIZE]`. The name must not be empty.
+vmha::Result<ExportSpec> parse_export_spec(std::string_view text);
+
+// Parses a byte count: digits with an optional K, M, G or T (powers of 1024) suffix.
+vmha::Result<std::uint64_t> parse_size(std::string_view text);
+
+struct ServerConfig {
+    std::vector<ExportSpec> exports;
+    std::filesystem::path socket_path;
+    std::filesystem::path meta_dir;  // created at start; holds the replication metadata
+    Role role = Role::primary;
+    bool growable = false;  // see ExportSpec
+
+    // Replication (docs/imagesync.md). With neither `listen` nor `peer`, imagesyncd serves the
+    // images alone and keeps no replication state.
+    std::string module = "imagesync";  // both sides must agree
+    std::string node;                  // this node's name (default: the host name)
+    std::string listen;                // "HOST:PORT": the secondary waits for its primary here
+    std::string peer;                  // "HOST:PORT": the primary dials its secondary here
+    std::chrono::milliseconds timeout{5000};  // peer silent this long: go on alone
+    bool start_disconnected = false;
+    std::filesystem::path control_socket;  // status and commands (imagesync tool, vmhad)
+};
+
+// Runs imagesyncd in the calling thread until SIGTERM or SIGINT, then stops accepting,
+// finishes and answers the requests already read, closes every connection and returns.
+// The socket accepts connections only once everything is open (readiness).
+vmha::Status run_server(const ServerConfig& config);
+
+}  // namespace imagesync

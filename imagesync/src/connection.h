@@ -1,0 +1,107 @@
+// One NBD client connection: option negotiation, then transmission.
+//
+// Transmission: a reader coroutine reads one request at a time (header, then a WRITE's
+// payload once its length is checked), checks it, and spawns a coroutine per request, so many
+// requests are in flight and replies go out in completion order. Writes take their interval
+// lock ticket in the reader, i.e. in arrival order. Replies go through an ordered queue with
+// one outstanding socket write.
+//
+// Shutdown: stop() shuts down the receive side, so no new request is read; requests already
+// read finish and are answered; then the socket closes. Never answers NBD_ESHUTDOWN.
+//
+// Owned by the io_context's single thread; coroutines hold a shared_ptr to the connection.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+
+#include <vmha/error.h>
+
+#include "asio.h"
+#include "export.h"
+#include "nbd_codec.h"
+
+namespace imagesync {
+
+class Connection : public std::enable_shared_from_this<Connection> {
+  public:
+    using Socket = asio::local::stream_protocol::socket;
+    using OnClosed = std::function<void(std::uint64_t id)>;
+
+    // Requests read but not yet answered, per connection; the reader waits beyond this.
+    static constexpr std::size_t kMaxInFlight = 64;
+    // Payload bytes (WRITE data read, READ data to send) held per connection; the reader
+    // waits beyond this, so a client cannot make the daemon buffer 64 x 32 MiB.
+    static constexpr std::uint64_t kMaxBytesInFlight = 128ULL * 1024 * 1024;
+    static constexpr std::chrono::seconds kHandshakeTimeout{30};
+
+    Connection(std::uint64_t id, Socket socket, std::span<Export* const> exports,
+               OnClosed on_closed);
+
+    void start();
+    // Stop reading requests; finish and answer the ones already read, then close.
+    void stop();
+    // Close now (shutdown deadline passed).
+    void abort();
+
+  private:
+    // A one-waiter wake-up built on a timer.
+    class Signal {
+      public:
+        explicit Signal(const asio::any_io_executor& executor);
+        void notify();
+        asio::awaitable<void> wait();
+
+      private:
+        asio::steady_timer timer_;
+    };
+
+    struct Reply {
+        nbd::Bytes head;
+        nbd::Bytes body;
+    };
+
+    asio::awaitable<void> run(std::shared_ptr<Connection> self);
+    asio::awaitable<bool> negotiate();
+    asio::awaitable<void> transmit(std::shared_ptr<Connection> self);
+    asio::awaitable<void> write_loop(std::shared_ptr<Connection> self);
+    asio::awaitable<void> write_replies();
+    asio::awaitable<void> serve(std::shared_ptr<Connection> self, nbd::Request request,
+                                nbd::Bytes payload, vmha::Status verdict,
+                                std::optional<IntervalLock::Ticket> ticket);
+    asio::awaitable<vmha::Status> dispatch(const nbd::Request& request, const nbd::Bytes& payload,
+                                           std::optional<IntervalLock::Ticket> ticket);
+    asio::awaitable<vmha::Status> serve_write(const nbd::Request& request,
+                                              const nbd::Bytes& payload,
+                                              IntervalLock::Ticket ticket);
+    vmha::Status serve_block_status(const nbd::Request& request);
+
+    void queue(Reply reply);
+    void reply_ok(const nbd::Request& request);
+    void reply_error(const nbd::Request& request, const vmha::Error& error);
+
+    const std::uint64_t id_;
+    Socket socket_;
+    std::span<Export* const> exports_;
+    OnClosed on_closed_;
+
+    Export* export_ = nullptr;
+    nbd::RequestContext context_;
+    bool negotiating_ = true;
+    bool stopping_ = false;
+    bool closing_ = false;  // no more replies will be queued
+    bool broken_ = false;   // the socket failed; replies are dropped
+    bool writer_started_ = false;
+    bool writer_exited_ = false;
+    std::size_t in_flight_ = 0;
+    std::uint64_t bytes_in_flight_ = 0;
+    std::deque<Reply> replies_;
+    Signal reader_wake_;
+    Signal writer_wake_;
+};
+
+}  // namespace imagesync

@@ -1,0 +1,61 @@
+// An export: one image file served under a name, with its size rule, its interval lock and
+// its write path (local image + replica sinks). Shared by every connection that opened it.
+//
+// Owned by the event loop thread.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include <imagesync/server.h>
+#include <vmha/error.h>
+
+#include "image_file.h"
+#include "interval_lock.h"
+#include "negotiation.h"
+#include "replica_sink.h"
+
+namespace imagesync {
+
+class Export {
+  public:
+    static vmha::Result<std::unique_ptr<Export>> open(Uring& uring, asio::any_io_executor executor,
+                                                      const ExportSpec& spec, Role role,
+                                                      bool growable);
+
+    const nbd::ExportInfo& info() const { return info_; }
+
+    // Read-only follows the node's role and changes at runtime (promote/demote): a read-only
+    // export answers writes with EPERM (a flush still flushes the local image). Clients that
+    // negotiated while it was read-only were told so; the check here covers the others.
+    bool read_only() const { return info_.read_only; }
+    void set_read_only(bool read_only) { info_.read_only = read_only; }
+    ImageFile& file() { return *file_; }
+    IntervalLock& locks() { return locks_; }
+
+    void add_sink(std::shared_ptr<ReplicaSink> sink) { sinks_.push_back(std::move(sink)); }
+
+    // Applies a modifying operation to the local image and to every sink in parallel; `done`
+    // runs once all completed, with the local failure if any, else the first sink failure.
+    void apply(const WriteOp& op, ReplicaSink::Done done);
+
+    // The same, but only once `ticket` (taken from locks() in arrival order) is granted, so
+    // overlapping writes reach the image and every sink one at a time, in arrival order; the
+    // ticket is released when the operation completed. `op.data` must stay valid until then.
+    void apply_in_order(IntervalLock::Ticket ticket, const WriteOp& op, ReplicaSink::Done done);
+
+  private:
+    Export(nbd::ExportInfo info, std::unique_ptr<ImageFile> file, asio::any_io_executor executor);
+    void apply_local(const WriteOp& op, ImageFile::Done done);
+
+    nbd::ExportInfo info_;
+    std::unique_ptr<ImageFile> file_;
+    IntervalLock locks_;
+    std::vector<std::shared_ptr<ReplicaSink>> sinks_;
+};
+
+// The virtual size of a qcow2 image from its header, or nullopt when `header` (the first 32
+// bytes of the file or more) is not qcow2.
+std::optional<std::uint64_t> qcow2_virtual_size(std::span<const std::byte> header);
+
+}  // namespace imagesync

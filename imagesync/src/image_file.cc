@@ -1,0 +1,355 @@
+#include "image_file.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <linux/falloc.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+namespace imagesync {
+
+namespace {
+
+constexpr std::size_t kMaxSingleTransfer = 1U << 30;
+constexpr std::size_t kZeroChunk = 1U << 20;
+
+const std::byte* zero_chunk() {
+    static const std::vector<std::byte> zeroes(kZeroChunk);
+    return zeroes.data();
+}
+
+bool retryable(int res) {
+    return res == -EINTR || res == -EAGAIN;
+}
+
+}  // namespace
+
+// One read or write, resubmitted until complete.
+struct ImageFile::Transfer {
+    bool is_write = false;
+    bool fua = false;
+    std::uint64_t start = 0;  // for messages
+    std::uint64_t total = 0;
+    std::uint64_t offset = 0;  // next byte
+    std::byte* data = nullptr;
+    std::size_t remaining = 0;
+    Done done;
+};
+
+// Zeroes written from a shared zero buffer, one chunk at a time.
+struct ImageFile::ZeroFill {
+    std::uint64_t start = 0;
+    std::uint64_t total = 0;
+    std::uint64_t offset = 0;
+    std::uint64_t remaining = 0;
+    Done done;
+};
+
+ImageFile::ImageFile(Uring& uring, std::filesystem::path path, int fd)
+    : uring_(uring), path_(std::move(path)), fd_(fd) {}
+
+ImageFile::~ImageFile() {
+    if (fd_ >= 0) ::close(fd_);
+}
+
+vmha::Result<std::unique_ptr<ImageFile>> ImageFile::open(Uring& uring,
+                                                         const std::filesystem::path& path,
+                                                         bool writable) {
+    const int fd = ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (fd < 0) {
+        const int e = errno;
+        return vmha::Error(
+            vmha::errc_from_errno(e),
+            fmt::format("cannot open image \"{}\" for {}: {}", path.string(),
+                        writable ? "reading and writing" : "reading", std::strerror(e)));
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ::close(fd);
+        return vmha::Error(vmha::errc::invalid_argument,
+                           fmt::format("image \"{}\" is not a regular file", path.string()));
+    }
+    return std::unique_ptr<ImageFile>(new ImageFile(uring, path, fd));
+}
+
+vmha::Result<std::uint64_t> ImageFile::current_size() const {
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) {
+        const int e = errno;
+        return vmha::Error(vmha::errc_from_errno(e), fmt::format("cannot stat image \"{}\": {}",
+                                                                 path_.string(), std::strerror(e)));
+    }
+    return static_cast<std::uint64_t>(st.st_size);
+}
+
+vmha::Error ImageFile::failure(const char* what, std::uint64_t offset, std::uint64_t length,
+                               int error) const {
+    return {vmha::errc_from_errno(error),
+            fmt::format("{} {} bytes at offset {} of \"{}\" failed: {}", what, length, offset,
+                        path_.string(), std::strerror(error))};
+}
+
+void ImageFile::read(std::uint64_t offset, std::span<std::byte> buffer, Done done) {
+    auto t = std::make_shared<Transfer>();
+    t->start = t->offset = offset;
+    t->total = t->remaining = buffer.size();
+    t->data = buffer.data();
+    t->done = std::move(done);
+    issue(std::move(t));
+}
+
+void ImageFile::write(std::uint64_t offset, std::span<const std::byte> data, bool fua, Done done) {
+    auto t = std::make_shared<Transfer>();
+    t->is_write = true;
+    t->fua = fua;
+    t->start = t->offset = offset;
+    t->total = t->remaining = data.size();
+    // io_uring only reads from this buffer for a write.
+    t->data = const_cast<std::byte*>(data.data());  // NOLINT
+    t->done = std::move(done);
+    issue(std::move(t));
+}
+
+void ImageFile::issue(std::shared_ptr<Transfer> t) {
+    io_uring_sqe sqe{};
+    const auto n = static_cast<unsigned>(std::min(t->remaining, kMaxSingleTransfer));
+    if (t->is_write) {
+        io_uring_prep_write(&sqe, fd_, t->data, n, t->offset);
+        if (t->fua) sqe.rw_flags = RWF_DSYNC;
+    } else {
+        io_uring_prep_read(&sqe, fd_, t->data, n, t->offset);
+    }
+    uring_.submit(sqe, [this, t](int res) { on_transfer(t, res); });
+}
+
+void ImageFile::on_transfer(std::shared_ptr<Transfer> t, int res) {
+    const char* what = t->is_write ? "writing" : "reading";
+    if (retryable(res)) {
+        issue(std::move(t));
+        return;
+    }
+    if (res < 0) {
+        if (t->is_write && t->fua && res == -EIO && !durability_lost_) {
+            durability_lost_ = failure("durably writing", t->start, t->total, EIO);
+        }
+        t->done(failure(what, t->start, t->total, -res));
+        return;
+    }
+    if (res == 0) {
+        if (!t->is_write) {
+            // End of file: a growable export reads zeroes beyond it.
+            std::memset(t->data, 0, t->remaining);
+            t->done({});
+        } else {
+            t->done(failure(what, t->start, t->total, EIO));
+        }
+        return;
+    }
+    const auto done_bytes = static_cast<std::size_t>(res);
+    t->offset += done_bytes;
+    t->data += done_bytes;
+    t->remaining -= done_bytes;
+    if (t->remaining == 0) {
+        t->done({});
+        return;
+    }
+    issue(std::move(t));  // short transfer: the rest
+}
+
+void ImageFile::flush(Done done) {
+    if (durability_lost_) {
+        done(*durability_lost_);
+        return;
+    }
+    io_uring_sqe sqe{};
+    io_uring_prep_fsync(&sqe, fd_, IORING_FSYNC_DATASYNC);
+    uring_.submit(sqe, [this, done = std::move(done)](int res) {
+        if (retryable(res)) {
+            flush(done);
+            return;
+        }
+        if (res < 0) {
+            if (!durability_lost_) {
+                durability_lost_ = vmha::Error(
+                    vmha::errc::io_error,
+                    fmt::format("fdatasync of \"{}\" failed ({}); written data may be lost, so "
+                                "every later flush fails until imagesyncd restarts",
+                                path_.string(), std::strerror(-res)));
+            }
+            done(*durability_lost_);
+        } else {
+            done({});
+        }
+    });
+}
+
+void ImageFile::fallocate(int mode, std::uint64_t offset, std::uint64_t length,
+                          std::function<void(int)> done) {
+    io_uring_sqe sqe{};
+    io_uring_prep_fallocate(&sqe, fd_, mode, static_cast<off_t>(offset),
+                            static_cast<off_t>(length));
+    uring_.submit(sqe, std::move(done));
+}
+
+void ImageFile::then_sync(bool fua, vmha::Status status, Done done) {
+    if (!status || !fua) {
+        done(std::move(status));
+        return;
+    }
+    flush(std::move(done));
+}
+
+void ImageFile::trim(std::uint64_t offset, std::uint64_t length, bool fua, Done done) {
+    fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length,
+              [this, offset, length, fua, done = std::move(done)](int res) mutable {
+                  if (res < 0 && res != -EOPNOTSUPP) {
+                      done(failure("punching a hole of", offset, length, -res));
+                      return;
+                  }
+                  // No hole punching here: TRIM is advisory, so it is a successful no-op.
+                  then_sync(fua, {}, std::move(done));
+              });
+}
+
+void ImageFile::write_zeroes(std::uint64_t offset, std::uint64_t length, bool may_trim,
+                             bool fast_only, bool fua, Done done) {
+    auto slow_path = [this, offset, length, fast_only, fua](Done d) {
+        if (fast_only) {
+            d(vmha::Error(vmha::errc::unsupported,
+                          fmt::format("zeroing {} bytes at offset {} of \"{}\" would need "
+                                      "writing zeroes, and a fast zero was asked for",
+                                      length, offset, path_.string())));
+            return;
+        }
+        auto z = std::make_shared<ZeroFill>();
+        z->start = z->offset = offset;
+        z->total = z->remaining = length;
+        z->done = [this, fua, d = std::move(d)](vmha::Status s) mutable {
+            then_sync(fua, std::move(s), std::move(d));
+        };
+        issue_zero_fill(std::move(z));
+    };
+    auto zero_range = [this, offset, length, fua, slow_path](Done d) {
+        // Without KEEP_SIZE: zeroing past the end of a growable export's file extends it.
+        fallocate(FALLOC_FL_ZERO_RANGE, offset, length,
+                  [this, offset, length, fua, slow_path, d = std::move(d)](int res) mutable {
+                      if (res == -EOPNOTSUPP) {
+                          slow_path(std::move(d));
+                      } else if (res < 0) {
+                          d(failure("zeroing", offset, length, -res));
+                      } else {
+                          then_sync(fua, {}, std::move(d));
+                      }
+                  });
+    };
+    if (!may_trim) {
+        zero_range(std::move(done));
+        return;
+    }
+    fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length,
+              [this, offset, length, fua, zero_range, done = std::move(done)](int res) mutable {
+                  if (res == -EOPNOTSUPP) {
+                      zero_range(std::move(done));
+                  } else if (res < 0) {
+                      done(failure("punching a hole of", offset, length, -res));
+                  } else {
+                      then_sync(fua, {}, std::move(done));
+                  }
+              });
+}
+
+void ImageFile::issue_zero_fill(std::shared_ptr<ZeroFill> z) {
+    io_uring_sqe sqe{};
+    const auto n = static_cast<unsigned>(std::min<std::uint64_t>(z->remaining, kZeroChunk));
+    io_uring_prep_write(&sqe, fd_, zero_chunk(), n, z->offset);
+    uring_.submit(sqe, [this, z](int res) {
+        if (retryable(res)) {
+            issue_zero_fill(z);
+            return;
+        }
+        if (res <= 0) {
+            z->done(failure("writing zeroes over", z->start, z->total, res < 0 ? -res : EIO));
+            return;
+        }
+        z->offset += static_cast<std::uint64_t>(res);
+        z->remaining -= static_cast<std::uint64_t>(res);
+        if (z->remaining == 0) {
+            z->done({});
+            return;
+        }
+        issue_zero_fill(z);
+    });
+}
+
+void ImageFile::cache(std::uint64_t offset, std::uint32_t length, Done done) {
+    io_uring_sqe sqe{};
+    io_uring_prep_fadvise(&sqe, fd_, offset, static_cast<off_t>(length), POSIX_FADV_WILLNEED);
+    uring_.submit(sqe, [this, offset, length, done = std::move(done)](int res) {
+        if (res < 0) {
+            done(failure("read-ahead of", offset, length, -res));
+        } else {
+            done({});
+        }
+    });
+}
+
+vmha::Result<std::vector<ImageFile::Extent>> ImageFile::allocation(std::uint64_t offset,
+                                                                   std::uint64_t length,
+                                                                   std::size_t max_extents) const {
+    std::vector<Extent> extents;
+    auto add = [&extents](std::uint64_t len, bool hole) {
+        if (len == 0) return;
+        if (!extents.empty() && extents.back().hole == hole) {
+            extents.back().length += len;
+        } else {
+            extents.push_back({len, hole});
+        }
+    };
+    auto file_size = current_size();
+    if (!file_size) return std::move(file_size).error();
+    const std::uint64_t end = offset + length;
+    std::uint64_t pos = offset;
+    while (pos < end && extents.size() < max_extents) {
+        if (pos >= *file_size) {
+            add(end - pos, true);
+            break;
+        }
+        const off_t data = ::lseek(fd_, static_cast<off_t>(pos), SEEK_DATA);
+        if (data < 0) {
+            const int e = errno;
+            if (e == ENXIO) {  // no data from pos to the end of the file
+                add(end - pos, true);
+                break;
+            }
+            if (e == EINVAL || e == EOPNOTSUPP) {  // no SEEK_DATA here: all data
+                add(end - pos, false);
+                break;
+            }
+            return failure("mapping", pos, end - pos, e);
+        }
+        const auto data_at = static_cast<std::uint64_t>(data);
+        if (data_at > pos) {
+            const std::uint64_t hole_end = std::min(data_at, end);
+            add(hole_end - pos, true);
+            pos = hole_end;
+            continue;
+        }
+        const off_t hole = ::lseek(fd_, static_cast<off_t>(pos), SEEK_HOLE);
+        if (hole < 0) return failure("mapping", pos, end - pos, errno);
+        const std::uint64_t data_end = std::min(static_cast<std::uint64_t>(hole), end);
+        if (data_end <= pos) {  // cannot happen on a sane file system; avoid looping
+            add(end - pos, false);
+            break;
+        }
+        add(data_end - pos, false);
+        pos = data_end;
+    }
+    return extents;
+}
+
+}  // namespace imagesync

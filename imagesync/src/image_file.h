@@ -1,0 +1,84 @@
+// The image file behind an export, with all data I/O through io_uring.
+//
+// Reads past the end of the file return zeroes and writes past it extend the file (that is
+// how a growable export lets a qcow2 file grow). Short reads and writes are resubmitted for
+// the remainder. FUA writes use RWF_DSYNC; FLUSH is IORING_OP_FSYNC with DATASYNC.
+//
+// Owned by the event loop thread. Buffers passed in must stay valid until `done` runs.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include <vmha/error.h>
+
+#include "uring.h"
+
+namespace imagesync {
+
+class ImageFile {
+  public:
+    using Done = std::function<void(vmha::Status)>;
+
+    static vmha::Result<std::unique_ptr<ImageFile>> open(Uring& uring,
+                                                         const std::filesystem::path& path,
+                                                         bool writable);
+    ImageFile(const ImageFile&) = delete;
+    ImageFile& operator=(const ImageFile&) = delete;
+    ~ImageFile();
+
+    const std::filesystem::path& path() const { return path_; }
+    // The file's current size on disk (it grows with writes past its end).
+    vmha::Result<std::uint64_t> current_size() const;
+
+    void read(std::uint64_t offset, std::span<std::byte> buffer, Done done);
+    void write(std::uint64_t offset, std::span<const std::byte> data, bool fua, Done done);
+    // After a failed fdatasync the kernel may have dropped dirty pages and cleared the
+    // error, so a later fdatasync could succeed without the data: once one fails, every later
+    // flush (and FUA write) of this file fails too, until imagesyncd restarts.
+    void flush(Done done);
+    // Deallocates (PUNCH_HOLE|KEEP_SIZE); a file system without hole punching makes it a no-op.
+    void trim(std::uint64_t offset, std::uint64_t length, bool fua, Done done);
+    // Zeroes a range: by punching a hole when `may_trim`, else FALLOC_FL_ZERO_RANGE, else by
+    // writing zeroes -- unless `fast_only`, which fails with errc::unsupported instead.
+    void write_zeroes(std::uint64_t offset, std::uint64_t length, bool may_trim, bool fast_only,
+                      bool fua, Done done);
+    // Read-ahead hint (POSIX_FADV_WILLNEED).
+    void cache(std::uint64_t offset, std::uint32_t length, Done done);
+
+    // Allocation map of [offset, offset + length) by SEEK_DATA/SEEK_HOLE, at most
+    // `max_extents` extents (the last one may stop short of the end). Synchronous: lseek does
+    // not block on data I/O. Past the end of the file everything is a hole.
+    struct Extent {
+        std::uint64_t length = 0;
+        bool hole = false;
+    };
+    vmha::Result<std::vector<Extent>> allocation(std::uint64_t offset, std::uint64_t length,
+                                                 std::size_t max_extents) const;
+
+  private:
+    struct Transfer;
+    struct ZeroFill;
+    ImageFile(Uring& uring, std::filesystem::path path, int fd);
+    void issue(std::shared_ptr<Transfer> t);
+    void on_transfer(std::shared_ptr<Transfer> t, int res);
+    void issue_zero_fill(std::shared_ptr<ZeroFill> z);
+    void fallocate(int mode, std::uint64_t offset, std::uint64_t length,
+                   std::function<void(int)> done);
+    void then_sync(bool fua, vmha::Status status, Done done);
+    vmha::Error failure(const char* what, std::uint64_t offset, std::uint64_t length,
+                        int error) const;
+
+    Uring& uring_;
+    std::filesystem::path path_;
+    int fd_ = -1;
+    std::optional<vmha::Error> durability_lost_;
+};
+
+}  // namespace imagesync

@@ -1,0 +1,40 @@
+#include "interval_lock.h"
+
+#include <vmha/error.h>
+
+namespace imagesync {
+
+bool IntervalLock::conflicts_with_earlier(Ticket ticket) const {
+    for (auto it = entries_.begin(); it != ticket; ++it) {
+        if (it->begin < ticket->end && ticket->begin < it->end) return true;
+    }
+    return false;
+}
+
+IntervalLock::Ticket IntervalLock::enqueue(std::uint64_t offset, std::uint64_t length) {
+    const std::uint64_t end = length > UINT64_MAX - offset ? UINT64_MAX : offset + length;
+    entries_.push_back(Entry{offset, end, false, {}});
+    const Ticket t = std::prev(entries_.end());
+    t->granted = !conflicts_with_earlier(t);
+    return t;
+}
+
+void IntervalLock::when_granted(Ticket ticket, std::function<void()> on_grant) {
+    if (ticket->on_grant) vmha::internal_error("two waiters on one interval lock ticket");
+    if (ticket->granted) {
+        asio::post(executor_, std::move(on_grant));
+        return;
+    }
+    ticket->on_grant = std::move(on_grant);
+}
+
+void IntervalLock::release(Ticket ticket) {
+    entries_.erase(ticket);
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+        if (it->granted || conflicts_with_earlier(it)) continue;
+        it->granted = true;
+        if (it->on_grant) asio::post(executor_, std::exchange(it->on_grant, {}));
+    }
+}
+
+}  // namespace imagesync

@@ -1,0 +1,104 @@
+// imagesyncd: serves image files to the local hypervisor over NBD on a unix socket.
+//
+// Runs in the foreground; exits with status 0 after SIGTERM or SIGINT once every request
+// already read has been answered, 1 on a runtime failure, 2 on a command-line error.
+#include <unistd.h>
+
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <imagesync/server.h>
+#include <vmha/log.h>
+
+int main(int argc, char** argv) {
+    CLI::App app{"imagesyncd: serves VM image files over NBD (unix socket) with io_uring I/O",
+                 "imagesyncd"};
+    std::vector<std::string> images;
+    std::string socket_path;
+    std::string meta_dir;
+    std::string role = "primary";
+    std::string log_level = "info";
+    bool growable = false;
+    imagesync::ServerConfig config;
+    std::string timeout = "5000";
+    app.add_option("--image", images,
+                   "Export an image: NAME=PATH[,size=SIZE]. SIZE (bytes, or with K/M/G/T) makes "
+                   "the export larger than the file: reads past the end of the file return "
+                   "zeroes and writes past it extend the file. Repeatable.")
+        ->required()
+        ->type_name("NAME=PATH[,size=SIZE]");
+    app.add_option("--nbd-socket", socket_path, "Unix socket to serve NBD on")->required();
+    app.add_option("--meta-dir", meta_dir, "Directory for replication metadata (created)");
+    app.add_option("--role", role, "primary (writable) or secondary (read-only, writes get EPERM)")
+        ->check(CLI::IsMember({"primary", "secondary"}));
+    app.add_flag("--growable", growable,
+                 "Exports of qcow2 files without size= get twice the qcow2 virtual size, so the "
+                 "file can grow");
+    app.add_option("--listen", config.listen,
+                   "Replication: HOST:PORT where this node, as secondary, accepts its primary");
+    app.add_option("--peer", config.peer,
+                   "Replication: HOST:PORT of the peer's --listen, dialed while this node is "
+                   "primary");
+    app.add_option("--module", config.module, "Module name; both nodes must agree")
+        ->capture_default_str();
+    app.add_option("--node", config.node, "This node's name (default: the host name)");
+    app.add_option("--timeout-ms", timeout,
+                   "Replication: milliseconds without an answer before the peer is lost and "
+                   "writes are recorded dirty")
+        ->capture_default_str();
+    app.add_flag("--disconnected", config.start_disconnected,
+                 "Start without connecting to the peer (imagesync connect starts it)");
+    app.add_option("--control-socket", config.control_socket,
+                   "Unix socket for status and commands (the imagesync tool)");
+    app.add_option("--log-level", log_level, "error, warn, info, debug or trace")
+        ->check(CLI::IsMember({"error", "warn", "warning", "info", "debug", "trace", "off"}));
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+
+    vmha::init_logging("imagesyncd", *vmha::parse_log_level(log_level));
+
+    for (const std::string& text : images) {
+        auto spec = imagesync::parse_export_spec(text);
+        if (!spec) {
+            std::fprintf(stderr, "imagesyncd: --image: %s\n", spec.error().message.c_str());
+            return 2;
+        }
+        config.exports.push_back(std::move(*spec));
+    }
+    config.socket_path = socket_path;
+    config.meta_dir = meta_dir;
+    config.role = *imagesync::parse_role(role);
+    config.growable = growable;
+    try {
+        const long ms = std::stol(timeout);
+        if (ms < 10 || ms > 3'600'000) throw std::out_of_range("timeout");
+        config.timeout = std::chrono::milliseconds(ms);
+    } catch (const std::exception&) {
+        std::fprintf(stderr, "imagesyncd: --timeout-ms: \"%s\" must be 10 to 3600000\n",
+                     timeout.c_str());
+        return 2;
+    }
+    if (config.node.empty()) {
+        char host[256] = {};
+        ::gethostname(host, sizeof host - 1);
+        config.node = host;
+    }
+    if ((!config.listen.empty() || !config.peer.empty()) && config.meta_dir.empty()) {
+        std::fprintf(stderr, "imagesyncd: replication (--listen/--peer) needs --meta-dir\n");
+        return 2;
+    }
+
+    if (auto status = imagesync::run_server(config); !status) {
+        spdlog::error("{}", status.error().message);
+        return 1;
+    }
+    return 0;
+}

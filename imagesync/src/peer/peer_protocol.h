@@ -1,0 +1,175 @@
+// The replication protocol between two imagesyncd processes of one module (TCP).
+//
+// Every message is one frame: a fixed 32-byte header, then `length` payload bytes.
+//
+//   u32 magic      0x76484131 ("vHA1")
+//   u16 version    1; a peer speaking another version is refused at HELLO
+//   u16 flags      reserved, must be 0 (a set bit is a protocol error until it means something)
+//   u16 type       MessageType
+//   u16 reserved   must be 0
+//   u32 length     payload bytes; at most max_payload, checked before anything is allocated
+//   u64 cookie     chosen by the sender of a request, echoed by its ACK
+//   u64 reserved2  must be 0
+//
+// All integers are big-endian. Payload layouts are in encode()/decode() below and in
+// docs/imagesync-peer-protocol.md. A malformed frame (bad magic, version, reserved bits, a
+// length over the limit or one that does not match the type) is a protocol error: the
+// receiver logs it and closes that connection; nothing else is affected.
+//
+// Ordering: one TCP stream per module carries all messages in order. The primary sends
+// WRITE / WRITE_ZEROES / TRIM / FLUSH in the order its interval lock granted them, and the
+// secondary applies overlapping operations in that same order, so both copies converge.
+// Operations are idempotent (absolute offsets, no read-modify-write), so resending one after a
+// reconnect is harmless.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <vmha/error.h>
+
+namespace imagesync::peer {
+
+using Bytes = std::vector<std::byte>;
+using ByteView = std::span<const std::byte>;
+
+inline constexpr std::uint32_t frame_magic = 0x76484131;
+inline constexpr std::uint16_t protocol_version = 1;
+inline constexpr std::size_t header_size = 32;
+// Largest payload: a 32 MiB write (the NBD maximum) plus its small fixed part.
+inline constexpr std::uint32_t max_payload = (32u << 20) + 64;
+inline constexpr std::size_t max_name = 255;
+inline constexpr std::size_t max_exports = 64;
+inline constexpr std::size_t max_history = 8;
+
+enum class MessageType : std::uint16_t {
+    hello = 1,         // both ways, first message: who I am, what I hold
+    write = 2,         // primary -> secondary: bytes at an offset
+    write_zeroes = 3,  // ... zeroes, no data on the wire
+    trim = 4,          // ... deallocate (reads back as zeroes on both sides)
+    flush = 5,         // ... make everything acknowledged so far durable
+    ack = 6,           // reply to a request, by cookie, with a status
+    ping = 7,          // keepalive; answered by ack
+    resync_data = 8,   // sync source -> target: a resync chunk (like write)
+    resync_zeroes = 9, // sync source -> target: a resync chunk that is all zeroes
+    state = 10,        // role / data-state change announcement
+};
+
+// Where an operation applies: which export, which bytes.
+struct Range {
+    std::uint32_t export_index = 0;
+    std::uint64_t offset = 0;
+    std::uint32_t length = 0;
+};
+
+struct ExportInfo {
+    std::string name;
+    std::uint64_t size = 0;
+};
+
+struct Hello {
+    std::string module;
+    std::string node;
+    std::uint8_t role = 0;        // 1 primary, 2 secondary
+    std::uint8_t data_state = 0;  // 1 UpToDate, 2 Inconsistent, 3 Outdated, 4 Unknown
+    std::uint16_t hello_flags = 0;  // bit0: crashed primary (unclean shutdown while primary)
+    std::uint32_t chunk_size = 0;
+    std::uint64_t current_generation = 0;
+    std::uint64_t bitmap_generation = 0;
+    std::vector<std::uint64_t> history;  // at most max_history
+    std::vector<ExportInfo> exports;     // at most max_exports
+};
+
+struct Write {
+    Range range;
+    bool fua = false;
+    ByteView data;  // length == range.length; points into the frame buffer when decoded
+};
+
+struct WriteZeroes {
+    Range range;
+    bool fua = false;
+    bool may_trim = false;
+};
+
+struct Trim {
+    Range range;
+};
+
+struct Flush {};
+
+struct Ack {
+    std::uint32_t status = 0;  // 0 = done; else a vmha::errc value
+};
+
+struct Ping {};
+
+struct ResyncData {
+    Range range;
+    ByteView data;
+};
+
+struct ResyncZeroes {
+    Range range;
+};
+
+struct State {
+    std::uint8_t role = 0;
+    std::uint8_t data_state = 0;
+    std::uint64_t current_generation = 0;
+};
+
+using Body = std::variant<Hello, Write, WriteZeroes, Trim, Flush, Ack, Ping, ResyncData,
+                          ResyncZeroes, State>;
+
+struct Message {
+    std::uint64_t cookie = 0;
+    Body body;
+};
+
+MessageType type_of(const Body& body);
+const char* type_name(MessageType type);
+
+// Appends the frame of `m` to `out`.
+void encode(const Message& m, Bytes& out);
+// The frame header alone, for a write whose data is sent from another buffer (scatter/gather):
+// encode_write_header() + the data bytes form the same frame as encode() of the Write.
+void encode_write_header(std::uint64_t cookie, const Range& range, bool fua, Bytes& out);
+
+struct Header {
+    MessageType type{};
+    std::uint32_t length = 0;
+    std::uint64_t cookie = 0;
+};
+
+// Checks a 32-byte header. Errors: errc::protocol_error (magic, reserved fields, unknown type,
+// length over the limit), errc::version_mismatch.
+vmha::Result<Header> decode_header(ByteView bytes);
+
+// Decodes a payload of `header.length` bytes. Views (Write::data) point into `payload`.
+vmha::Result<Message> decode_payload(const Header& header, ByteView payload);
+
+// Incremental decoding of a byte stream: feed what the socket gave, take whole messages.
+class FrameDecoder {
+public:
+    // Appends received bytes.
+    void feed(ByteView bytes);
+    // The next whole message, nullopt if more bytes are needed, or an error (the connection
+    // must then be closed; the decoder stays failed). Views in the message stay valid until
+    // the next call to next() or feed().
+    vmha::Result<std::optional<Message>> next();
+    std::size_t buffered() const { return buffer_.size() - consumed_; }
+
+private:
+    Bytes buffer_;
+    std::size_t consumed_ = 0;
+    std::optional<Header> header_;
+    std::optional<vmha::Error> failed_;
+};
+
+}  // namespace imagesync::peer

@@ -1,0 +1,43 @@
+// Where a write goes besides the local image: the seam for replication.
+//
+// An export's write path applies every modifying operation to the local image file and to
+// each ReplicaSink in parallel, and the NBD reply goes out only when all of them completed
+// ("write completes when local + all sinks done"). The replication step adds a sink that
+// sends the operation to the peer; a sink that loses its peer records the range in the dirty
+// map and then completes successfully, so a write is never acknowledged unless it is on both
+// sides or recorded dirty. Operations reach sinks in the order the interval lock grants them,
+// so overlapping writes arrive in arrival order.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string_view>
+
+#include <vmha/error.h>
+
+namespace imagesync {
+
+struct WriteOp {
+    enum class Kind { write, write_zeroes, trim, flush };
+    Kind kind = Kind::write;
+    std::uint64_t offset = 0;
+    std::uint64_t length = 0;
+    std::span<const std::byte> data;  // Kind::write only; valid until the sink completes
+    bool fua = false;                 // durable before completion
+    bool may_trim = false;            // write_zeroes without NO_HOLE: may deallocate
+    bool fast_only = false;           // write_zeroes with FAST_ZERO: fail rather than write
+};
+
+// Runs on the export's event loop thread.
+class ReplicaSink {
+  public:
+    using Done = std::function<void(vmha::Status)>;
+    virtual ~ReplicaSink() = default;
+    virtual std::string_view name() const = 0;
+    // Applies `op` and calls `done` exactly once, on the event loop thread.
+    virtual void apply(const WriteOp& op, Done done) = 0;
+};
+
+}  // namespace imagesync

@@ -1,0 +1,1233 @@
+#include "replication/replicator.h"
+
+#include <algorithm>
+#include <charconv>
+#include <deque>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include "meta/dirty_map.h"
+#include "meta/meta_file.h"
+#include "meta/meta_store.h"
+
+namespace imagesync::replication {
+
+using boost::system::error_code;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+// ---- Endpoint -------------------------------------------------------------------------------
+
+std::string Endpoint::to_string() const {
+    if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
+    return fmt::format("{}:{}", host, port);
+}
+
+vmha::Result<Endpoint> parse_endpoint(std::string_view text) {
+    Endpoint e;
+    std::string_view port_text;
+    if (!text.empty() && text.front() == '[') {
+        const auto close = text.find(']');
+        if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+            return vmha::Error(vmha::errc::invalid_argument,
+                               fmt::format("\"{}\" is not of the form \"[IPv6]:PORT\"", text));
+        }
+        e.host = std::string(text.substr(1, close - 1));
+        port_text = text.substr(close + 2);
+    } else {
+        const auto colon = text.rfind(':');
+        if (colon == std::string_view::npos || colon == 0) {
+            return vmha::Error(vmha::errc::invalid_argument,
+                               fmt::format("\"{}\" is not of the form \"HOST:PORT\"", text));
+        }
+        e.host = std::string(text.substr(0, colon));
+        port_text = text.substr(colon + 1);
+    }
+    unsigned port = 0;
+    const auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+    if (ec != std::errc() || end != port_text.data() + port_text.size() || port == 0 || port > 65535) {
+        return vmha::Error(vmha::errc::invalid_argument,
+                           fmt::format("\"{}\": port \"{}\" must be 1 to 65535", text, port_text));
+    }
+    e.port = static_cast<std::uint16_t>(port);
+    return e;
+}
+
+// ---- Metadata -------------------------------------------------------------------------------
+
+struct MetaParts {
+    explicit MetaParts(const std::filesystem::path& dir) : store(dir) {}
+    meta::MetaStore store;
+    std::vector<std::unique_ptr<meta::BlockingMetaFile>> files;
+    std::vector<std::unique_ptr<meta::DirtyMap>> maps;
+};
+
+namespace {
+
+peer::ByteView view(const peer::Bytes& b) { return {b.data(), b.size()}; }
+
+std::uint8_t wire_role(Role r) { return r == Role::primary ? 1 : 2; }
+
+std::uint8_t wire_state(meta::DataState s) {
+    switch (s) {
+        case meta::DataState::UpToDate: return 1;
+        case meta::DataState::Inconsistent: return 2;
+        case meta::DataState::Outdated: return 3;
+        case meta::DataState::Unknown: return 4;
+    }
+    return 4;
+}
+
+meta::DataState from_wire_state(std::uint8_t s) {
+    switch (s) {
+        case 1: return meta::DataState::UpToDate;
+        case 2: return meta::DataState::Inconsistent;
+        case 3: return meta::DataState::Outdated;
+        default: return meta::DataState::Unknown;
+    }
+}
+
+bool all_zero(std::span<const std::byte> data) {
+    return std::all_of(data.begin(), data.end(), [](std::byte b) { return b == std::byte{0}; });
+}
+
+constexpr std::uint32_t kResyncChunkMax = 1u << 20;  // bytes per resync message
+constexpr std::size_t kResyncWindow = 8;             // resync messages in flight
+
+}  // namespace
+
+// ---- Pending requests (primary) -------------------------------------------------------------
+
+// A request sent to the peer and not yet acknowledged. `complete` runs exactly once: with the
+// peer's status, or with nullopt when the link went down first.
+struct Replicator::Pending {
+    std::function<void(std::optional<std::uint32_t>)> complete;
+    Clock::time_point sent;
+    bool is_ping = false;
+};
+
+// ---- Session: one TCP connection to the peer -------------------------------------------------
+
+// Reads frames (header first, then the payload into a buffer of its own, so decoded views stay
+// valid as long as the buffer) and writes frames through an ordered queue with one outstanding
+// socket write. close() is idempotent; the replicator hears about it once, after both loops
+// ended, so no queued buffer is referenced any more.
+class Replicator::Session : public std::enable_shared_from_this<Session> {
+public:
+    Session(Replicator& owner, tcp::socket socket, bool dialer)
+        : owner_(owner),
+          socket_(std::move(socket)),
+          dialer_(dialer),
+          wake_(socket_.get_executor(), asio::steady_timer::time_point::max()),
+          ticker_(socket_.get_executor()) {
+        error_code ignored;
+        socket_.set_option(tcp::no_delay(true), ignored);
+        const auto remote = socket_.remote_endpoint(ignored);
+        remote_ = fmt::format("{}:{}", remote.address().to_string(), remote.port());
+    }
+
+    const std::string& remote() const { return remote_; }
+    bool dialer() const { return dialer_; }
+    bool handshaken() const { return handshaken_; }
+    void set_handshaken() { handshaken_ = true; }
+    bool closed() const { return closing_ || finishing_; }
+
+    void start() {
+        last_rx_ = Clock::now();
+        last_tx_ = Clock::now();
+        auto self = shared_from_this();
+        asio::co_spawn(socket_.get_executor(), read_loop(self), asio::detached);
+        asio::co_spawn(socket_.get_executor(), write_loop(self), asio::detached);
+        tick(self);
+    }
+
+    // Queues a frame; `data` (if any) must stay valid until the peer acknowledged it or the
+    // replicator was told the session closed.
+    void send(peer::Bytes head, std::span<const std::byte> data = {}) {
+        if (closing_) return;
+        queue_.push_back(Frame{std::move(head), data});
+        wake_.cancel();
+    }
+
+    void send(const peer::Message& m) {
+        peer::Bytes b;
+        peer::encode(m, b);
+        send(std::move(b));
+    }
+
+    // Closes once everything queued so far is sent (a refusal that the peer should read).
+    void finish(std::string reason) {
+        if (closing_ || finishing_) return;
+        finishing_ = true;
+        reason_ = std::move(reason);
+        wake_.cancel();
+    }
+
+    void close(std::string reason) {
+        if (closing_) return;
+        closing_ = true;
+        reason_ = std::move(reason);
+        error_code ignored;
+        socket_.shutdown(tcp::socket::shutdown_both, ignored);
+        socket_.close(ignored);
+        ticker_.cancel();
+        wake_.cancel();
+    }
+
+private:
+    struct Frame {
+        peer::Bytes head;
+        std::span<const std::byte> data;
+    };
+
+    asio::awaitable<void> read_loop(std::shared_ptr<Session> self) {
+        while (!closing_) {
+            std::array<std::byte, peer::header_size> head{};
+            error_code ec;
+            co_await asio::async_read(socket_, asio::buffer(head),
+                                      asio::redirect_error(asio::use_awaitable, ec));
+            if (ec || closing_) {
+                close(ec ? fmt::format("connection to {} broke: {}", remote_, ec.message())
+                         : reason_);
+                break;
+            }
+            auto header = peer::decode_header(head);
+            if (!header) {
+                close(fmt::format("peer {} broke the protocol: {}", remote_, header.error().message));
+                break;
+            }
+            auto payload = std::make_shared<peer::Bytes>(header->length);
+            if (header->length > 0) {
+                co_await asio::async_read(socket_, asio::buffer(*payload),
+                                          asio::redirect_error(asio::use_awaitable, ec));
+                if (ec || closing_) {
+                    close(ec ? fmt::format("connection to {} broke: {}", remote_, ec.message())
+                             : reason_);
+                    break;
+                }
+            }
+            last_rx_ = Clock::now();
+            auto message = peer::decode_payload(*header, view(*payload));
+            if (!message) {
+                close(fmt::format("peer {} broke the protocol: {}", remote_,
+                                  message.error().message));
+                break;
+            }
+            if (!handshaken_) {
+                const auto* hello = std::get_if<peer::Hello>(&message->body);
+                if (hello == nullptr) {
+                    close(fmt::format("peer {} sent {} before HELLO", remote_,
+                                      peer::type_name(header->type)));
+                    break;
+                }
+                if (!owner_.on_hello(*this, *hello)) break;  // closed with a reason
+                continue;
+            }
+            owner_.on_message(*this, std::move(*message), payload);
+        }
+        reader_done_ = true;
+        maybe_finished(self);
+    }
+
+    asio::awaitable<void> write_loop(std::shared_ptr<Session> self) {
+        std::vector<asio::const_buffer> buffers;
+        while (true) {
+            if (queue_.empty() && finishing_) close(reason_);
+            while (queue_.empty() && !closing_) {
+                wake_.expires_at(asio::steady_timer::time_point::max());
+                error_code ec;
+                co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+                if (queue_.empty() && finishing_) close(reason_);
+            }
+            if (closing_) break;
+            const std::size_t n = std::min<std::size_t>(queue_.size(), 32);
+            buffers.clear();
+            for (std::size_t i = 0; i < n; ++i) {
+                buffers.emplace_back(queue_[i].head.data(), queue_[i].head.size());
+                if (!queue_[i].data.empty()) {
+                    buffers.emplace_back(queue_[i].data.data(), queue_[i].data.size());
+                }
+            }
+            error_code ec;
+            co_await asio::async_write(socket_, buffers, asio::redirect_error(asio::use_awaitable, ec));
+            if (ec) {
+                close(fmt::format("sending to {} failed: {}", remote_, ec.message()));
+                break;
+            }
+            last_tx_ = Clock::now();
+            queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+        }
+        queue_.clear();
+        writer_done_ = true;
+        maybe_finished(self);
+    }
+
+    // Every timeout/4: a silent peer (nothing received for the timeout, or the oldest request
+    // unanswered for the timeout) is lost; an idle primary pings so the secondary hears it.
+    void tick(std::shared_ptr<Session> self) {
+        const auto timeout = owner_.config_.timeout;
+        ticker_.expires_after(std::max(timeout / 4, std::chrono::milliseconds(10)));
+        ticker_.async_wait([this, self, timeout](const error_code& ec) {
+            if (ec || closing_) return;
+            const auto now = Clock::now();
+            if (now - last_rx_ > timeout) {
+                close(fmt::format("peer {} silent for more than {} ms", remote_, timeout.count()));
+                return;
+            }
+            if (dialer_ && handshaken_) {
+                for (const auto& [cookie, p] : owner_.pending_) {
+                    if (now - p->sent > timeout) {
+                        close(fmt::format("peer {} did not acknowledge request {} within {} ms",
+                                          remote_, cookie, timeout.count()));
+                        return;
+                    }
+                    break;  // the map is in cookie order: the first is the oldest
+                }
+                if (now - last_tx_ > timeout / 3) owner_.send_ping(*this);
+            }
+            tick(self);
+        });
+    }
+
+    void maybe_finished(const std::shared_ptr<Session>& self) {
+        if (!reader_done_ || !writer_done_ || reported_) return;
+        reported_ = true;
+        // Posted, so that the replicator never runs inside one of our loops.
+        asio::post(socket_.get_executor(), [self] { self->owner_.on_session_closed(self.get(), self->reason_); });
+    }
+
+    Replicator& owner_;
+    tcp::socket socket_;
+    bool dialer_;
+    std::string remote_;
+    asio::steady_timer wake_;
+    asio::steady_timer ticker_;
+    std::deque<Frame> queue_;
+    Clock::time_point last_rx_;
+    Clock::time_point last_tx_;
+    std::string reason_ = "closed";
+    bool handshaken_ = false;
+    bool finishing_ = false;
+    bool closing_ = false;
+    bool reader_done_ = false;
+    bool writer_done_ = false;
+    bool reported_ = false;
+};
+
+// ---- Sink: what an export's write path calls ---------------------------------------------------
+
+class Replicator::Sink final : public ReplicaSink {
+public:
+    Sink(Replicator& owner, std::size_t index, std::string name)
+        : owner_(owner), index_(index), name_(std::move(name)) {}
+    std::string_view name() const override { return name_; }
+    void apply(const WriteOp& op, Done done) override { owner_.replicate(index_, op, std::move(done)); }
+
+private:
+    Replicator& owner_;
+    std::size_t index_;
+    std::string name_;
+};
+
+// ---- Replicator -----------------------------------------------------------------------------
+
+Replicator::Replicator(asio::io_context& io, const ReplicatorConfig& config,
+                       std::vector<Export*> exports)
+    : io_(io), config_(config), exports_(std::move(exports)), role_(config.role) {}
+
+Replicator::~Replicator() = default;
+
+vmha::Result<std::unique_ptr<Replicator>> Replicator::open(asio::io_context& io,
+                                                           const ReplicatorConfig& config,
+                                                           std::vector<Export*> exports) {
+    if (config.meta_dir.empty()) {
+        return vmha::Error(vmha::errc::invalid_argument,
+                           "replication needs a metadata directory (--meta-dir)");
+    }
+    std::unique_ptr<Replicator> r(new Replicator(io, config, std::move(exports)));
+    if (auto s = r->load_meta(); !s) return std::move(s).error();
+    for (std::size_t i = 0; i < r->exports_.size(); ++i) {
+        r->sinks_.push_back(std::make_shared<Sink>(*r, i, fmt::format("peer/{}", r->exports_[i]->info().name)));
+    }
+    return r;
+}
+
+vmha::Status Replicator::load_meta() {
+    parts_ = std::make_unique<MetaParts>(config_.meta_dir);
+    auto stored = parts_->store.load();
+    if (!stored) return std::move(stored).error();
+    if (*stored) {
+        meta_ = **stored;
+    } else if (role_ == Role::primary) {
+        // A new pair: the primary's images are declared the data; the secondary gets a full resync.
+        meta_ = meta::NodeMeta::initial_source(meta::fresh_generation_id());
+        spdlog::info("no metadata in \"{}\": this primary's images are the initial data "
+                     "(generation {})",
+                     config_.meta_dir.string(), meta::format_generation(meta_.gen.current));
+    } else {
+        meta_ = meta::NodeMeta::just_created();
+        spdlog::info("no metadata in \"{}\": this secondary's images are Inconsistent until a "
+                     "full resync",
+                     config_.meta_dir.string());
+    }
+    meta_.note_start();
+    if (meta_.crashed_primary) {
+        spdlog::warn("this node was primary when it stopped without a clean shutdown: its "
+                     "activity-log extents may differ from the peer");
+    }
+    if (role_ == Role::primary) {
+        if (meta_.data_state != meta::DataState::UpToDate) {
+            return vmha::Error(vmha::errc::not_up_to_date,
+                               fmt::format("cannot start as primary: the data here is {} (see "
+                                           "\"{}\"); start as secondary and let it resync",
+                                           meta::to_string(meta_.data_state),
+                                           parts_->store.path().string()));
+        }
+        meta_.promote();
+    }
+
+    // Dirty maps first: a new map must be durable before the metadata that relies on it.
+    for (Export* e : exports_) {
+        const auto path = config_.meta_dir / (e->info().name + ".dirty");
+        const bool exists = std::filesystem::exists(path);
+        auto file = meta::BlockingMetaFile::open(path, !exists);
+        if (!file) return std::move(file).error();
+        auto map = exists ? meta::DirtyMap::load(**file, e->info().size, config_.chunk_size)
+                          : meta::DirtyMap::create(**file, e->info().size, config_.chunk_size);
+        if (!map) return std::move(map).error();
+        if ((*map)->dirty_bytes() > 0) {
+            spdlog::info("export \"{}\": {} bytes recorded dirty from before", e->info().name,
+                         (*map)->dirty_bytes());
+        }
+        if (!exists) {
+            vmha::Status flushed = vmha::Error(vmha::errc::internal, "not flushed");
+            if (!(*map)->flush([&flushed](vmha::Status st) { flushed = std::move(st); })) flushed = {};
+            if (!flushed) return flushed;
+        }
+        parts_->files.push_back(std::move(*file));
+        parts_->maps.push_back(std::move(*map));
+    }
+    return save_meta("start");
+}
+
+vmha::Status Replicator::save_meta(const char* why) {
+    auto s = parts_->store.save(meta_);
+    if (!s) {
+        spdlog::error("saving metadata ({}) failed: {}", why, s.error().message);
+        return s;
+    }
+    spdlog::debug("metadata saved ({}): {} generation {} bitmap {}", why,
+                  meta::to_string(meta_.data_state), meta::format_generation(meta_.gen.current),
+                  meta::format_generation(meta_.gen.bitmap));
+    return s;
+}
+
+std::shared_ptr<ReplicaSink> Replicator::sink(std::size_t export_index) {
+    return sinks_.at(export_index);
+}
+
+void Replicator::fire(LinkEvent event, const std::string& reason) {
+    const auto t = link_transition(link_, event);
+    if (!t) {
+        vmha::internal_error(fmt::format("replication link: event {} in state {}",
+                                         to_string(event), to_string(link_)));
+    }
+    if (t->next != link_ || event == LinkEvent::handshake_refused) {
+        spdlog::info("replication link {} -> {}: {} ({})", to_string(link_), to_string(t->next),
+                     reason, t->action);
+    }
+    link_ = t->next;
+    link_reason_ = reason;
+}
+
+void Replicator::start() {
+    if (config_.start_disconnected) {
+        link_ = LinkState::standalone;
+        link_reason_ = "started disconnected";
+        return;
+    }
+    link_ = LinkState::standalone;
+    fire(LinkEvent::connect_command, "started");
+    start_connecting();
+}
+
+void Replicator::start_connecting() {
+    const std::uint64_t generation = ++connect_generation_;
+    if (role_ == Role::primary) {
+        if (!config_.peer) {
+            link_reason_ = "no peer configured (--peer): writes are recorded dirty";
+            return;
+        }
+        asio::co_spawn(io_, dial_loop(generation), asio::detached);
+    } else {
+        if (!config_.listen) {
+            link_reason_ = "no listen address configured (--listen)";
+            return;
+        }
+        asio::co_spawn(io_, accept_loop(generation), asio::detached);
+    }
+}
+
+void Replicator::stop_connecting() {
+    ++connect_generation_;
+    if (acceptor_) {
+        error_code ignored;
+        acceptor_->close(ignored);
+        acceptor_.reset();
+    }
+}
+
+asio::awaitable<void> Replicator::dial_loop(std::uint64_t generation) {
+    tcp::resolver resolver(io_);
+    asio::steady_timer timer(io_);
+    while (generation == connect_generation_ && !stopping_) {
+        if (session_) {  // linked: wait for it to end
+            timer.expires_after(std::chrono::milliseconds(50));
+            error_code ec;
+            co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+            continue;
+        }
+        error_code ec;
+        auto endpoints = co_await resolver.async_resolve(
+            config_.peer->host, std::to_string(config_.peer->port),
+            asio::redirect_error(asio::use_awaitable, ec));
+        if (generation != connect_generation_ || stopping_) break;
+        if (!ec) {
+            tcp::socket socket(io_);
+            asio::steady_timer deadline(io_);
+            deadline.expires_after(config_.timeout);
+            deadline.async_wait([&socket](const error_code& e) {
+                if (!e) {
+                    error_code ignored;
+                    socket.close(ignored);
+                }
+            });
+            co_await asio::async_connect(socket, endpoints, asio::redirect_error(asio::use_awaitable, ec));
+            deadline.cancel();
+            if (generation != connect_generation_ || stopping_) break;
+            if (!ec) {
+                attach(std::make_shared<Session>(*this, std::move(socket), true));
+                continue;
+            }
+        }
+        spdlog::debug("dialing peer {} failed: {}", config_.peer->to_string(), ec.message());
+        timer.expires_after(config_.connect_retry);
+        co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+}
+
+asio::awaitable<void> Replicator::accept_loop(std::uint64_t generation) {
+    if (!acceptor_) {
+        error_code ec;
+        tcp::resolver resolver(io_);
+        auto endpoints = resolver.resolve(config_.listen->host, std::to_string(config_.listen->port), ec);
+        if (ec || endpoints.empty()) {
+            spdlog::error("cannot resolve listen address {}: {}", config_.listen->to_string(), ec.message());
+            co_return;
+        }
+        acceptor_.emplace(io_);
+        const tcp::endpoint ep = *endpoints.begin();
+        acceptor_->open(ep.protocol(), ec);
+        if (!ec) acceptor_->set_option(tcp::acceptor::reuse_address(true), ec);
+        if (!ec) acceptor_->bind(ep, ec);
+        if (!ec) acceptor_->listen(4, ec);
+        if (ec) {
+            spdlog::error("cannot listen for the peer on {}: {}", config_.listen->to_string(), ec.message());
+            acceptor_.reset();
+            co_return;
+        }
+        spdlog::info("listening for the primary on {}", config_.listen->to_string());
+    }
+    while (generation == connect_generation_ && !stopping_ && acceptor_) {
+        error_code ec;
+        tcp::socket socket = co_await acceptor_->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+        if (generation != connect_generation_ || stopping_) break;
+        if (ec) {
+            if (ec == asio::error::operation_aborted) break;
+            spdlog::warn("accepting the peer failed: {}", ec.message());
+            continue;
+        }
+        if (session_) {
+            // A primary that restarted or reconnected: the old connection is half dead.
+            spdlog::info("peer connected again from {}: closing the previous connection",
+                         socket.remote_endpoint(ec).address().to_string());
+            session_->close("replaced by a new connection from the peer");
+            // Its close is reported later; the new session starts now.
+        }
+        attach(std::make_shared<Session>(*this, std::move(socket), false));
+    }
+}
+
+void Replicator::attach(std::shared_ptr<Session> session) {
+    session_ = std::move(session);
+    spdlog::info("peer connection {} {}: handshake", session_->dialer() ? "to" : "from",
+                 session_->remote());
+    session_->start();
+    if (session_->dialer()) session_->send(peer::Message{0, make_hello()});
+}
+
+peer::Hello Replicator::make_hello() const {
+    peer::Hello h;
+    h.module = config_.module;
+    h.node = config_.node;
+    h.role = wire_role(role_);
+    h.data_state = wire_state(meta_.data_state);
+    h.hello_flags = meta_.crashed_primary ? 1 : 0;
+    h.chunk_size = config_.chunk_size;
+    h.current_generation = meta_.gen.current;
+    h.bitmap_generation = meta_.gen.bitmap;
+    h.history.assign(meta_.gen.history.begin(), meta_.gen.history.end());
+    for (const Export* e : exports_) h.exports.push_back({e->info().name, e->info().size});
+    return h;
+}
+
+bool Replicator::on_hello(Session& session, const peer::Hello& hello) {
+    if (session_.get() != &session) {
+        session.close("a newer connection replaced this one");
+        return false;
+    }
+    // The listener answers with its own HELLO first, so that each side can judge the other
+    // and tell the operator why a connection is refused.
+    if (!session.dialer()) session.send(peer::Message{0, make_hello()});
+    auto refuse = [&](std::string reason) {
+        spdlog::error("connection with node \"{}\" ({}) refused: {}", hello.node, session.remote(),
+                      reason);
+        if (link_ == LinkState::connecting) {
+            fire(LinkEvent::handshake_refused, reason);
+            stop_connecting();
+        }
+        session.finish(reason);
+        return false;
+    };
+    if (hello.module != config_.module) {
+        return refuse(fmt::format("peer {} serves module \"{}\", this is module \"{}\"",
+                                  session.remote(), hello.module, config_.module));
+    }
+    if (hello.exports.size() != exports_.size()) {
+        return refuse(fmt::format("module \"{}\" has {} export(s) here but {} on node \"{}\"",
+                                  config_.module, exports_.size(), hello.exports.size(), hello.node));
+    }
+    for (std::size_t i = 0; i < exports_.size(); ++i) {
+        const auto& mine = exports_[i]->info();
+        const auto& theirs = hello.exports[i];
+        if (mine.name != theirs.name || mine.size != theirs.size) {
+            return refuse(fmt::format("export {} is \"{}\" of {} bytes here but \"{}\" of {} "
+                                      "bytes on node \"{}\"",
+                                      i, mine.name, mine.size, theirs.name, theirs.size, hello.node));
+        }
+    }
+    if (hello.chunk_size != config_.chunk_size) {
+        return refuse(fmt::format("chunk size is {} here but {} on node \"{}\"", config_.chunk_size,
+                                  hello.chunk_size, hello.node));
+    }
+    const bool peer_primary = hello.role == 1;
+    if (peer_primary && role_ == Role::primary) {
+        return refuse(fmt::format("node \"{}\" is primary too: two primaries never connect; demote "
+                                  "one of them",
+                                  hello.node));
+    }
+    if (!session.dialer() && !peer_primary) {
+        return refuse(fmt::format("node \"{}\" dialed as a secondary; only a primary dials", hello.node));
+    }
+    meta::NodeMeta theirs;
+    theirs.gen.current = hello.current_generation;
+    theirs.gen.bitmap = hello.bitmap_generation;
+    for (std::size_t i = 0; i < theirs.gen.history.size() && i < hello.history.size(); ++i) {
+        theirs.gen.history[i] = hello.history[i];
+    }
+    theirs.data_state = from_wire_state(hello.data_state);
+    theirs.crashed_primary = (hello.hello_flags & 1) != 0;
+    meta::Roles roles;
+    roles.self_primary = role_ == Role::primary;
+    roles.peer_primary = peer_primary;
+    roles.self_wins_ties = config_.node < hello.node;
+    const meta::SyncDecision decision = meta::decide(meta_, theirs, roles);
+
+    peer_node_ = hello.node;
+    peer_data_state_ = theirs.data_state;
+    peer_generations_ = theirs.gen;
+    session.set_handshaken();
+    spdlog::info("handshake with node \"{}\" ({}): {} (rule {}): {}", hello.node, session.remote(),
+                 meta::to_string(decision.kind), decision.rule, decision.reason);
+
+    switch (decision.kind) {
+        case meta::SyncKind::in_sync:
+            fire(LinkEvent::handshake_in_sync, decision.reason);
+            if (role_ == Role::secondary) {
+                meta_.data_state = meta::DataState::UpToDate;
+                (void)save_meta("in sync with the primary");
+            }
+            return true;
+        case meta::SyncKind::self_is_source_bitmap:
+        case meta::SyncKind::self_is_source_full:
+            if (role_ != Role::primary) {
+                return refuse(fmt::format("this secondary has the newer data ({}); promote it, or "
+                                          "discard its changes with a forced promotion of node "
+                                          "\"{}\"",
+                                          decision.reason, hello.node));
+            }
+            if (decision.kind == meta::SyncKind::self_is_source_full) {
+                for (auto& map : parts_->maps) {
+                    (void)map->mark_all([](vmha::Status s) {
+                        if (!s) spdlog::error("recording a full resync failed: {}", s.error().message);
+                    });
+                }
+            }
+            if (meta_.gen.bitmap == meta::kNoGeneration) {
+                // Resyncing means the peer lacks writes: we are tracking since its generation.
+                meta_.gen.bitmap = theirs.gen.current;
+                (void)save_meta("resync source");
+            }
+            fire(LinkEvent::handshake_source, decision.reason);
+            start_resync();
+            return true;
+        case meta::SyncKind::self_is_target_bitmap:
+        case meta::SyncKind::self_is_target_full:
+            if (role_ == Role::primary) {
+                return refuse(fmt::format("the secondary \"{}\" has newer data than this primary "
+                                          "({}); demote this node",
+                                          hello.node, decision.reason));
+            }
+            if (decision.kind == meta::SyncKind::self_is_target_full) {
+                meta_.start_full_sync_target();
+            } else {
+                meta_.start_bitmap_sync_target();
+            }
+            if (!save_meta("resync target")) {
+                return refuse("cannot record this node as a resync target");
+            }
+            fire(LinkEvent::handshake_target, decision.reason);
+            return true;
+        case meta::SyncKind::split_brain:
+        case meta::SyncKind::unrelated:
+        case meta::SyncKind::no_usable_source:
+            return refuse(fmt::format("{}: {}", meta::to_string(decision.kind), decision.reason));
+    }
+    return refuse("unknown decision");
+}
+
+void Replicator::on_session_closed(Session* session, const std::string& reason) {
+    const bool live = session_.get() == session;
+    if (live) {
+        std::shared_ptr<Session> keep = std::move(session_);
+        peer_data_state_ = meta::DataState::Unknown;
+        if (is_linked(link_)) {
+            fire(LinkEvent::link_lost, reason);
+        } else {
+            spdlog::info("peer connection {} closed: {}", session->remote(), reason);
+        }
+        // Every request in flight: the peer may not have it. Primary writes go to the dirty map.
+        auto pending = std::move(pending_);
+        pending_.clear();
+        for (auto& [cookie, p] : pending) p->complete(std::nullopt);
+        resync_in_flight_ = 0;
+    }
+    if (stopping_ && !session_ && stop_done_) {
+        auto done = std::move(stop_done_);
+        done();
+    }
+}
+
+void Replicator::send_ping(Session& session) {
+    const std::uint64_t cookie = next_cookie_++;
+    auto p = std::make_shared<Pending>();
+    p->sent = Clock::now();
+    p->is_ping = true;
+    p->complete = [](std::optional<std::uint32_t>) {};
+    pending_.emplace(cookie, std::move(p));
+    session.send(peer::Message{cookie, peer::Ping{}});
+}
+
+// ---- Primary write path -----------------------------------------------------------------------
+
+void Replicator::replicate(std::size_t export_index, const WriteOp& op,
+                           std::function<void(vmha::Status)> done) {
+    if (role_ != Role::primary) {
+        if (op.kind == WriteOp::Kind::flush) {
+            done({});  // the local flush is all a secondary's client can ask for
+        } else {
+            done(vmha::Error(vmha::errc::read_only, "this node is secondary: writes are refused"));
+        }
+        return;
+    }
+    if (!session_ || !session_->handshaken() || !is_linked(link_) || session_->closed()) {
+        record_dirty(export_index, op, std::move(done));
+        return;
+    }
+    const std::uint64_t cookie = next_cookie_++;
+    peer::Range range{static_cast<std::uint32_t>(export_index), op.offset,
+                      static_cast<std::uint32_t>(op.length)};
+    auto p = std::make_shared<Pending>();
+    p->sent = Clock::now();
+    // Copy what record_dirty needs; the data itself is not needed to record a range.
+    WriteOp meta_op = op;
+    meta_op.data = {};
+    p->complete = [this, export_index, meta_op, done = std::move(done)](std::optional<std::uint32_t> status) mutable {
+        if (status && *status == 0) {
+            if (meta_op.kind == WriteOp::Kind::write) bytes_replicated_ += meta_op.length;
+            done({});
+            return;
+        }
+        if (status) {
+            spdlog::error("peer failed to apply a {} at offset {} ({} bytes) of export \"{}\": {}; "
+                          "recording it dirty and disconnecting",
+                          meta_op.kind == WriteOp::Kind::flush ? "flush" : "write", meta_op.offset,
+                          meta_op.length, exports_[export_index]->info().name,
+                          vmha::errc_name(static_cast<vmha::errc>(*status)));
+            if (session_) session_->close("the peer failed to apply a write");
+        }
+        record_dirty(export_index, meta_op, std::move(done));
+    };
+    pending_.emplace(cookie, std::move(p));
+    peer::Bytes head;
+    switch (op.kind) {
+        case WriteOp::Kind::write:
+            peer::encode_write_header(cookie, range, op.fua, head);
+            session_->send(std::move(head), op.data);
+            return;
+        case WriteOp::Kind::write_zeroes:
+            session_->send(peer::Message{cookie, peer::WriteZeroes{range, op.fua, op.may_trim}});
+            return;
+        case WriteOp::Kind::trim:
+            session_->send(peer::Message{cookie, peer::Trim{range}});
+            return;
+        case WriteOp::Kind::flush:
+            session_->send(peer::Message{cookie, peer::Flush{}});
+            return;
+    }
+}
+
+vmha::Status Replicator::ensure_alone_generation() {
+    if (meta_.gen.bitmap != meta::kNoGeneration) return {};  // already tracking since the split
+    meta_.new_generation_when_alone(meta::fresh_generation_id());
+    spdlog::warn("writing without the peer: new data generation {} (the peer has {})",
+                 meta::format_generation(meta_.gen.current),
+                 meta::format_generation(meta_.gen.bitmap));
+    return save_meta("new generation without the peer");
+}
+
+void Replicator::record_dirty(std::size_t export_index, const WriteOp& op,
+                              std::function<void(vmha::Status)> done) {
+    if (op.kind == WriteOp::Kind::flush) {  // nothing to record: the local flush covers it
+        done({});
+        return;
+    }
+    if (auto s = ensure_alone_generation(); !s) {
+        done(vmha::Error(vmha::errc::io_error,
+                         fmt::format("cannot record the new generation, so the write at offset {} "
+                                     "cannot be acknowledged: {}",
+                                     op.offset, s.error().message)));
+        return;
+    }
+    ++writes_recorded_dirty_;
+    parts_->maps[export_index]->mark(op.offset, op.length, std::move(done));
+}
+
+// ---- Messages after the handshake ---------------------------------------------------------------
+
+void Replicator::on_message(Session& session, peer::Message message,
+                            std::shared_ptr<peer::Bytes> owner) {
+    if (session_.get() != &session) return;  // a replaced connection
+    const std::uint64_t cookie = message.cookie;
+    auto check_range = [&](const peer::Range& r) {
+        if (r.export_index >= exports_.size() ||
+            r.offset + r.length > exports_[r.export_index]->info().size) {
+            session.close(fmt::format("peer sent a range outside the exports (export {}, offset {}, "
+                                      "length {})",
+                                      r.export_index, r.offset, r.length));
+            return false;
+        }
+        return true;
+    };
+    const bool may_receive_writes = role_ == Role::secondary;
+    std::visit(
+        [&](auto& m) {
+            using T = std::decay_t<decltype(m)>;
+            if constexpr (std::is_same_v<T, peer::Ack>) {
+                on_ack(cookie, m.status);
+            } else if constexpr (std::is_same_v<T, peer::Ping>) {
+                session.send(peer::Message{cookie, peer::Ack{0}});
+            } else if constexpr (std::is_same_v<T, peer::Hello>) {
+                session.close("peer sent HELLO twice");
+            } else if constexpr (std::is_same_v<T, peer::State>) {
+                peer_data_state_ = from_wire_state(m.data_state);
+                if (link_ == LinkState::sync_target && m.data_state == 1) {
+                    on_resync_finished_by_source(session, m);
+                }
+            } else if constexpr (std::is_same_v<T, peer::Flush>) {
+                if (!may_receive_writes) {
+                    session.close("a primary received FLUSH from its peer");
+                    return;
+                }
+                auto remaining = std::make_shared<std::size_t>(exports_.size());
+                auto worst = std::make_shared<std::uint32_t>(0);
+                auto s = session_;
+                for (Export* e : exports_) {
+                    e->file().flush([s, cookie, remaining, worst](vmha::Status st) {
+                        if (!st) *worst = static_cast<std::uint32_t>(vmha::errc::io_error);
+                        if (--*remaining == 0) s->send(peer::Message{cookie, peer::Ack{*worst}});
+                    });
+                }
+            } else {
+                if (!may_receive_writes) {
+                    session.close("a primary received a write from its peer");
+                    return;
+                }
+                WriteOp op;
+                peer::Range range;
+                if constexpr (std::is_same_v<T, peer::Write>) {
+                    range = m.range;
+                    op = WriteOp{WriteOp::Kind::write, range.offset, range.length, m.data, m.fua};
+                } else if constexpr (std::is_same_v<T, peer::ResyncData>) {
+                    // Durable before the ACK: the source clears its dirty bits on the ACK.
+                    range = m.range;
+                    op = WriteOp{WriteOp::Kind::write, range.offset, range.length, m.data, true};
+                } else if constexpr (std::is_same_v<T, peer::WriteZeroes>) {
+                    range = m.range;
+                    op = WriteOp{WriteOp::Kind::write_zeroes, range.offset, range.length, {}, m.fua};
+                    op.may_trim = m.may_trim;
+                } else if constexpr (std::is_same_v<T, peer::ResyncZeroes>) {
+                    range = m.range;
+                    op = WriteOp{WriteOp::Kind::write_zeroes, range.offset, range.length, {}, true};
+                    op.may_trim = true;
+                } else if constexpr (std::is_same_v<T, peer::Trim>) {
+                    range = m.range;
+                    op = WriteOp{WriteOp::Kind::trim, range.offset, range.length, {}, false};
+                }
+                if (!check_range(range)) return;
+                if constexpr (std::is_same_v<T, peer::ResyncData> || std::is_same_v<T, peer::ResyncZeroes>) {
+                    bytes_resynced_ += range.length;
+                } else {
+                    bytes_replicated_ += range.length;
+                }
+                apply_from_peer(session, cookie, range, op, std::move(owner));
+            }
+        },
+        message.body);
+}
+
+void Replicator::apply_from_peer(Session& session, std::uint64_t cookie, const peer::Range& range,
+                                 WriteOp op, std::shared_ptr<peer::Bytes> owner) {
+    Export* e = exports_[range.export_index];
+    // The ticket is taken now, in arrival order: overlapping operations apply in the order the
+    // primary sent them.
+    auto ticket = e->locks().enqueue(range.offset, range.length);
+    auto s = session_;
+    e->locks().when_granted(ticket, [e, ticket, op, s, cookie, owner = std::move(owner)]() mutable {
+        auto finish = [e, ticket, s, cookie, owner](vmha::Status st) {
+            e->locks().release(ticket);
+            if (!st) {
+                spdlog::error("applying a replicated operation to export \"{}\" failed: {}",
+                              e->info().name, st.error().message);
+            }
+            s->send(peer::Message{cookie, peer::Ack{st ? 0u : static_cast<std::uint32_t>(vmha::errc::io_error)}});
+        };
+        switch (op.kind) {
+            case WriteOp::Kind::write: e->file().write(op.offset, op.data, op.fua, std::move(finish)); break;
+            case WriteOp::Kind::write_zeroes:
+                e->file().write_zeroes(op.offset, op.length, op.may_trim, false, op.fua, std::move(finish));
+                break;
+            case WriteOp::Kind::trim: e->file().trim(op.offset, op.length, op.fua, std::move(finish)); break;
+            case WriteOp::Kind::flush: e->file().flush(std::move(finish)); break;
+        }
+    });
+    (void)session;
+}
+
+void Replicator::on_ack(std::uint64_t cookie, std::uint32_t status) {
+    auto it = pending_.find(cookie);
+    if (it == pending_.end()) {
+        if (session_) session_->close(fmt::format("peer acknowledged unknown request {}", cookie));
+        return;
+    }
+    auto p = std::move(it->second);
+    pending_.erase(it);
+    p->complete(status);
+}
+
+void Replicator::on_resync_finished_by_source(Session& session, const peer::State& state) {
+    if (state.current_generation != peer_generations_.current) {
+        session.close(fmt::format("the resync source announced generation {} but handshook with {}",
+                                  meta::format_generation(state.current_generation),
+                                  meta::format_generation(peer_generations_.current)));
+        return;
+    }
+    auto remaining = std::make_shared<std::size_t>(exports_.size());
+    auto failed = std::make_shared<bool>(false);
+    auto s = session_;
+    for (Export* e : exports_) {
+        e->file().flush([this, s, remaining, failed](vmha::Status st) {
+            if (!st) *failed = true;
+            if (--*remaining != 0) return;
+            if (*failed || session_ != s) {
+                spdlog::error("the resync finished but flushing the images failed: staying "
+                              "Inconsistent");
+                return;
+            }
+            meta::Generations source = peer_generations_;
+            source.clear_bitmap_after_sync();
+            meta_.finish_sync_target(source);
+            if (!save_meta("resync finished (target)")) return;
+            fire(LinkEvent::resync_done, "the source sent every dirty range; data UpToDate");
+        });
+    }
+}
+
+// ---- Resync (source) ------------------------------------------------------------------------------
+
+void Replicator::start_resync() {
+    resync_export_ = 0;
+    resync_cursor_ = 0;
+    resync_in_flight_ = 0;
+    resync_total_ = 0;
+    for (const auto& map : parts_->maps) resync_total_ += map->dirty_bytes();
+    spdlog::info("resync to node \"{}\": {} bytes to copy", peer_node_, resync_total_);
+    pump_resync();
+}
+
+void Replicator::pump_resync() {
+    while (link_ == LinkState::sync_source && session_ && resync_in_flight_ < kResyncWindow &&
+           resync_export_ < exports_.size()) {
+        auto& map = *parts_->maps[resync_export_];
+        const auto range = map.next_dirty_range(resync_cursor_, kResyncChunkMax);
+        if (!range) {
+            ++resync_export_;
+            resync_cursor_ = 0;
+            continue;
+        }
+        resync_cursor_ = range->end();
+        ++resync_in_flight_;
+        const std::size_t index = resync_export_;
+        Export* e = exports_[index];
+        auto ticket = e->locks().enqueue(range->offset, range->length);
+        auto session = session_;
+        e->locks().when_granted(ticket, [this, e, index, ticket, r = *range, session] {
+            auto buffer = std::make_shared<peer::Bytes>(r.length);
+            e->file().read(r.offset, {buffer->data(), buffer->size()},
+                           [this, e, index, ticket, r, session, buffer](vmha::Status st) {
+                auto release = [this, e, ticket] {
+                    e->locks().release(ticket);
+                    if (resync_in_flight_ > 0) --resync_in_flight_;
+                };
+                if (!st || session_ != session || session->closed()) {
+                    if (!st) spdlog::error("resync: reading export \"{}\" failed: {}", e->info().name, st.error().message);
+                    release();
+                    return;
+                }
+                const std::uint64_t cookie = next_cookie_++;
+                auto p = std::make_shared<Pending>();
+                p->sent = Clock::now();
+                p->complete = [this, index, r, buffer, release](std::optional<std::uint32_t> status) {
+                    if (status && *status == 0) {
+                        parts_->maps[index]->clear(r.offset, r.length);
+                        bytes_resynced_ += r.length;
+                    }
+                    release();
+                    if (status && *status == 0) pump_resync();
+                };
+                pending_.emplace(cookie, std::move(p));
+                const peer::Range wire{static_cast<std::uint32_t>(index), r.offset,
+                                       static_cast<std::uint32_t>(r.length)};
+                if (all_zero(*buffer)) {
+                    session->send(peer::Message{cookie, peer::ResyncZeroes{wire}});
+                } else {
+                    peer::Message m{cookie, peer::ResyncData{wire, view(*buffer)}};
+                    session->send(m);
+                }
+            });
+        });
+    }
+    if (link_ == LinkState::sync_source && resync_in_flight_ == 0 && resync_export_ >= exports_.size()) {
+        // Another pass if writes during the resync failed to replicate and were recorded dirty.
+        std::uint64_t left = 0;
+        for (const auto& map : parts_->maps) left += map->dirty_bytes();
+        if (left > 0) {
+            resync_export_ = 0;
+            resync_cursor_ = 0;
+            pump_resync();
+            return;
+        }
+        finish_resync_source();
+    }
+}
+
+void Replicator::finish_resync_source() {
+    auto session = session_;
+    // Persist the cleared dirty maps, then the generations, then tell the peer.
+    auto remaining = std::make_shared<std::size_t>(parts_->maps.size());
+    auto finish = [this, session, remaining](vmha::Status st) {
+        if (!st) spdlog::error("persisting the cleared dirty map failed: {}", st.error().message);
+        if (--*remaining != 0) return;
+        if (session_ != session || link_ != LinkState::sync_source) return;
+        meta_.finish_sync_source();
+        if (!save_meta("resync finished (source)")) return;
+        session->send(peer::Message{0, peer::State{wire_role(role_), 1, meta_.gen.current}});
+        peer_data_state_ = meta::DataState::UpToDate;
+        fire(LinkEvent::resync_done, fmt::format("copied {} bytes to node \"{}\"", resync_total_, peer_node_));
+    };
+    for (auto& map : parts_->maps) {
+        if (!map->flush(finish)) finish({});
+    }
+}
+
+// ---- Operator commands ---------------------------------------------------------------------------
+
+vmha::Status Replicator::promote(bool force) {
+    if (role_ == Role::primary) return {};
+    if (session_ && session_->handshaken()) {
+        return vmha::Error(vmha::errc::busy,
+                           fmt::format("node \"{}\" is connected as primary; demote it first",
+                                       peer_node_));
+    }
+    if (meta_.data_state != meta::DataState::UpToDate) {
+        if (!force) {
+            return vmha::Error(vmha::errc::not_up_to_date,
+                               fmt::format("the data here is {}; promoting it would lose "
+                                           "acknowledged writes (use --force to discard them)",
+                                           meta::to_string(meta_.data_state)));
+        }
+        spdlog::warn("forced promotion of {} data: the peer's newer writes will be discarded at "
+                     "the next resync",
+                     meta::to_string(meta_.data_state));
+        meta_.data_state = meta::DataState::UpToDate;
+        meta_.resync = meta::ResyncKind::none;
+        meta_.gen.new_generation_when_alone(meta::fresh_generation_id());
+    }
+    stop_connecting();
+    if (session_) session_->close("promoted to primary");
+    role_ = Role::primary;
+    meta_.promote();
+    if (auto s = save_meta("promote"); !s) {
+        role_ = Role::secondary;
+        return s;
+    }
+    for (Export* e : exports_) e->set_read_only(false);
+    spdlog::info("promoted to primary");
+    link_ = LinkState::standalone;
+    fire(LinkEvent::connect_command, "promoted: dialing the peer");
+    start_connecting();
+    return {};
+}
+
+void Replicator::demote(std::function<void(vmha::Status)> done) {
+    if (role_ == Role::secondary) {
+        done({});
+        return;
+    }
+    for (Export* e : exports_) e->set_read_only(true);  // new writes get EPERM
+    auto self_check = std::make_shared<std::function<void()>>();
+    auto timer = std::make_shared<asio::steady_timer>(io_);
+    auto started = Clock::now();
+    *self_check = [this, done = std::move(done), self_check, timer, started]() mutable {
+        std::size_t held = 0;
+        for (Export* e : exports_) held += e->locks().size();
+        const bool drained = held == 0 && std::all_of(pending_.begin(), pending_.end(),
+                                                      [](const auto& kv) { return kv.second->is_ping; });
+        if (!drained) {
+            if (Clock::now() - started > std::chrono::seconds(60)) {
+                for (Export* e : exports_) e->set_read_only(false);
+                done(vmha::Error(vmha::errc::timeout, "writes in flight did not drain within 60 s; "
+                                                      "still primary"));
+                return;
+            }
+            timer->expires_after(std::chrono::milliseconds(5));
+            timer->async_wait([self_check](const error_code& ec) {
+                if (!ec) (*self_check)();
+            });
+            return;
+        }
+        // Flush here and, if linked, on the peer; then become secondary.
+        auto remaining = std::make_shared<std::size_t>(exports_.size());
+        for (std::size_t i = 0; i < exports_.size(); ++i) {
+            WriteOp flush{WriteOp::Kind::flush, 0, 0, {}, false};
+            exports_[i]->apply(flush, [this, remaining, done](vmha::Status st) mutable {
+                if (!st) spdlog::error("flush while demoting failed: {}", st.error().message);
+                if (--*remaining != 0) return;
+                stop_connecting();
+                if (session_) session_->close("demoted to secondary");
+                role_ = Role::secondary;
+                meta_.demote_cleanly();
+                auto saved = save_meta("demote");
+                spdlog::info("demoted to secondary");
+                link_ = LinkState::standalone;
+                fire(LinkEvent::connect_command, "demoted: waiting for a primary");
+                start_connecting();
+                done(std::move(saved));
+            });
+        }
+    };
+    (*self_check)();
+}
+
+void Replicator::connect() {
+    if (link_ != LinkState::standalone) return;
+    fire(LinkEvent::connect_command, "operator: connect");
+    start_connecting();
+}
+
+void Replicator::disconnect() {
+    if (link_ == LinkState::standalone) return;
+    fire(LinkEvent::disconnect_command, "operator: disconnect");
+    stop_connecting();
+    if (session_) session_->close("operator: disconnect");
+}
+
+void Replicator::stop(std::function<void()> done) {
+    stopping_ = true;
+    stop_connecting();
+    if (!session_) {
+        done();
+        return;
+    }
+    stop_done_ = std::move(done);
+    session_->close("imagesyncd is stopping");
+}
+
+nlohmann::json Replicator::status() const {
+    std::uint64_t dirty = 0;
+    nlohmann::json exports = nlohmann::json::array();
+    for (std::size_t i = 0; i < exports_.size(); ++i) {
+        const auto d = parts_->maps[i]->dirty_bytes();
+        dirty += d;
+        exports.push_back({{"name", exports_[i]->info().name},
+                           {"size", exports_[i]->info().size},
+                           {"dirty_bytes", d}});
+    }
+    std::size_t in_flight = 0;
+    for (const auto& [cookie, p] : pending_) in_flight += p->is_ping ? 0u : 1u;
+    nlohmann::json history = nlohmann::json::array();
+    for (const auto h : meta_.gen.history) {
+        if (h != meta::kNoGeneration) history.push_back(meta::format_generation(h));
+    }
+    nlohmann::json j = {
+        {"module", config_.module},
+        {"node", config_.node},
+        {"role", std::string(role_name(role_))},
+        {"connection", std::string(to_string(link_))},
+        {"connection_reason", link_reason_},
+        {"data_state", std::string(meta::to_string(meta_.data_state))},
+        {"peer_data_state", std::string(meta::to_string(peer_data_state_))},
+        {"peer_node", peer_node_},
+        {"dirty_bytes", dirty},
+        {"in_flight", in_flight},
+        {"bytes_replicated", bytes_replicated_},
+        {"bytes_resynced", bytes_resynced_},
+        {"writes_recorded_dirty", writes_recorded_dirty_},
+        {"crashed_primary", meta_.crashed_primary},
+        {"generations",
+         {{"current", meta::format_generation(meta_.gen.current)},
+          {"bitmap", meta::format_generation(meta_.gen.bitmap)},
+          {"history", history}}},
+        {"exports", exports},
+    };
+    if (link_ == LinkState::sync_source) {
+        j["resync"] = {{"total_bytes", resync_total_}, {"left_bytes", dirty}};
+    }
+    return j;
+}
+
+}  // namespace imagesync::replication

@@ -1,0 +1,175 @@
+// Synchronous replication of one module's exports to the peer imagesyncd, and the safety
+// state of this node's copy: role, data state, generations, dirty maps.
+//
+// The primary dials the peer (--peer) and replicates every modifying operation: an export's
+// write path calls the replicator's sink for that export, and the NBD reply goes out only
+// when the local write and the peer's ACK are both done. When the peer is lost (connection
+// error, or no ACK within the timeout), the primary first mints a new data generation
+// (durably), then records every in-flight and later write in that export's persistent dirty
+// map before replying; it goes on alone. On reconnect the HELLO handshake compares
+// generations (meta/generations.h decide()) and a bitmap resync copies the dirty ranges in
+// offset order while new writes keep flowing; a resync chunk holds the export's interval lock
+// for its range, so a new write to that range is ordered after the copy.
+//
+// The secondary listens (--listen), accepts one primary at a time and applies its operations
+// in arrival order (the export's interval lock again), acknowledging each once it is written
+// (FUA: durable; FLUSH: fdatasync first).
+//
+// The link's states and transitions are link_state.h's table; every transition is logged with
+// its reason and shown by `imagesync status`.
+//
+// Owned by the io_context's single thread; every member runs there.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include <imagesync/server.h>
+#include <vmha/error.h>
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include "asio.h"
+#include "export.h"
+#include "meta/generations.h"
+#include "peer/peer_protocol.h"
+#include "replication/link_state.h"
+#include "uring.h"
+
+namespace imagesync::replication {
+
+// A TCP endpoint as given on the command line ("HOST:PORT", "[V6]:PORT").
+struct Endpoint {
+    std::string host;
+    std::uint16_t port = 0;
+    std::string to_string() const;
+};
+vmha::Result<Endpoint> parse_endpoint(std::string_view text);
+
+struct ReplicatorConfig {
+    std::string module = "imagesync";
+    std::string node;
+    Role role = Role::primary;
+    std::optional<Endpoint> listen;  // secondary: where the primary dials us
+    std::optional<Endpoint> peer;    // primary: where to dial the secondary
+    std::chrono::milliseconds timeout{5000};
+    std::chrono::milliseconds connect_retry{500};
+    std::filesystem::path meta_dir;
+    std::uint32_t chunk_size = 64 * 1024;
+    bool start_disconnected = false;
+};
+
+class Replicator {
+public:
+    static vmha::Result<std::unique_ptr<Replicator>> open(asio::io_context& io,
+                                                          const ReplicatorConfig& config,
+                                                          std::vector<Export*> exports);
+    ~Replicator();
+    Replicator(const Replicator&) = delete;
+    Replicator& operator=(const Replicator&) = delete;
+
+    // The sink an export's write path calls (primary only; a secondary refuses writes).
+    std::shared_ptr<ReplicaSink> sink(std::size_t export_index);
+
+    void start();
+    // Stops: closes the link (in-flight replicated writes are recorded dirty first), then
+    // calls `done`.
+    void stop(std::function<void()> done);
+
+    Role role() const { return role_; }
+    meta::DataState data_state() const { return meta_.data_state; }
+
+    // Operator commands (control socket). Each returns at once; the effect is logged.
+    vmha::Status promote(bool force);
+    // Refuses new writes, drains the ones in flight, flushes both sides, then becomes
+    // secondary; `done` gets the outcome.
+    void demote(std::function<void(vmha::Status)> done);
+    void connect();
+    void disconnect();
+
+    nlohmann::json status() const;
+
+private:
+    class Session;
+    class Sink;
+    struct Pending;
+
+    Replicator(asio::io_context& io, const ReplicatorConfig& config, std::vector<Export*> exports);
+    vmha::Status load_meta();
+    vmha::Status save_meta(const char* why);
+
+    void fire(LinkEvent event, const std::string& reason);
+    void start_connecting();
+    void stop_connecting();
+    asio::awaitable<void> dial_loop(std::uint64_t generation);
+    asio::awaitable<void> accept_loop(std::uint64_t generation);
+    void attach(std::shared_ptr<Session> session);
+    void on_session_closed(Session* session, const std::string& reason);
+
+    // Handshake, from the peer's HELLO; returns false when refused.
+    bool on_hello(Session& session, const peer::Hello& hello);
+    peer::Hello make_hello() const;
+    // Every message after the handshake.
+    void on_message(Session& session, peer::Message message, std::shared_ptr<peer::Bytes> owner);
+    void apply_from_peer(Session& session, std::uint64_t cookie, const peer::Range& range,
+                         WriteOp op, std::shared_ptr<peer::Bytes> owner);
+    void on_ack(std::uint64_t cookie, std::uint32_t status);
+    void on_resync_finished_by_source(Session& session, const peer::State& state);
+    void send_ping(Session& session);
+
+    // Primary write path.
+    void replicate(std::size_t export_index, const WriteOp& op, std::function<void(vmha::Status)> done);
+    void record_dirty(std::size_t export_index, const WriteOp& op, std::function<void(vmha::Status)> done);
+    vmha::Status ensure_alone_generation();
+
+    // Resync (source side).
+    void start_resync();
+    void pump_resync();
+    void finish_resync_source();
+
+    asio::io_context& io_;
+    ReplicatorConfig config_;
+    std::vector<Export*> exports_;
+    Role role_;
+    LinkState link_ = LinkState::connecting;
+    std::string link_reason_ = "starting";
+    std::uint64_t connect_generation_ = 0;  // bumps to end stale dial/accept loops
+
+    meta::NodeMeta meta_;
+    std::unique_ptr<struct MetaParts> parts_;  // store, dirty maps and their files
+
+    std::shared_ptr<Session> session_;  // the live peer link, if any
+    std::map<std::uint64_t, std::shared_ptr<Pending>> pending_;  // primary: by cookie
+    std::uint64_t next_cookie_ = 1;
+    std::optional<asio::ip::tcp::acceptor> acceptor_;
+    std::vector<std::shared_ptr<Sink>> sinks_;
+
+    // Peer as seen at the last handshake.
+    std::string peer_node_;
+    meta::DataState peer_data_state_ = meta::DataState::Unknown;
+    meta::Generations peer_generations_;
+
+    // Resync progress.
+    std::size_t resync_export_ = 0;
+    std::uint64_t resync_cursor_ = 0;
+    std::size_t resync_in_flight_ = 0;
+    std::uint64_t resync_total_ = 0;
+
+    // Counters.
+    std::uint64_t bytes_replicated_ = 0;
+    std::uint64_t bytes_resynced_ = 0;
+    std::uint64_t writes_recorded_dirty_ = 0;
+
+    std::function<void()> stop_done_;
+    bool stopping_ = false;
+};
+
+}  // namespace imagesync::replication

@@ -1,0 +1,171 @@
+// imagesync: the command-line tool for a running imagesyncd, over its control socket.
+//
+//   imagesync --control-socket PATH status [--json]
+//   imagesync --control-socket PATH promote [--force]
+//   imagesync --control-socket PATH demote | connect | disconnect
+//
+// Prints a human summary by default and the daemon's JSON with --json. Exit status: 0 done,
+// 1 the daemon refused (the reason is printed), 2 the daemon could not be reached, 64 usage.
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+namespace {
+
+enum Exit : int { exit_ok = 0, exit_refused = 1, exit_unreachable = 2, exit_usage = 64 };
+
+struct Reply {
+    bool reached = false;
+    std::string error;  // when not reached
+    nlohmann::json body;
+};
+
+Reply ask(const std::string& path, const nlohmann::json& request) {
+    Reply r;
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        r.error = std::strerror(errno);
+        return r;
+    }
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path) {
+        ::close(fd);
+        r.error = "the socket path is too long";
+        return r;
+    }
+    std::memcpy(addr.sun_path, path.c_str(), path.size());
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+        r.error = std::strerror(errno);
+        ::close(fd);
+        return r;
+    }
+    const std::string line = request.dump() + "\n";
+    std::size_t sent = 0;
+    while (sent < line.size()) {
+        const ssize_t n = ::write(fd, line.data() + sent, line.size() - sent);
+        if (n <= 0) {
+            r.error = std::strerror(errno);
+            ::close(fd);
+            return r;
+        }
+        sent += static_cast<std::size_t>(n);
+    }
+    std::string in;
+    char buf[4096];
+    while (in.find('\n') == std::string::npos) {
+        const ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n <= 0) break;
+        in.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    auto body = nlohmann::json::parse(in, nullptr, false);
+    if (body.is_discarded() || !body.is_object()) {
+        r.error = "the daemon's answer is not JSON";
+        return r;
+    }
+    r.reached = true;
+    r.body = std::move(body);
+    return r;
+}
+
+std::string human_bytes(std::uint64_t b) {
+    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = static_cast<double>(b);
+    int u = 0;
+    while (v >= 1024.0 && u < 4) {
+        v /= 1024.0;
+        ++u;
+    }
+    return u == 0 ? fmt::format("{} B", b) : fmt::format("{:.1f} {}", v, units[u]);
+}
+
+void print_status(const nlohmann::json& j) {
+    auto str = [&](const char* k) { return j.contains(k) ? j[k].get<std::string>() : std::string("-"); };
+    auto num = [&](const char* k) { return j.contains(k) ? j[k].get<std::uint64_t>() : 0; };
+    std::cout << fmt::format("module      {} on node {} (pid {})\n", str("module"), str("node"),
+                             j.value("pid", 0));
+    std::cout << fmt::format("role        {}\n", str("role"));
+    std::cout << fmt::format("connection  {}{}\n", str("connection"),
+                             j.contains("connection_reason")
+                                 ? " (" + j["connection_reason"].get<std::string>() + ")"
+                                 : "");
+    std::cout << fmt::format("data        {} here, {} on peer {}\n", str("data_state"),
+                             str("peer_data_state"), str("peer_node"));
+    std::cout << fmt::format("dirty       {}\n", human_bytes(num("dirty_bytes")));
+    std::cout << fmt::format("in flight   {} request(s) to the peer\n", num("in_flight"));
+    std::cout << fmt::format("replicated  {}, resynced {}\n", human_bytes(num("bytes_replicated")),
+                             human_bytes(num("bytes_resynced")));
+    if (j.contains("resync")) {
+        const auto total = j["resync"].value("total_bytes", std::uint64_t{0});
+        const auto left = j["resync"].value("left_bytes", std::uint64_t{0});
+        const double pct = total ? 100.0 * static_cast<double>(total - std::min(left, total)) /
+                                       static_cast<double>(total)
+                                 : 100.0;
+        std::cout << fmt::format("resync      {:.1f}% ({} left of {})\n", pct, human_bytes(left),
+                                 human_bytes(total));
+    }
+    if (j.contains("generations")) {
+        const auto& g = j["generations"];
+        std::cout << fmt::format("generation  {} (bitmap {})\n", g.value("current", "-"),
+                                 g.value("bitmap", "-"));
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"imagesync: status and commands for a running imagesyncd", "imagesync"};
+    std::string socket_path;
+    bool json = false;
+    bool force = false;
+    app.add_option("--control-socket", socket_path, "imagesyncd's --control-socket")->required();
+    app.add_flag("--json", json, "Print the daemon's JSON answer");
+    app.require_subcommand(1);
+    app.fallthrough();  // global options may also follow the verb: `status --json`
+    app.add_subcommand("status", "Role, connection, data state, dirty bytes, counters");
+    auto* promote = app.add_subcommand("promote", "Become primary (refused unless UpToDate)");
+    promote->add_flag("--force", force, "Promote even data that is not UpToDate (discards the peer's newer writes)");
+    app.add_subcommand("demote", "Drain writes, flush both sides, become secondary");
+    app.add_subcommand("connect", "Connect to the peer (after disconnect)");
+    app.add_subcommand("disconnect", "Close the replication link (a primary records writes dirty)");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp& e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+        app.exit(e);
+        return exit_usage;
+    }
+    const std::string verb = app.get_subcommands().front()->get_name();
+    nlohmann::json request = {{"verb", verb}};
+    if (force) request["force"] = true;
+    const Reply r = ask(socket_path, request);
+    if (!r.reached) {
+        std::cerr << fmt::format("imagesync: cannot reach imagesyncd at \"{}\": {}\n", socket_path,
+                                 r.error);
+        return exit_unreachable;
+    }
+    const bool ok = r.body.value("ok", false);
+    if (json) {
+        std::cout << r.body.dump(2) << '\n';
+    } else if (!ok) {
+        std::cerr << fmt::format("imagesync: {}: {}\n", verb, r.body.value("error", "refused"));
+    } else if (verb == "status") {
+        print_status(r.body);
+    } else {
+        std::cout << fmt::format("{}: done; role {}, connection {}, data {}\n", verb,
+                                 r.body.value("role", "?"), r.body.value("connection", "?"),
+                                 r.body.value("data_state", "?"));
+    }
+    return ok ? exit_ok : exit_refused;
+}

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# imagesync data-path benchmark (not a timed test): the same fio jobs through
+#   (a) imagesyncd primary replicating to a secondary imagesyncd on loopback  [when supported]
+#   (b) imagesyncd with no peer
+#   (c) nbdkit's file plugin
+#   (d) qemu-nbd (defaults: cache=writeback, aio=threads)
+# on the same kind of file, in one run, interleaved over ROUNDS rounds; prints the medians and
+# the ratios of (a) and (b) to nbdkit.
+#
+#   tests/bench/imagesync-bench.sh [--size 1G] [--runtime 10] [--rounds 3] [--json FILE]
+#
+# Every server runs on a private socket in a temporary directory and is stopped by PID.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+size=1G runtime=10 rounds=3 json=""
+while (( $# )); do
+  case $1 in
+    --size) size=$2; shift 2 ;;
+    --runtime) runtime=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --json) json=$2; shift 2 ;;
+    *) echo "usage: $0 [--size 1G] [--runtime 10] [--rounds 3] [--json FILE]" >&2; exit 64 ;;
+  esac
+done
+imagesyncd=${IMAGESYNCD:-$top/build/imagesync/imagesyncd}
+[[ -x $imagesyncd ]] || { echo "build first: $imagesyncd is missing" >&2; exit 1; }
+for tool in fio nbdkit qemu-nbd; do command -v $tool >/dev/null || { echo "$tool is missing (tests/tools/install-deps.sh)" >&2; exit 1; }; done
+
+work=$(mktemp -d /tmp/imagesync-bench.XXXXXX)
+pids=()
+stop_servers() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  pids=()
+}
+trap 'stop_servers; rm -rf "$work"' EXIT
+
+wait_for_socket() {  # poll with a 20 s deadline
+  local sock=$1 deadline=$((SECONDS + 20))
+  until [[ -S $sock ]]; do
+    (( SECONDS < deadline )) || { echo "server did not create $sock" >&2; return 1; }
+    sleep 0.05
+  done
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+replication=0
+"$imagesyncd" --help 2>&1 | grep -q -- '--peer' && replication=1
+
+start_server() {  # CONFIG -> sets $uri (not in a subshell: $pids must see the servers)
+  local cfg=$1 sock=$work/$1.sock img=$work/$1.img
+  rm -f "$sock"
+  fallocate -l "$size" "$img"
+  case $cfg in
+    imagesync-replicated)
+      local sec_img=$work/$1-secondary.img port
+      port=$(free_port)
+      fallocate -l "$size" "$sec_img"
+      "$imagesyncd" --image disk="$sec_img" --nbd-socket "$work/sec.sock" --meta-dir "$work/meta-s" \
+        --role secondary --listen "127.0.0.1:$port" --log-level warn >"$work/sec.log" 2>&1 &
+      pids+=($!)
+      wait_for_socket "$work/sec.sock"
+      "$imagesyncd" --image disk="$img" --nbd-socket "$sock" --meta-dir "$work/meta-p" \
+        --role primary --peer "127.0.0.1:$port" --log-level warn >"$work/pri.log" 2>&1 &
+      pids+=($!)
+      uri="nbd+unix:///disk?socket=$sock" ;;
+    imagesync-alone)
+      "$imagesyncd" --image disk="$img" --nbd-socket "$sock" --meta-dir "$work/meta-a" \
+        --role primary --log-level warn >"$work/alone.log" 2>&1 &
+      pids+=($!)
+      uri="nbd+unix:///disk?socket=$sock" ;;
+    nbdkit)
+      nbdkit -f -U "$sock" file file="$img" >/dev/null 2>&1 &
+      pids+=($!)
+      uri="nbd+unix:///?socket=$sock" ;;
+    qemu-nbd)
+      qemu-nbd -f raw -k "$sock" -t "$img" >/dev/null 2>&1 &
+      pids+=($!)
+      uri="nbd+unix:///?socket=$sock" ;;
+  esac
+  wait_for_socket "$sock"
+}
+
+# job name -> fio arguments; the figure is write IOPS (4k jobs) or write MiB/s (1M job).
+declare -A jobs=(
+  [randwrite-4k-qd32]="--rw=randwrite --bs=4k --iodepth=32"
+  [seqwrite-1m-qd8]="--rw=write --bs=1M --iodepth=8"
+  [write-flush-4k-qd1]="--rw=randwrite --bs=4k --iodepth=1 --fsync=1"
+)
+job_order=(randwrite-4k-qd32 seqwrite-1m-qd8 write-flush-4k-qd1)
+configs=(imagesync-alone nbdkit qemu-nbd)
+(( replication )) && configs=(imagesync-replicated "${configs[@]}")
+
+run_fio() {  # URI JOB -> figure
+  local uri=$1 job=$2 out
+  # shellcheck disable=SC2086
+  out=$(fio --name=bench --ioengine=nbd --uri="$uri" ${jobs[$job]} --size="$size" \
+        --runtime="$runtime" --time_based --numjobs=1 --output-format=json 2>/dev/null \
+        | sed -n '/^{/,$p')
+  python3 -c '
+import json,sys
+j=json.loads(sys.stdin.read())["jobs"][0]["write"]
+print(j["bw_bytes"]/1048576 if sys.argv[1]=="mb" else j["iops"])' \
+    "$([[ $job == seqwrite-1m-qd8 ]] && echo mb || echo iops)" <<<"$out"
+}
+
+declare -A results
+for ((round = 1; round <= rounds; round++)); do
+  for cfg in "${configs[@]}"; do
+    for job in "${job_order[@]}"; do
+      start_server "$cfg"
+      figure=$(run_fio "$uri" "$job")
+      results[$cfg/$job]+="$figure "
+      stop_servers
+      rm -f "$work"/*.img
+      echo "round $round/$rounds: $cfg $job = $figure" >&2
+    done
+  done
+done
+
+python3 - "$json" "${configs[*]}" "${job_order[*]}" <<PY
+import json, statistics, sys
+out_json, configs, jobs = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+raw = {$(for k in "${!results[@]}"; do printf '"%s": [%s], ' "$k" "$(echo ${results[$k]} | tr ' ' ',')"; done)}
+med = {k: statistics.median(v) for k, v in raw.items()}
+units = {"randwrite-4k-qd32": "IOPS", "seqwrite-1m-qd8": "MiB/s", "write-flush-4k-qd1": "writes/s"}
+print(f"{'configuration':24}" + "".join(f"{j:>22}" for j in jobs))
+for c in configs:
+    print(f"{c:24}" + "".join(f"{med[c+'/'+j]:>16.0f} {units[j]:>5}" for j in jobs))
+print()
+for c in configs:
+    if c.startswith("imagesync"):
+        print(f"{c+' / nbdkit':24}" + "".join(f"{med[c+'/'+j]/med['nbdkit/'+j]:>21.2f}x" for j in jobs))
+if out_json:
+    json.dump({"median": med, "runs": raw}, open(out_json, "w"), indent=2)
+PY

@@ -1,0 +1,301 @@
+// Unit tests of imagesync-core pieces below the server: export specs, the interval lock, the
+// qcow2 size probe, and the io_uring image file (zero fill past the end, allocation map).
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <imagesync/server.h>
+
+#include "daemon.h"
+#include "export.h"
+#include "image_file.h"
+#include "interval_lock.h"
+#include "uring.h"
+
+namespace imagesync {
+namespace {
+
+TEST(ExportSpec, Parsing) {
+    auto a = parse_export_spec("vm1-disk0=/var/lib/vm/a.img");
+    ASSERT_TRUE(a);
+    EXPECT_EQ(a->name, "vm1-disk0");
+    EXPECT_EQ(a->path, "/var/lib/vm/a.img");
+    EXPECT_FALSE(a->size);
+    auto b = parse_export_spec("d=/x.qcow2,size=20G");
+    ASSERT_TRUE(b);
+    EXPECT_EQ(b->path, "/x.qcow2");
+    EXPECT_EQ(b->size, std::optional<std::uint64_t>(20ULL << 30));
+    EXPECT_FALSE(parse_export_spec("=/x"));
+    EXPECT_FALSE(parse_export_spec("x"));
+    EXPECT_FALSE(parse_export_spec("x="));
+    EXPECT_FALSE(parse_export_spec("x=/a,size=1000"));
+    EXPECT_FALSE(parse_export_spec("x=/a,size=12Q"));
+    EXPECT_EQ(parse_size("4k").value(), 4096U);
+    EXPECT_EQ(parse_size("1T").value(), 1ULL << 40);
+    EXPECT_FALSE(parse_size("99999999999999999999"));
+    EXPECT_FALSE(parse_size("16777216T"));
+    EXPECT_FALSE(parse_size(""));
+    EXPECT_EQ(parse_role("secondary"), std::optional<Role>(Role::secondary));
+    EXPECT_FALSE(parse_role("prim"));
+}
+
+TEST(Qcow2Probe, ReadsTheVirtualSize) {
+    std::vector<std::byte> header(32);
+    const unsigned char magic[] = {'Q', 'F', 'I', 0xfb, 0, 0, 0, 3};
+    for (std::size_t i = 0; i < 8; ++i) header[i] = static_cast<std::byte>(magic[i]);
+    header[24 + 4] = std::byte{0x04};  // 0x04000000 = 64 MiB
+    EXPECT_EQ(qcow2_virtual_size(header), std::optional<std::uint64_t>(64ULL << 20));
+    header[0] = std::byte{0};
+    EXPECT_FALSE(qcow2_virtual_size(header));
+    EXPECT_FALSE(qcow2_virtual_size(std::span<const std::byte>(header).first(16)));
+}
+
+TEST(IntervalLock, OverlapsWaitInArrivalOrderOthersRunAtOnce) {
+    asio::io_context io;
+    IntervalLock lock(io.get_executor());
+    auto a = lock.enqueue(0, 4096);
+    auto b = lock.enqueue(4096, 4096);  // adjacent, no overlap
+    auto c = lock.enqueue(1000, 10);    // overlaps a
+    auto d = lock.enqueue(1005, 1);     // overlaps c (and a)
+    EXPECT_TRUE(lock.granted(a));
+    EXPECT_TRUE(lock.granted(b));
+    EXPECT_FALSE(lock.granted(c));
+    EXPECT_FALSE(lock.granted(d));
+    std::vector<char> order;
+    lock.when_granted(c, [&] { order.push_back('c'); });
+    lock.when_granted(d, [&] { order.push_back('d'); });
+    lock.release(b);
+    io.restart();
+    io.poll();
+    EXPECT_TRUE(order.empty());
+    lock.release(a);
+    io.restart();
+    io.poll();
+    EXPECT_EQ(order, std::vector<char>{'c'});
+    EXPECT_FALSE(lock.granted(d)) << "d overlaps c, which came first";
+    lock.release(c);
+    io.restart();
+    io.poll();
+    EXPECT_EQ(order, (std::vector<char>{'c', 'd'}));
+    lock.release(d);
+    EXPECT_EQ(lock.size(), 0U);
+}
+
+class ImageFileTest : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        auto u = Uring::create(io_, 8);  // small ring: exercises the backlog
+        ASSERT_TRUE(u) << u.error().message;
+        uring_ = std::move(*u);
+        path_ = dir_ / "f.img";
+        imagesync_test::write_file(path_, std::string(8192, 'x'));
+        auto f = ImageFile::open(*uring_, path_, true);
+        ASSERT_TRUE(f) << f.error().message;
+        file_ = std::move(*f);
+    }
+    void TearDown() override {
+        file_.reset();
+        if (uring_) uring_->stop();
+    }
+    vmha::Status run(const std::function<void(ImageFile::Done)>& start) {
+        std::optional<vmha::Status> result;
+        start([&](vmha::Status s) { result = std::move(s); });
+        while (!result) io_.run_one();
+        return std::move(*result);
+    }
+
+    imagesync_test::TempDir dir_;
+    asio::io_context io_;
+    std::unique_ptr<Uring> uring_;
+    std::filesystem::path path_;
+    std::unique_ptr<ImageFile> file_;
+};
+
+TEST_F(ImageFileTest, ReadPastTheEndIsZeroFilledAndWritePastItExtends) {
+    std::vector<std::byte> buf(16384, std::byte{0x55});
+    ASSERT_TRUE(run([&](auto d) { file_->read(4096, buf, std::move(d)); }));
+    EXPECT_EQ(buf[0], std::byte{'x'});
+    EXPECT_EQ(buf[4095], std::byte{'x'});
+    EXPECT_EQ(buf[4096], std::byte{0});
+    EXPECT_EQ(buf[16383], std::byte{0});
+
+    const std::vector<std::byte> data(4096, std::byte{0x7e});
+    ASSERT_TRUE(run([&](auto d) { file_->write(1 << 20, data, true, std::move(d)); }));
+    EXPECT_EQ(file_->current_size().value(), (1U << 20) + 4096U);
+    ASSERT_TRUE(run([&](auto d) { file_->flush(std::move(d)); }));
+}
+
+TEST_F(ImageFileTest, ManyConcurrentOperationsOnATinyRing) {
+    std::vector<std::vector<std::byte>> blocks;
+    for (int i = 0; i < 100; ++i) blocks.emplace_back(512, static_cast<std::byte>(i));
+    int done = 0;
+    for (int i = 0; i < 100; ++i) {
+        file_->write(static_cast<std::uint64_t>(i) * 512, blocks[static_cast<std::size_t>(i)],
+                     false, [&](vmha::Status s) {
+                         EXPECT_TRUE(s);
+                         ++done;
+                     });
+    }
+    while (done < 100) io_.run_one();
+    const std::string content = imagesync_test::read_file(path_);
+    for (int i = 0; i < 100; ++i) {
+        EXPECT_EQ(static_cast<unsigned char>(content[static_cast<std::size_t>(i) * 512]), i);
+    }
+}
+
+TEST_F(ImageFileTest, ZeroesTrimAndAllocationMap) {
+    // Make a 1 MiB file with data only in its first 64 KiB.
+    ::truncate(path_.c_str(), 1 << 20);
+    const std::vector<std::byte> data(65536, std::byte{1});
+    ASSERT_TRUE(run([&](auto d) { file_->write(0, data, false, std::move(d)); }));
+    auto map = file_->allocation(0, 2 << 20, 100);
+    ASSERT_TRUE(map) << map.error().message;
+    ASSERT_GE(map->size(), 2U);
+    EXPECT_FALSE(map->front().hole);
+    EXPECT_EQ(map->front().length, 65536U);
+    EXPECT_TRUE(map->back().hole);
+    std::uint64_t total = 0;
+    for (const auto& e : *map) total += e.length;
+    EXPECT_EQ(total, 2U << 20);
+    auto one = file_->allocation(0, 2 << 20, 1);
+    ASSERT_TRUE(one);
+    EXPECT_EQ(one->size(), 1U);
+
+    ASSERT_TRUE(
+        run([&](auto d) { file_->write_zeroes(0, 4096, true, false, false, std::move(d)); }));
+    ASSERT_TRUE(
+        run([&](auto d) { file_->write_zeroes(4096, 4096, false, true, true, std::move(d)); }));
+    ASSERT_TRUE(run([&](auto d) { file_->trim(8192, 4096, false, std::move(d)); }));
+    const std::string content = imagesync_test::read_file(path_);
+    EXPECT_EQ(content.substr(0, 12288), std::string(12288, '\0'));
+    EXPECT_EQ(content[12288], '\1');
+}
+
+// A sink that records what reaches it and completes only when the test says so.
+class HeldSink : public ReplicaSink {
+  public:
+    struct Seen {
+        WriteOp::Kind kind;
+        std::uint64_t offset;
+        std::uint64_t length;
+        std::byte first;
+        Done done;
+    };
+    std::string_view name() const override { return "held"; }
+    void apply(const WriteOp& op, Done done) override {
+        seen.push_back({op.kind, op.offset, op.length,
+                        op.data.empty() ? std::byte{0} : op.data.front(), std::move(done)});
+    }
+    std::vector<Seen> seen;
+};
+
+TEST(ExportWritePath, OverlappingWritesReachSinksOneAtATimeInArrivalOrder) {
+    imagesync_test::TempDir dir;
+    const auto path = dir / "e.img";
+    imagesync_test::make_zero_file(path, 1 << 20);
+    asio::io_context io;
+    auto uring = Uring::create(io, 16);
+    ASSERT_TRUE(uring);
+    {
+        auto e = Export::open(**uring, io.get_executor(), ExportSpec{"e", path, std::nullopt},
+                              Role::primary, false);
+        ASSERT_TRUE(e) << e.error().message;
+        Export& ex = **e;
+        auto sink = std::make_shared<HeldSink>();
+        ex.add_sink(sink);
+
+        const std::vector<std::byte> a(4096, std::byte{0xaa});
+        const std::vector<std::byte> b(512, std::byte{0xbb});
+        const std::vector<std::byte> c(4096, std::byte{0xcc});
+        auto write = [](std::uint64_t offset, const std::vector<std::byte>& data) {
+            WriteOp op;
+            op.kind = WriteOp::Kind::write;
+            op.offset = offset;
+            op.length = data.size();
+            op.data = data;
+            return op;
+        };
+        // Arrival order: a [0, 4096), b [512, 1024) overlapping a, c [8192, 12288) apart.
+        auto ta = ex.locks().enqueue(0, a.size());
+        auto tb = ex.locks().enqueue(512, b.size());
+        auto tc = ex.locks().enqueue(8192, c.size());
+        int completed = 0;
+        std::vector<char> order;
+        ex.apply_in_order(ta, write(0, a), [&](vmha::Status s) {
+            EXPECT_TRUE(s);
+            order.push_back('a');
+            ++completed;
+        });
+        ex.apply_in_order(tb, write(512, b), [&](vmha::Status s) {
+            EXPECT_TRUE(s);
+            order.push_back('b');
+            ++completed;
+        });
+        ex.apply_in_order(tc, write(8192, c), [&](vmha::Status s) {
+            EXPECT_TRUE(s);
+            order.push_back('c');
+            ++completed;
+        });
+        auto run_until = [&](auto done) {
+            const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+            while (!done() && std::chrono::steady_clock::now() < deadline) {
+                io.run_one_for(std::chrono::milliseconds(10));
+            }
+        };
+        run_until([&] { return sink->seen.size() >= 2; });
+        ASSERT_EQ(sink->seen.size(), 2U) << "a and c run in parallel, b waits for a";
+        EXPECT_EQ(sink->seen[0].first, std::byte{0xaa});
+        EXPECT_EQ(sink->seen[1].first, std::byte{0xcc});
+        // Even with the local write of a done, b waits until the sink finished a too.
+        for (int i = 0; i < 20; ++i) io.run_one_for(std::chrono::milliseconds(5));
+        EXPECT_EQ(sink->seen.size(), 2U);
+        EXPECT_TRUE(order.empty()) << "a write completed before its sink did";
+
+        auto done_a = std::move(sink->seen[0].done);
+        done_a({});
+        run_until([&] { return sink->seen.size() >= 3; });
+        ASSERT_EQ(sink->seen.size(), 3U);
+        EXPECT_EQ(sink->seen[2].first, std::byte{0xbb});
+        EXPECT_EQ(sink->seen[2].offset, 512U);
+        auto done_c = std::move(sink->seen[1].done);
+        done_c({});
+        auto done_b = std::move(sink->seen[2].done);
+        done_b({});
+        run_until([&] { return completed == 3; });
+        EXPECT_EQ(order, (std::vector<char>{'a', 'c', 'b'}));
+        EXPECT_EQ(ex.locks().size(), 0U);
+
+        // A sink failure fails the write even though the local write succeeded.
+        auto td = ex.locks().enqueue(0, 512);
+        std::optional<vmha::Status> result;
+        ex.apply_in_order(td, write(0, b), [&](vmha::Status s) { result = std::move(s); });
+        run_until([&] { return sink->seen.size() >= 4; });
+        ASSERT_EQ(sink->seen.size(), 4U);
+        auto done_d = std::move(sink->seen[3].done);
+        done_d(vmha::Error(vmha::errc::connection_lost, "peer gone"));
+        run_until([&] { return result.has_value(); });
+        ASSERT_TRUE(result.has_value());
+        EXPECT_FALSE(*result);
+    }
+    const std::string content = imagesync_test::read_file(path);
+    EXPECT_EQ(static_cast<unsigned char>(content[0]), 0xbb);
+    EXPECT_EQ(static_cast<unsigned char>(content[511]), 0xbb);
+    EXPECT_EQ(static_cast<unsigned char>(content[512]), 0xbb);
+    EXPECT_EQ(static_cast<unsigned char>(content[1024]), 0xaa);
+    EXPECT_EQ(static_cast<unsigned char>(content[8192]), 0xcc);
+    (*uring)->stop();
+}
+
+TEST(ImageFileOpen, MissingFileIsAWholeSentence) {
+    asio::io_context io;
+    auto u = Uring::create(io, 8);
+    ASSERT_TRUE(u);
+    auto f = ImageFile::open(**u, "/nonexistent/x.img", true);
+    ASSERT_FALSE(f);
+    EXPECT_TRUE(f.error().is(vmha::errc::not_found));
+    EXPECT_NE(f.error().message.find("\"/nonexistent/x.img\""), std::string::npos);
+    (*u)->stop();
+}
+
+}  // namespace
+}  // namespace imagesync

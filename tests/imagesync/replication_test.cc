@@ -1,0 +1,469 @@
+// Two real imagesyncd processes replicating over loopback TCP, driven by real NBD clients
+// (qemu-io, fio, qemu-img), killed and restarted at awkward moments. Every scenario ends by
+// comparing the two image files byte for byte.
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <map>
+#include <mutex>
+#include <thread>
+#include <regex>
+#include <set>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "daemon.h"
+
+namespace imagesync_test {
+namespace {
+
+constexpr std::uint64_t kMiB = 1024 * 1024;
+
+// A free TCP port on 127.0.0.1 (bound once, then released for the daemon).
+std::uint16_t free_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    socklen_t len = sizeof addr;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    ::close(fd);
+    return ntohs(addr.sin_port);
+}
+
+// A TCP relay between the two daemons, standing in for the network: it can add latency and
+// can be cut at once (RST both ways, dropping what it holds), as when a node loses power with
+// bytes still on the wire.
+class LinkProxy {
+public:
+    LinkProxy(std::uint16_t target, std::chrono::milliseconds delay) : target_(target), delay_(delay) {
+        listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        const int one = 1;
+        ::setsockopt(listener_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ::bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+        socklen_t len = sizeof addr;
+        ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
+        port_ = ntohs(addr.sin_port);
+        ::listen(listener_, 4);
+        acceptor_ = std::thread([this] { accept_loop(); });
+    }
+    ~LinkProxy() {
+        cut();
+        ::shutdown(listener_, SHUT_RDWR);
+        ::close(listener_);
+        acceptor_.join();
+        for (auto& t : pumps_) t.join();
+    }
+    std::uint16_t port() const { return port_; }
+
+    // Drops everything in transit and resets both connections.
+    void cut() {
+        std::lock_guard lock(mutex_);
+        cut_ = true;
+        for (const int fd : fds_) {
+            const linger hard{1, 0};
+            ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+            ::shutdown(fd, SHUT_RDWR);
+        }
+    }
+
+private:
+    void accept_loop() {
+        for (;;) {
+            const int client = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+            if (client < 0) return;
+            const int server = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            sockaddr_in addr{};
+            addr.sin_family = AF_INET;
+            addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            addr.sin_port = htons(target_);
+            if (::connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+                ::close(client);
+                ::close(server);
+                continue;
+            }
+            std::lock_guard lock(mutex_);
+            if (cut_) {
+                ::close(client);
+                ::close(server);
+                continue;
+            }
+            fds_.push_back(client);
+            fds_.push_back(server);
+            pumps_.emplace_back([this, client, server] { pump(client, server); });
+            pumps_.emplace_back([this, server, client] { pump(server, client); });
+        }
+    }
+    void pump(int from, int to) {
+        std::vector<char> buf(64 * 1024);
+        for (;;) {
+            const ssize_t n = ::read(from, buf.data(), buf.size());
+            if (n <= 0) break;
+            std::this_thread::sleep_for(delay_);  // latency: held here, lost on cut()
+            {
+                std::lock_guard lock(mutex_);
+                if (cut_) break;
+            }
+            if (::write(to, buf.data(), static_cast<std::size_t>(n)) != n) break;
+        }
+        ::shutdown(to, SHUT_WR);
+    }
+
+    std::uint16_t target_;
+    std::chrono::milliseconds delay_;
+    int listener_ = -1;
+    std::uint16_t port_ = 0;
+    std::thread acceptor_;
+    std::vector<std::thread> pumps_;
+    std::mutex mutex_;
+    std::vector<int> fds_;
+    bool cut_ = false;
+};
+
+// One request on a control socket; an empty object when the daemon cannot be reached.
+nlohmann::json control(const fs::path& socket, const nlohmann::json& request) {
+    const int fd = connect_unix(socket);
+    if (fd < 0) return nlohmann::json::object();
+    const std::string line = request.dump() + "\n";
+    if (::write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+        ::close(fd);
+        return nlohmann::json::object();
+    }
+    std::string in;
+    char buf[4096];
+    ssize_t n = 0;
+    while (in.find('\n') == std::string::npos && (n = ::read(fd, buf, sizeof buf)) > 0) {
+        in.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    auto j = nlohmann::json::parse(in, nullptr, false);
+    return j.is_discarded() ? nlohmann::json::object() : j;
+}
+
+// Polls `pred` until it holds or the deadline passes.
+template <typename Pred>
+bool eventually(Pred pred, std::chrono::seconds timeout = std::chrono::seconds(30)) {
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return pred();
+}
+
+// One node of a pair: its own directory, image, sockets and daemon.
+struct Node {
+    Node(std::string node_name, std::uint16_t own_port) : name(std::move(node_name)), port(own_port) {}
+
+    std::string name;
+    std::uint16_t port;  // where this node listens while secondary
+    TempDir dir;
+    fs::path image = dir / "disk.img";
+    fs::path ctl = dir / "control.sock";
+    std::unique_ptr<Daemon> daemon;
+
+    void start(const std::string& role, std::uint16_t peer_port, std::vector<std::string> extra = {}) {
+        std::vector<std::string> args{"--image",  "disk=" + image.string(),
+                                      "--role",   role,
+                                      "--module", "m1",
+                                      "--node",   name,
+                                      "--listen", "127.0.0.1:" + std::to_string(port),
+                                      "--peer",   "127.0.0.1:" + std::to_string(peer_port),
+                                      "--timeout-ms", "2000",
+                                      "--control-socket", ctl.string()};
+        args.insert(args.end(), extra.begin(), extra.end());
+        daemon.reset();
+        daemon = std::make_unique<Daemon>(dir, args);
+    }
+    nlohmann::json status() const { return control(ctl, {{"verb", "status"}}); }
+    std::string connection() const { return status().value("connection", ""); }
+    nlohmann::json command(const std::string& verb, bool force = false) const {
+        nlohmann::json r = {{"verb", verb}};
+        if (force) r["force"] = true;
+        return control(ctl, r);
+    }
+};
+
+class Pair : public ::testing::Test {
+protected:
+    void SetUp() override {
+        if (!have_tool("qemu-io")) GTEST_SKIP() << "qemu-io is not installed (qemu-utils)";
+    }
+
+    // Both images of `size` bytes of zeroes; a primary and a secondary, connected and in sync.
+    void start_pair(std::uint64_t size = 64 * kMiB) {
+        make_zero_file(a.image, size);
+        make_zero_file(b.image, size);
+        b.start("secondary", a.port);
+        ASSERT_TRUE(b.daemon->wait_ready());
+        a.start("primary", b.port);
+        ASSERT_TRUE(a.daemon->wait_ready());
+        ASSERT_TRUE(connected()) << a.status().dump(2) << b.status().dump(2);
+    }
+
+    ::testing::AssertionResult connected() {
+        if (eventually([&] { return a.connection() == "connected" && b.connection() == "connected"; })) {
+            return ::testing::AssertionSuccess();
+        }
+        return ::testing::AssertionFailure() << "the pair did not connect: a is \"" << a.connection()
+                                             << "\", b is \"" << b.connection() << "\"";
+    }
+
+    static ::testing::AssertionResult identical(const fs::path& x, const fs::path& y) {
+        const std::string bx = read_file(x);
+        const std::string by = read_file(y);
+        if (bx == by) return ::testing::AssertionSuccess();
+        std::size_t i = 0;
+        while (i < bx.size() && i < by.size() && bx[i] == by[i]) ++i;
+        return ::testing::AssertionFailure() << x << " (" << bx.size() << " bytes) and " << y << " ("
+                                             << by.size() << " bytes) first differ at byte " << i;
+    }
+
+    std::string uri(const Node& n) const { return n.daemon->uri("disk"); }
+
+    ToolResult qemu_io(const Node& n, std::vector<std::string> commands,
+                       const std::string& format = "raw", bool read_only = false) {
+        std::vector<std::string> argv{"qemu-io", "-f", format, uri(n)};
+        if (read_only) argv.insert(argv.begin() + 1, "-r");
+        for (auto& c : commands) {
+            argv.push_back("-c");
+            argv.push_back(std::move(c));
+        }
+        return run_tool(argv, n.dir.path());
+    }
+
+    Node a{"hv1", free_port()};
+    Node b{"hv2", free_port()};
+};
+
+std::uint64_t u64(const nlohmann::json& j, const char* key) { return j.value(key, std::uint64_t{0}); }
+
+TEST_F(Pair, FirstStartCopiesThePrimaryThenReplicatesEveryWrite) {
+    make_zero_file(a.image, 16 * kMiB);
+    make_zero_file(b.image, 16 * kMiB);
+    // Data already on the primary's image before the pair ever met: the full resync brings it.
+    {
+        std::ofstream out(a.image, std::ios::binary | std::ios::in | std::ios::out);
+        out.seekp(5 * kMiB);
+        out << std::string(100000, 'x');
+    }
+    b.start("secondary", a.port);
+    ASSERT_TRUE(b.daemon->wait_ready());
+    a.start("primary", b.port);
+    ASSERT_TRUE(a.daemon->wait_ready());
+    ASSERT_TRUE(connected());
+    EXPECT_EQ(b.status().value("data_state", ""), "UpToDate");
+
+    const auto r = qemu_io(a, {"write -P 0xab 0 1M", "write -P 0xcd 10M 4k", "write -z 12M 1M",
+                               "discard 14M 64k", "write -P 0x11 16380k 4k", "flush"});
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_GE(u64(a.status(), "bytes_replicated"), kMiB + 8 * 1024);
+    EXPECT_EQ(u64(a.status(), "dirty_bytes"), 0u);
+    EXPECT_TRUE(identical(a.image, b.image));
+    // The secondary serves reads of the same bytes and refuses writes (QEMU sees a read-only
+    // export and will not even open it for writing).
+    const auto rb = qemu_io(b, {"read -P 0xcd 10M 4k", "read -P 0x78 5M 100000"}, "raw", true);
+    EXPECT_EQ(rb.exit_code, 0) << rb.output;
+    EXPECT_EQ(rb.output.find("failed"), std::string::npos) << rb.output;
+    const auto wb = qemu_io(b, {"write -P 1 0 4k"});
+    EXPECT_NE(wb.exit_code, 0) << wb.output;
+    EXPECT_NE(wb.output.find("Permission denied"), std::string::npos) << wb.output;
+}
+
+TEST_F(Pair, FioVerifiedWritesThroughThePrimaryLeaveIdenticalReplicas) {
+    if (!have_tool("fio")) GTEST_SKIP() << "fio is not installed";
+    start_pair(64 * kMiB);
+    const auto r = run_tool({"fio", "--name=pair", "--ioengine=nbd", "--uri=" + uri(a),
+                             "--rw=randwrite", "--bs=4k", "--iodepth=16", "--size=32M",
+                             "--io_size=24M", "--verify=crc32c", "--verify_fatal=1",
+                             "--do_verify=1", "--verify_state_save=0"},
+                            a.dir.path());
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_EQ(r.output.find("verify: bad"), std::string::npos) << r.output;
+    EXPECT_TRUE(eventually([&] { return u64(a.status(), "in_flight") == 0; }));
+    EXPECT_TRUE(identical(a.image, b.image));
+}
+
+TEST_F(Pair, SparseQcow2GrowsOnBothReplicasAndBothCheckClean) {
+    if (!have_tool("qemu-img")) GTEST_SKIP() << "qemu-img is not installed";
+    ASSERT_EQ(run_tool({"qemu-img", "create", "-q", "-f", "qcow2", a.image.string(), "32M"},
+                       a.dir.path()).exit_code, 0);
+    fs::copy_file(a.image, b.image);
+    b.start("secondary", a.port, {"--growable"});
+    ASSERT_TRUE(b.daemon->wait_ready());
+    a.start("primary", b.port, {"--growable"});
+    ASSERT_TRUE(a.daemon->wait_ready());
+    ASSERT_TRUE(connected());
+    const auto r = qemu_io(a, {"write -P 0x5a 0 32M", "write -P 0x5b 16M 1M", "flush",
+                               "read -P 0x5a 0 16M", "read -P 0x5b 16M 1M"},
+                           "qcow2");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_EQ(r.output.find("failed"), std::string::npos) << r.output;
+    EXPECT_TRUE(eventually([&] { return u64(a.status(), "in_flight") == 0; }));
+    ASSERT_EQ(a.daemon->stop(), std::optional<int>(0));
+    ASSERT_EQ(b.daemon->stop(), std::optional<int>(0));
+    EXPECT_GT(fs::file_size(a.image), 32 * kMiB) << "the qcow2 file did not grow";
+    for (const auto* n : {&a, &b}) {
+        const auto check = run_tool({"qemu-img", "check", "-f", "qcow2", n->image.string()}, n->dir.path());
+        EXPECT_EQ(check.exit_code, 0) << n->name << ": " << check.output;
+    }
+    EXPECT_TRUE(identical(a.image, b.image));
+}
+
+TEST_F(Pair, SecondaryKilledMidStreamThenOnlyTheDirtyRangesTravel) {
+    start_pair(64 * kMiB);
+    // A write stream in the background while the secondary dies.
+    std::vector<std::string> argv{"qemu-io", "-f", "raw", uri(a)};
+    for (int i = 0; i < 400; ++i) {
+        argv.push_back("-c");
+        argv.push_back("write -P " + std::to_string(i % 250 + 1) + " " + std::to_string(i * 64) + "k 4k");
+    }
+    const fs::path out = a.dir / "stream.out";
+    const pid_t writer = spawn(argv, out);
+    ASSERT_TRUE(eventually([&] { return u64(a.status(), "bytes_replicated") > 40 * 4096; }));
+    ASSERT_TRUE(b.daemon->stop(SIGKILL));
+    auto status = wait_for(writer, std::chrono::seconds(120));
+    ASSERT_TRUE(status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << read_file(out);
+    EXPECT_EQ(read_file(out).find("error"), std::string::npos) << "the client saw an error";
+
+    // Writes after the loss, on chunks nobody wrote before: each dirties exactly its chunk.
+    EXPECT_TRUE(eventually([&] { return a.connection() == "connecting"; }));
+    const auto before = u64(a.status(), "dirty_bytes");
+    const auto r = qemu_io(a, {"write -P 0xee 40M 4k", "write -P 0xef 48M 8k", "write -P 0xf0 56M 64k"});
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const auto dirty = u64(a.status(), "dirty_bytes");
+    EXPECT_EQ(dirty, before + 3 * 64 * 1024);
+    EXPECT_GT(before, 0u) << "writes in flight or after the kill were not recorded dirty";
+
+    const auto resynced_before = u64(a.status(), "bytes_resynced");
+    b.start("secondary", a.port);
+    ASSERT_TRUE(b.daemon->wait_ready());
+    ASSERT_TRUE(connected());
+    // Only the dirty chunks traveled, not the 64 MiB image.
+    EXPECT_EQ(u64(a.status(), "bytes_resynced") - resynced_before, dirty);
+    EXPECT_EQ(u64(a.status(), "dirty_bytes"), 0u);
+    EXPECT_EQ(b.status().value("data_state", ""), "UpToDate");
+    EXPECT_TRUE(identical(a.image, b.image));
+}
+
+// The primary's node dies with writes on the wire: the process is killed and the link cut at
+// the same instant, so whatever was not yet acknowledged by the secondary is lost. Every write
+// the client saw acknowledged must be on the secondary's image.
+TEST_F(Pair, PrimaryKilledMidStreamEveryAcknowledgedWriteIsOnTheSecondary) {
+    make_zero_file(a.image, 64 * kMiB);
+    make_zero_file(b.image, 64 * kMiB);
+    b.start("secondary", a.port);
+    ASSERT_TRUE(b.daemon->wait_ready());
+    LinkProxy wire(b.port, std::chrono::milliseconds(2));
+    a.start("primary", wire.port());
+    ASSERT_TRUE(a.daemon->wait_ready());
+    ASSERT_TRUE(connected());
+
+    std::vector<std::string> argv{"qemu-io", "-f", "raw", uri(a)};
+    const int writes = 1500;
+    for (int i = 0; i < writes; ++i) {
+        argv.push_back("-c");
+        argv.push_back("aio_write -P " + std::to_string(i % 250 + 1) + " " + std::to_string(i * 40) + "k 4k");
+    }
+    argv.push_back("-c");
+    argv.push_back("aio_flush");
+    const fs::path out = a.dir / "stream.out";
+    const pid_t writer = spawn(argv, out);
+    ASSERT_TRUE(eventually([&] { return u64(a.status(), "bytes_replicated") > 100 * 4096; }));
+    wire.cut();
+    ASSERT_TRUE(a.daemon->stop(SIGKILL));
+    ASSERT_TRUE(wait_for(writer, std::chrono::seconds(60)));
+    // qemu-io printed "wrote 4096/4096 bytes at offset N" for every write it saw acknowledged.
+    const std::string log = read_file(out);
+    const std::regex wrote("wrote 4096/4096 bytes at offset ([0-9]+)");
+    EXPECT_TRUE(eventually([&] { return u64(b.status(), "in_flight") == 0; }));
+    ASSERT_EQ(b.daemon->stop(), std::optional<int>(0));  // its last writes reach the file
+    std::size_t acknowledged = 0;
+    const std::string secondary = read_file(b.image);
+    for (auto it = std::sregex_iterator(log.begin(), log.end(), wrote); it != std::sregex_iterator(); ++it) {
+        const std::uint64_t offset = std::stoull((*it)[1]);
+        const int i = static_cast<int>(offset / (40 * 1024));
+        const char expected = static_cast<char>(i % 250 + 1);
+        ++acknowledged;
+        EXPECT_EQ(secondary.substr(offset, 4096), std::string(4096, expected))
+            << "acknowledged write " << i << " at offset " << offset << " is missing on the secondary";
+    }
+    EXPECT_GT(acknowledged, 100u);
+    EXPECT_LT(acknowledged, static_cast<std::size_t>(writes)) << "the kill came after the stream ended";
+}
+
+TEST_F(Pair, FailoverThenTheOldPrimaryRejoinsAsResyncTarget) {
+    start_pair(32 * kMiB);
+    ASSERT_EQ(qemu_io(a, {"write -P 0x01 0 1M", "flush"}).exit_code, 0);
+    ASSERT_TRUE(a.daemon->stop(SIGKILL));
+    // b notices, is promoted (it is UpToDate), and writes alone: a new generation.
+    EXPECT_TRUE(eventually([&] { return b.connection() == "connecting"; }));
+    auto promoted = b.command("promote");
+    ASSERT_TRUE(promoted.value("ok", false)) << promoted.dump(2);
+    ASSERT_EQ(qemu_io(b, {"write -P 0x02 4M 1M", "write -P 0x03 8M 4k"}).exit_code, 0);
+    const auto dirty = u64(b.status(), "dirty_bytes");
+    EXPECT_EQ(dirty, kMiB + 64 * 1024);
+    const auto resynced_before = u64(b.status(), "bytes_resynced");  // counts received ones too
+
+    // a comes back as secondary: the generations make it the bitmap target of b.
+    a.start("secondary", b.port);
+    ASSERT_TRUE(a.daemon->wait_ready());
+    ASSERT_TRUE(connected());
+    EXPECT_EQ(a.status().value("data_state", ""), "UpToDate");
+    EXPECT_EQ(u64(b.status(), "bytes_resynced") - resynced_before, dirty)
+        << "more than the dirty ranges traveled";
+    EXPECT_TRUE(identical(a.image, b.image));
+}
+
+TEST_F(Pair, BothWroteAloneIsSplitBrainAndNothingIsOverwritten) {
+    start_pair(32 * kMiB);
+    // Cut the link; a keeps writing alone.
+    ASSERT_TRUE(a.command("disconnect").value("ok", false));
+    EXPECT_TRUE(eventually([&] { return b.connection() == "connecting"; }));
+    ASSERT_EQ(qemu_io(a, {"write -P 0xaa 0 64k"}).exit_code, 0);
+    // b is promoted too (an operator error a witness would prevent) and writes alone.
+    ASSERT_TRUE(b.command("promote").value("ok", false));
+    ASSERT_EQ(qemu_io(b, {"write -P 0xbb 1M 64k"}).exit_code, 0);
+    // b steps down and a reconnects: the generations show both sides wrote.
+    ASSERT_TRUE(b.command("demote").value("ok", false));
+    ASSERT_TRUE(a.command("connect").value("ok", false));
+    EXPECT_TRUE(eventually([&] { return a.connection() == "standalone"; }, std::chrono::seconds(10)))
+        << a.status().dump(2);
+    EXPECT_NE(a.daemon->log().find("split_brain"), std::string::npos) << a.daemon->log();
+    // Nothing was overwritten: each side still has its own write and not the other's.
+    const std::string ia = read_file(a.image);
+    const std::string ib = read_file(b.image);
+    EXPECT_EQ(ia.substr(0, 4), std::string(4, '\xaa'));
+    EXPECT_EQ(ia.substr(kMiB, 4), std::string(4, '\0'));
+    EXPECT_EQ(ib.substr(kMiB, 4), std::string(4, '\xbb'));
+    EXPECT_EQ(ib.substr(0, 4), std::string(4, '\0'));
+}
+
+TEST_F(Pair, ASecondaryRefusesPromotionWhileItsPrimaryIsConnected) {
+    start_pair(16 * kMiB);
+    const auto r = b.command("promote");
+    EXPECT_FALSE(r.value("ok", true));
+    EXPECT_EQ(r.value("code", ""), "busy") << r.dump(2);
+}
+
+TEST_F(Pair, MismatchedExportSizesAreRefusedWithTheReason) {
+    make_zero_file(a.image, 16 * kMiB);
+    make_zero_file(b.image, 8 * kMiB);
+    b.start("secondary", a.port);
+    ASSERT_TRUE(b.daemon->wait_ready());
+    a.start("primary", b.port);
+    ASSERT_TRUE(a.daemon->wait_ready());
+    EXPECT_TRUE(eventually([&] { return a.connection() == "standalone"; }, std::chrono::seconds(10)));
+    EXPECT_NE(a.daemon->log().find("export 0 is \"disk\" of 16777216 bytes here but \"disk\" of "
+                                   "8388608 bytes on node \"hv2\""),
+              std::string::npos)
+        << a.daemon->log();
+}
+
+}  // namespace
+}  // namespace imagesync_test
