@@ -119,6 +119,24 @@ void Export::apply(const WriteOp& op, ReplicaSink::Done done) {
         }
         return;
     }
+    if (gate_ != nullptr && op.kind != WriteOp::Kind::flush) {
+        WriteGate* gate = gate_;  // the one this operation began with, even if it changes
+        gate->begin(op, [this, gate, op, done = std::move(done)](vmha::Status s) mutable {
+            if (!s) {
+                done(std::move(s));
+                return;
+            }
+            apply_everywhere(op, [gate, op, done = std::move(done)](vmha::Status result) mutable {
+                gate->end(op);
+                done(std::move(result));
+            });
+        });
+        return;
+    }
+    apply_everywhere(op, std::move(done));
+}
+
+void Export::apply_everywhere(const WriteOp& op, ReplicaSink::Done done) {
     struct Join {
         std::size_t remaining = 0;
         std::optional<vmha::Error> local_error;

@@ -34,6 +34,8 @@ class Export {
     IntervalLock& locks() { return locks_; }
 
     void add_sink(std::shared_ptr<ReplicaSink> sink) { sinks_.push_back(std::move(sink)); }
+    // The gate every write, TRIM and WRITE_ZEROES passes before it starts (nullptr: none).
+    void set_gate(WriteGate* gate) { gate_ = gate; }
 
     // Applies a modifying operation to the local image and to every sink in parallel; `done`
     // runs once all completed, with the local failure if any, else the first sink failure.
@@ -47,11 +49,13 @@ class Export {
   private:
     Export(nbd::ExportInfo info, std::unique_ptr<ImageFile> file, asio::any_io_executor executor);
     void apply_local(const WriteOp& op, ImageFile::Done done);
+    void apply_everywhere(const WriteOp& op, ReplicaSink::Done done);
 
     nbd::ExportInfo info_;
     std::unique_ptr<ImageFile> file_;
     IntervalLock locks_;
     std::vector<std::shared_ptr<ReplicaSink>> sinks_;
+    WriteGate* gate_ = nullptr;
 };
 
 // The virtual size of a qcow2 image from its header, or nullopt when `header` (the first 32

@@ -40,4 +40,17 @@ class ReplicaSink {
     virtual void apply(const WriteOp& op, Done done) = 0;
 };
 
+// What must happen before a modifying operation touches either copy, and after it completed on
+// both: the primary's activity log (record the extent durably before the first write to it).
+// Runs on the export's event loop thread.
+class WriteGate {
+public:
+    using Done = std::function<void(vmha::Status)>;
+    virtual ~WriteGate() = default;
+    // `done` once the operation may start (or with the error that forbids it).
+    virtual void begin(const WriteOp& op, Done done) = 0;
+    // The operation begun with begin() completed on every copy (or was recorded dirty).
+    virtual void end(const WriteOp& op) = 0;
+};
+
 }  // namespace imagesync

@@ -158,10 +158,13 @@ class Server {
             if (!e) return vmha::Error(e.error().code, "--peer: " + e.error().message);
             rc.peer = *e;
         }
-        auto r = replication::Replicator::open(io_, rc, export_pointers_);
+        auto r = replication::Replicator::open(io_, *uring_, rc, export_pointers_);
         if (!r) return std::move(r).error();
         replicator_ = std::move(*r);
-        for (std::size_t i = 0; i < exports_.size(); ++i) exports_[i]->add_sink(replicator_->sink(i));
+        for (std::size_t i = 0; i < exports_.size(); ++i) {
+            exports_[i]->add_sink(replicator_->sink(i));
+            exports_[i]->set_gate(replicator_->gate(i));
+        }
         return {};
     }
 

@@ -97,6 +97,7 @@ TEST(PeerProtocol, EveryOtherMessageRoundTrips) {
         {6, ResyncData{{0, 512, 512}, data}},
         {7, ResyncZeroes{{0, 0, 1u << 20}}},
         {8, State{2, 3, 77}},
+        {9, Extents{0, {{0, 4u << 20}, {12u << 20, 8u << 20}}}},
     };
     Bytes stream;
     for (const auto& m : messages) encode(m, stream);
@@ -124,6 +125,7 @@ TEST(PeerProtocol, EveryOtherMessageRoundTrips) {
     EXPECT_TRUE(std::get<WriteZeroes>(got[0].body).may_trim);
     EXPECT_EQ(std::get<Ack>(got[3].body).status, static_cast<std::uint32_t>(vmha::errc::io_error));
     EXPECT_EQ(std::get<State>(got[7].body).current_generation, 77u);
+    EXPECT_EQ(std::get<Extents>(got[8].body).ranges.at(1).first, 12u << 20);
     EXPECT_EQ(d.buffered(), 0u);
 }
 
@@ -166,6 +168,9 @@ TEST(PeerProtocol, PayloadInconsistenciesAreRefused) {
     Bytes w = frame({1, WriteZeroes{{0, 0xffffffffffffff00ull, 0x1000}, false, false}});
     EXPECT_EQ(error_of(w),
               "WRITE_ZEROES at offset 18446744073709551360 with length 4096 wraps around");
+    Bytes x = frame({1, Extents{0, {{1, 2}}}});
+    x[header_size + 7] = std::byte{2};  // count 1 -> 2, payload unchanged
+    EXPECT_EQ(error_of(x), "EXTENTS announces 2 ranges in 16 bytes");
     Bytes t = frame({1, Trim{{0, 0, 4096}}});
     t[32] = std::byte{0x80};  // unknown op flag
     EXPECT_EQ(error_of(t), "TRIM has unknown flags 0x8000 or reserved bits 0x0000");

@@ -134,6 +134,7 @@ MessageType type_of(const Body& body) {
         MessageType operator()(const ResyncData&) const { return MessageType::resync_data; }
         MessageType operator()(const ResyncZeroes&) const { return MessageType::resync_zeroes; }
         MessageType operator()(const State&) const { return MessageType::state; }
+        MessageType operator()(const Extents&) const { return MessageType::extents; }
     };
     return std::visit(Visitor{}, body);
 }
@@ -150,6 +151,7 @@ const char* type_name(MessageType type) {
         case MessageType::resync_data: return "RESYNC_DATA";
         case MessageType::resync_zeroes: return "RESYNC_ZEROES";
         case MessageType::state: return "STATE";
+        case MessageType::extents: return "EXTENTS";
     }
     return "UNKNOWN";
 }
@@ -197,6 +199,14 @@ void encode(const Message& m, Bytes& out) {
                 payload.insert(payload.end(), b.data.begin(), b.data.end());
             } else if constexpr (std::is_same_v<T, Ack>) {
                 put_u32(payload, b.status);
+            } else if constexpr (std::is_same_v<T, Extents>) {
+                const std::size_t n = std::min(b.ranges.size(), max_extents);
+                put_u32(payload, b.export_index);
+                put_u32(payload, static_cast<std::uint32_t>(n));
+                for (std::size_t i = 0; i < n; ++i) {
+                    put_u64(payload, b.ranges[i].first);
+                    put_u64(payload, b.ranges[i].second);
+                }
             } else if constexpr (std::is_same_v<T, State>) {
                 put_u8(payload, b.role);
                 put_u8(payload, b.data_state);
@@ -232,7 +242,7 @@ vmha::Result<Header> decode_header(ByteView bytes) {
         return protocol(fmt::format("frame has reserved bits set (flags {:#06x})", flags));
     }
     if (raw_type < static_cast<std::uint16_t>(MessageType::hello) ||
-        raw_type > static_cast<std::uint16_t>(MessageType::state)) {
+        raw_type > static_cast<std::uint16_t>(MessageType::extents)) {
         return protocol(fmt::format("unknown message type {}", raw_type));
     }
     Header h{static_cast<MessageType>(raw_type), get_u32(bytes, 12), get_u64(bytes, 16)};
@@ -333,6 +343,28 @@ vmha::Result<Message> decode_payload(const Header& header, ByteView payload) {
         case MessageType::flush: m.body = Flush{}; return m;
         case MessageType::ping: m.body = Ping{}; return m;
         case MessageType::ack: m.body = Ack{r.u32()}; return m;
+        case MessageType::extents: {
+            if (!r.have(8)) return protocol("EXTENTS is truncated");
+            Extents e;
+            e.export_index = r.u32();
+            const std::size_t n = r.u32();
+            if (n > max_extents || r.left() != n * 16) {
+                return protocol(fmt::format("EXTENTS announces {} ranges in {} bytes", n, r.left()));
+            }
+            e.ranges.reserve(n);
+            for (std::size_t i = 0; i < n; ++i) {
+                const std::uint64_t offset = r.u64();
+                const std::uint64_t length = r.u64();
+                if (offset > std::numeric_limits<std::uint64_t>::max() - length) {
+                    return protocol(fmt::format("EXTENTS range at offset {} with length {} wraps "
+                                                "around",
+                                                offset, length));
+                }
+                e.ranges.emplace_back(offset, length);
+            }
+            m.body = std::move(e);
+            return m;
+        }
         case MessageType::state: {
             State s;
             s.role = r.u8();

@@ -58,6 +58,8 @@ enum class MessageType : std::uint16_t {
     resync_data = 8,   // sync source -> target: a resync chunk (like write)
     resync_zeroes = 9, // sync source -> target: a resync chunk that is all zeroes
     state = 10,        // role / data-state change announcement
+    extents = 11,      // resync target -> source: ranges that must join the resync (its
+                       // activity-log extents after it crashed as primary)
 };
 
 // Where an operation applies: which export, which bytes.
@@ -124,8 +126,15 @@ struct State {
     std::uint64_t current_generation = 0;
 };
 
+// Up to max_extents ranges of one export; the list is sent once, right after the handshake.
+inline constexpr std::size_t max_extents = 65536;
+struct Extents {
+    std::uint32_t export_index = 0;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;  // offset, length
+};
+
 using Body = std::variant<Hello, Write, WriteZeroes, Trim, Flush, Ack, Ping, ResyncData,
-                          ResyncZeroes, State>;
+                          ResyncZeroes, State, Extents>;
 
 struct Message {
     std::uint64_t cookie = 0;

@@ -10,9 +10,11 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include "meta/activity_log.h"
 #include "meta/dirty_map.h"
 #include "meta/meta_file.h"
 #include "meta/meta_store.h"
+#include "uring_meta_file.h"
 
 namespace imagesync::replication {
 
@@ -62,8 +64,9 @@ vmha::Result<Endpoint> parse_endpoint(std::string_view text) {
 struct MetaParts {
     explicit MetaParts(const std::filesystem::path& dir) : store(dir) {}
     meta::MetaStore store;
-    std::vector<std::unique_ptr<meta::BlockingMetaFile>> files;
+    std::vector<std::unique_ptr<meta::MetaFile>> files;  // dirty maps' and activity logs'
     std::vector<std::unique_ptr<meta::DirtyMap>> maps;
+    std::vector<std::unique_ptr<meta::ActivityLog>> logs;
 };
 
 namespace {
@@ -333,27 +336,61 @@ private:
     std::string name_;
 };
 
+// ---- Gate: the activity log before every write ------------------------------------------------
+
+class Replicator::Gate final : public WriteGate {
+public:
+    Gate(Replicator& owner, std::size_t index) : owner_(owner), index_(index) {}
+    void begin(const WriteOp& op, Done done) override {
+        if (op.length == 0) {
+            done({});
+            return;
+        }
+        owner_.parts_->logs[index_]->begin_write(op.offset, op.length, std::move(done));
+    }
+    void end(const WriteOp& op) override {
+        if (op.length > 0) owner_.parts_->logs[index_]->end_write(op.offset, op.length);
+    }
+
+private:
+    Replicator& owner_;
+    std::size_t index_;
+};
+
 // ---- Replicator -----------------------------------------------------------------------------
 
-Replicator::Replicator(asio::io_context& io, const ReplicatorConfig& config,
+Replicator::Replicator(asio::io_context& io, Uring& uring, const ReplicatorConfig& config,
                        std::vector<Export*> exports)
-    : io_(io), config_(config), exports_(std::move(exports)), role_(config.role) {}
+    : io_(io), uring_(uring), config_(config), exports_(std::move(exports)), role_(config.role) {}
 
 Replicator::~Replicator() = default;
 
-vmha::Result<std::unique_ptr<Replicator>> Replicator::open(asio::io_context& io,
+vmha::Result<std::unique_ptr<Replicator>> Replicator::open(asio::io_context& io, Uring& uring,
                                                            const ReplicatorConfig& config,
                                                            std::vector<Export*> exports) {
     if (config.meta_dir.empty()) {
         return vmha::Error(vmha::errc::invalid_argument,
                            "replication needs a metadata directory (--meta-dir)");
     }
-    std::unique_ptr<Replicator> r(new Replicator(io, config, std::move(exports)));
+    std::unique_ptr<Replicator> r(new Replicator(io, uring, config, std::move(exports)));
     if (auto s = r->load_meta(); !s) return std::move(s).error();
     for (std::size_t i = 0; i < r->exports_.size(); ++i) {
         r->sinks_.push_back(std::make_shared<Sink>(*r, i, fmt::format("peer/{}", r->exports_[i]->info().name)));
+        r->gates_.push_back(std::make_unique<Gate>(*r, i));
     }
     return r;
+}
+
+vmha::Status Replicator::wait(const std::function<bool(std::function<void(vmha::Status)>)>& start) {
+    auto result = std::make_shared<std::optional<vmha::Status>>();
+    start([result](vmha::Status st) { *result = std::move(st); });
+    while (!*result) {
+        if (io_.run_one() == 0) {
+            io_.restart();
+            return vmha::Error(vmha::errc::internal, "the event loop ran dry during start-up I/O");
+        }
+    }
+    return std::move(**result);
 }
 
 vmha::Status Replicator::load_meta() {
@@ -390,26 +427,68 @@ vmha::Status Replicator::load_meta() {
         meta_.promote();
     }
 
-    // Dirty maps first: a new map must be durable before the metadata that relies on it.
-    for (Export* e : exports_) {
-        const auto path = config_.meta_dir / (e->info().name + ".dirty");
-        const bool exists = std::filesystem::exists(path);
-        auto file = meta::BlockingMetaFile::open(path, !exists);
-        if (!file) return std::move(file).error();
-        auto map = exists ? meta::DirtyMap::load(**file, e->info().size, config_.chunk_size)
-                          : meta::DirtyMap::create(**file, e->info().size, config_.chunk_size);
+    // Dirty maps and activity logs first: a new one must be durable before the metadata that
+    // relies on it.
+    recovered_extents_.resize(exports_.size());
+    for (std::size_t i = 0; i < exports_.size(); ++i) {
+        const Export* e = exports_[i];
+        const auto map_path = config_.meta_dir / (e->info().name + ".dirty");
+        const bool map_exists = std::filesystem::exists(map_path);
+        auto map_file = UringMetaFile::open(uring_, map_path, !map_exists);
+        if (!map_file) return std::move(map_file).error();
+        auto map = map_exists ? meta::DirtyMap::load(**map_file, e->info().size, config_.chunk_size)
+                              : meta::DirtyMap::create(**map_file, e->info().size, config_.chunk_size);
         if (!map) return std::move(map).error();
+        if (!map_exists) {
+            if (auto st = wait([&](auto done) { return (*map)->flush(done); }); !st) return st;
+        }
         if ((*map)->dirty_bytes() > 0) {
             spdlog::info("export \"{}\": {} bytes recorded dirty from before", e->info().name,
                          (*map)->dirty_bytes());
         }
-        if (!exists) {
-            vmha::Status flushed = vmha::Error(vmha::errc::internal, "not flushed");
-            if (!(*map)->flush([&flushed](vmha::Status st) { flushed = std::move(st); })) flushed = {};
-            if (!flushed) return flushed;
+
+        const auto log_path = config_.meta_dir / (e->info().name + ".al");
+        const bool log_exists = std::filesystem::exists(log_path);
+        auto log_file = UringMetaFile::open(uring_, log_path, !log_exists);
+        if (!log_file) return std::move(log_file).error();
+        const meta::ActivityLogConfig log_config{.export_size = e->info().size};
+        auto log = log_exists ? meta::ActivityLog::open(**log_file, log_config)
+                              : meta::ActivityLog::create(**log_file, log_config);
+        if (!log) return std::move(log).error();
+        if (!log_exists) {
+            if (auto st = wait([&](auto done) { return (*log)->flush(done); }); !st) return st;
         }
-        parts_->files.push_back(std::move(*file));
+        bool keep_log = false;
+        if (meta_.crashed_primary) {
+            const auto extents = (*log)->logged_extents();
+            std::uint64_t bytes = 0;
+            for (const auto& x : extents) bytes += x.length;
+            if (role_ == Role::primary) {
+                // This node goes on as primary: the peer may lack any of these ranges.
+                for (const auto& x : extents) {
+                    if (auto st = wait([&](auto done) { return (*map)->mark(x.offset, x.length, done); }); !st) {
+                        return st;
+                    }
+                }
+                spdlog::warn("export \"{}\": {} activity-log extent(s) ({} bytes) from the crash "
+                             "join the next resync to the peer",
+                             e->info().name, extents.size(), bytes);
+            } else {
+                // The peer is (or becomes) primary: it must resend these ranges to us.
+                for (const auto& x : extents) recovered_extents_[i].emplace_back(x.offset, x.length);
+                keep_log = true;
+                spdlog::warn("export \"{}\": {} activity-log extent(s) ({} bytes) from the crash "
+                             "will be resynced from the primary",
+                             e->info().name, extents.size(), bytes);
+            }
+        }
+        if (!keep_log && log_exists) {
+            if (auto st = wait([&](auto done) { return (*log)->reset(done); }); !st) return st;
+        }
+        parts_->files.push_back(std::move(*map_file));
+        parts_->files.push_back(std::move(*log_file));
         parts_->maps.push_back(std::move(*map));
+        parts_->logs.push_back(std::move(*log));
     }
     return save_meta("start");
 }
@@ -429,6 +508,8 @@ vmha::Status Replicator::save_meta(const char* why) {
 std::shared_ptr<ReplicaSink> Replicator::sink(std::size_t export_index) {
     return sinks_.at(export_index);
 }
+
+WriteGate* Replicator::gate(std::size_t export_index) { return gates_.at(export_index).get(); }
 
 void Replicator::fire(LinkEvent event, const std::string& reason) {
     const auto t = link_transition(link_, event);
@@ -677,13 +758,17 @@ bool Replicator::on_hello(Session& session, const peer::Hello& hello) {
                     });
                 }
             }
-            if (meta_.gen.bitmap == meta::kNoGeneration) {
+            if (meta_.gen.bitmap == meta::kNoGeneration &&
+                !meta::is_reserved_generation(theirs.gen.current)) {
                 // Resyncing means the peer lacks writes: we are tracking since its generation.
                 meta_.gen.bitmap = theirs.gen.current;
                 (void)save_meta("resync source");
             }
             fire(LinkEvent::handshake_source, decision.reason);
-            start_resync();
+            // A peer that crashed as primary first sends its activity-log extents (one EXTENTS
+            // per export); they join the resync before it starts.
+            awaiting_peer_extents_ = decision.peer_activity_log_joins ? exports_.size() : 0;
+            if (awaiting_peer_extents_ == 0) start_resync();
             return true;
         case meta::SyncKind::self_is_target_bitmap:
         case meta::SyncKind::self_is_target_full:
@@ -701,6 +786,12 @@ bool Replicator::on_hello(Session& session, const peer::Hello& hello) {
                 return refuse("cannot record this node as a resync target");
             }
             fire(LinkEvent::handshake_target, decision.reason);
+            if (decision.self_activity_log_joins) {
+                for (std::size_t i = 0; i < exports_.size(); ++i) {
+                    session.send(peer::Message{0, peer::Extents{static_cast<std::uint32_t>(i),
+                                                                recovered_extents_[i]}});
+                }
+            }
             return true;
         case meta::SyncKind::split_brain:
         case meta::SyncKind::unrelated:
@@ -853,6 +944,8 @@ void Replicator::on_message(Session& session, peer::Message message,
                 session.send(peer::Message{cookie, peer::Ack{0}});
             } else if constexpr (std::is_same_v<T, peer::Hello>) {
                 session.close("peer sent HELLO twice");
+            } else if constexpr (std::is_same_v<T, peer::Extents>) {
+                on_peer_extents(m);
             } else if constexpr (std::is_same_v<T, peer::State>) {
                 peer_data_state_ = from_wire_state(m.data_state);
                 if (link_ == LinkState::sync_target && m.data_state == 1) {
@@ -949,6 +1042,32 @@ void Replicator::on_ack(std::uint64_t cookie, std::uint32_t status) {
     p->complete(status);
 }
 
+void Replicator::on_peer_extents(const peer::Extents& extents) {
+    if (link_ != LinkState::sync_source || awaiting_peer_extents_ == 0 ||
+        extents.export_index >= exports_.size()) {
+        if (session_) session_->close("peer sent EXTENTS out of turn");
+        return;
+    }
+    auto& map = *parts_->maps[extents.export_index];
+    std::uint64_t bytes = 0;
+    for (const auto& [offset, length] : extents.ranges) {
+        if (offset + length > map.export_size()) {
+            if (session_) session_->close("peer sent EXTENTS beyond the export");
+            return;
+        }
+        bytes += length;
+        // Not waited for: if this node crashes now, the peer is still a crashed primary and
+        // sends its extents again.
+        (void)map.mark(offset, length, [](vmha::Status st) {
+            if (!st) spdlog::error("recording the peer's extents failed: {}", st.error().message);
+        });
+    }
+    spdlog::info("export \"{}\": the peer crashed as primary; its {} activity-log extent(s) ({} "
+                 "bytes) join the resync",
+                 exports_[extents.export_index]->info().name, extents.ranges.size(), bytes);
+    if (--awaiting_peer_extents_ == 0) start_resync();
+}
+
 void Replicator::on_resync_finished_by_source(Session& session, const peer::State& state) {
     if (state.current_generation != peer_generations_.current) {
         session.close(fmt::format("the resync source announced generation {} but handshook with {}",
@@ -972,6 +1091,12 @@ void Replicator::on_resync_finished_by_source(Session& session, const peer::Stat
             source.clear_bitmap_after_sync();
             meta_.finish_sync_target(source);
             if (!save_meta("resync finished (target)")) return;
+            for (auto& extents : recovered_extents_) extents.clear();
+            for (auto& log : parts_->logs) {
+                (void)log->reset([](vmha::Status r) {
+                    if (!r) spdlog::error("emptying the activity log failed: {}", r.error().message);
+                });
+            }
             fire(LinkEvent::resync_done, "the source sent every dirty range; data UpToDate");
         });
     }
@@ -1069,9 +1194,7 @@ void Replicator::finish_resync_source() {
         peer_data_state_ = meta::DataState::UpToDate;
         fire(LinkEvent::resync_done, fmt::format("copied {} bytes to node \"{}\"", resync_total_, peer_node_));
     };
-    for (auto& map : parts_->maps) {
-        if (!map->flush(finish)) finish({});
-    }
+    for (auto& map : parts_->maps) (void)map->flush(finish);  // calls `finish` exactly once
 }
 
 // ---- Operator commands ---------------------------------------------------------------------------
@@ -1179,12 +1302,41 @@ void Replicator::disconnect() {
 void Replicator::stop(std::function<void()> done) {
     stopping_ = true;
     stop_connecting();
+    auto finish = [this, done = std::move(done)]() mutable { clean_shutdown(std::move(done)); };
     if (!session_) {
+        finish();
+        return;
+    }
+    stop_done_ = std::move(finish);
+    session_->close("imagesyncd is stopping");
+}
+
+// No write is in flight any more: the activity logs can be emptied and the shutdown recorded as
+// clean, so the next start does not take this node for a crashed primary.
+void Replicator::clean_shutdown(std::function<void()> done) {
+    if (role_ != Role::primary) {
         done();
         return;
     }
-    stop_done_ = std::move(done);
-    session_->close("imagesyncd is stopping");
+    auto remaining = std::make_shared<std::size_t>(parts_->logs.size() + parts_->maps.size());
+    auto failed = std::make_shared<bool>(false);
+    auto step = [this, remaining, failed, done = std::move(done)](vmha::Status st) mutable {
+        if (!st) {
+            *failed = true;
+            spdlog::error("clean shutdown: {}", st.error().message);
+        }
+        if (--*remaining != 0) return;
+        if (!*failed) {
+            meta_.demote_cleanly();
+            (void)save_meta("clean shutdown");
+        }
+        done();
+    };
+    auto shared = std::make_shared<decltype(step)>(std::move(step));
+    auto call = [shared](vmha::Status st) { (*shared)(std::move(st)); };
+    // Each calls `call` exactly once, now or later.
+    for (auto& map : parts_->maps) (void)map->flush(call);
+    for (auto& log : parts_->logs) (void)log->reset(call);
 }
 
 nlohmann::json Replicator::status() const {

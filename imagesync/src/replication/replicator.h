@@ -69,7 +69,11 @@ struct ReplicatorConfig {
 
 class Replicator {
 public:
-    static vmha::Result<std::unique_ptr<Replicator>> open(asio::io_context& io,
+    // Opens (or creates) the metadata in config.meta_dir: node.meta, and per export a dirty
+    // map (EXPORT.dirty) and an activity log (EXPORT.al), written through `uring`. After a
+    // crash while primary, the activity log's extents are merged into the dirty map (primary)
+    // or kept to be sent to the sync source (secondary). Runs before the event loop does.
+    static vmha::Result<std::unique_ptr<Replicator>> open(asio::io_context& io, Uring& uring,
                                                           const ReplicatorConfig& config,
                                                           std::vector<Export*> exports);
     ~Replicator();
@@ -78,6 +82,8 @@ public:
 
     // The sink an export's write path calls (primary only; a secondary refuses writes).
     std::shared_ptr<ReplicaSink> sink(std::size_t export_index);
+    // The gate before every write of the export: its activity-log extent is durable first.
+    WriteGate* gate(std::size_t export_index);
 
     void start();
     // Stops: closes the link (in-flight replicated writes are recorded dirty first), then
@@ -100,10 +106,16 @@ public:
 private:
     class Session;
     class Sink;
+    class Gate;
     struct Pending;
 
-    Replicator(asio::io_context& io, const ReplicatorConfig& config, std::vector<Export*> exports);
+    Replicator(asio::io_context& io, Uring& uring, const ReplicatorConfig& config,
+               std::vector<Export*> exports);
     vmha::Status load_meta();
+    // Start-up only: runs an asynchronous metadata operation to completion on the loop.
+    vmha::Status wait(const std::function<bool(std::function<void(vmha::Status)>)>& start);
+    void clean_shutdown(std::function<void()> done);
+    void on_peer_extents(const peer::Extents& extents);
     vmha::Status save_meta(const char* why);
 
     void fire(LinkEvent event, const std::string& reason);
@@ -136,6 +148,7 @@ private:
     void finish_resync_source();
 
     asio::io_context& io_;
+    Uring& uring_;
     ReplicatorConfig config_;
     std::vector<Export*> exports_;
     Role role_;
@@ -151,6 +164,10 @@ private:
     std::uint64_t next_cookie_ = 1;
     std::optional<asio::ip::tcp::acceptor> acceptor_;
     std::vector<std::shared_ptr<Sink>> sinks_;
+    std::vector<std::unique_ptr<Gate>> gates_;
+    // A secondary that crashed as primary: its activity-log extents, for the sync source.
+    std::vector<std::vector<std::pair<std::uint64_t, std::uint64_t>>> recovered_extents_;
+    std::size_t awaiting_peer_extents_ = 0;  // source: EXTENTS still to come before resyncing
 
     // Peer as seen at the last handshake.
     std::string peer_node_;
