@@ -231,7 +231,7 @@ asio::awaitable<void> Connection::transmit(std::shared_ptr<Connection> self) {
         if (stopping_) break;
 
         std::array<std::byte, nbd::kRequestHeaderSize> header{};
-        error_code ec = co_await read_exact(header);
+        error_code ec = co_await reader_.read_exact(header);
         if (ec) {
             if (!is_disconnect(ec)) {
                 spdlog::warn("connection {}: reading a request failed: {}", id_, ec.message());
@@ -256,7 +256,7 @@ asio::awaitable<void> Connection::transmit(std::shared_ptr<Connection> self) {
         nbd::Bytes payload;
         if (request->type == nbd::kCmdWrite) {
             payload.resize(request->length);
-            ec = co_await read_exact(payload);
+            ec = co_await reader_.read_exact(payload);
             if (ec) {
                 spdlog::debug("connection {}: the connection ended inside a WRITE payload", id_);
                 break;
@@ -292,34 +292,6 @@ asio::awaitable<void> Connection::transmit(std::shared_ptr<Connection> self) {
     closing_ = true;
     writer_wake_.notify();
     while (!writer_exited_) co_await reader_wake_.wait();
-}
-
-asio::awaitable<error_code> Connection::read_exact(std::span<std::byte> out) {
-    std::size_t done = 0;
-    while (done < out.size()) {
-        if (rx_begin_ < rx_end_) {
-            const std::size_t n = std::min(out.size() - done, rx_end_ - rx_begin_);
-            std::memcpy(out.data() + done, rx_.data() + rx_begin_, n);
-            rx_begin_ += n;
-            done += n;
-            continue;
-        }
-        error_code ec;
-        if (out.size() - done >= rx_.size()) {
-            // A large payload goes straight into its own buffer.
-            co_await asio::async_read(socket_, asio::buffer(out.data() + done, out.size() - done),
-                                      asio::redirect_error(asio::use_awaitable, ec));
-            co_return ec;
-        }
-        rx_begin_ = 0;
-        rx_end_ = co_await socket_.async_read_some(asio::buffer(rx_),
-                                                   asio::redirect_error(asio::use_awaitable, ec));
-        if (ec) {
-            rx_end_ = 0;
-            co_return ec;
-        }
-    }
-    co_return error_code{};
 }
 
 asio::awaitable<void> Connection::write_loop(std::shared_ptr<Connection> self) {

@@ -23,6 +23,7 @@
 #include <vmha/error.h>
 
 #include "asio.h"
+#include "buffered_reader.h"
 #include "export.h"
 #include "nbd_codec.h"
 
@@ -69,9 +70,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     asio::awaitable<void> run(std::shared_ptr<Connection> self);
     asio::awaitable<bool> negotiate();
     asio::awaitable<void> transmit(std::shared_ptr<Connection> self);
-    // Fills `out` from the socket through a receive buffer, so that one read system call
-    // brings many small requests (the header of the next request usually is already there).
-    asio::awaitable<boost::system::error_code> read_exact(std::span<std::byte> out);
+
     asio::awaitable<void> write_loop(std::shared_ptr<Connection> self);
     asio::awaitable<void> write_replies();
     asio::awaitable<void> serve(std::shared_ptr<Connection> self, nbd::Request request,
@@ -93,9 +92,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::span<Export* const> exports_;
     OnClosed on_closed_;
 
-    std::vector<std::byte> rx_ = std::vector<std::byte>(256 * 1024);
-    std::size_t rx_begin_ = 0;  // unread bytes are rx_[rx_begin_, rx_end_)
-    std::size_t rx_end_ = 0;
+    BufferedReader<Socket> reader_{socket_};  // transmission: many requests per read
 
     Export* export_ = nullptr;
     nbd::RequestContext context_;

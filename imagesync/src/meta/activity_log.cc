@@ -106,29 +106,10 @@ vmha::Result<ActivityLog::State> ActivityLog::read_state(MetaFile& file) {
     auto header = file.read(0, kPageSize);
     if (!header) return std::move(header).error();
     std::span<const std::byte> h(*header);
-    if (h.size() < kHeaderChecksumAt + 8) {
-        return corrupt(fmt::format("its header is {} bytes long (torn or never written)", h.size()));
-    }
-    if (get_u64(h, 0) != kHeaderMagic) return corrupt("it does not start with the magic \"vmhaactl\"");
-    const std::uint32_t version = get_u32(h, 8);
-    if (version > kVersion) {
-        return vmha::Error(vmha::errc::version_mismatch,
-                           fmt::format("activity log \"{}\" has format version {}, newer than the "
-                                       "version {} this imagesync understands",
-                                       name, version, kVersion));
-    }
-    const std::uint64_t stored = get_u64(h, kHeaderChecksumAt);
-    const std::uint64_t actual = checksum(h.first(kHeaderChecksumAt));
-    if (version == 0 || stored != actual) {
-        return corrupt(fmt::format("its header checksum is {:016x} but the header hashes to {:016x} "
-                                   "(version {})",
-                                   stored, actual, version));
-    }
-    if (std::uint32_t flags = get_u32(h, 12); flags != 0) {
-        return vmha::Error(vmha::errc::version_mismatch,
-                           fmt::format("activity log \"{}\" sets flags {:#x} that this imagesync "
-                                       "does not know",
-                                       name, flags));
+    if (auto st = check_header(h, kHeaderMagic, "vmhaactl", kVersion, kHeaderChecksumAt,
+                               "activity log", name);
+        !st) {
+        return std::move(st).error();
     }
     State st;
     st.config.extent_size = get_u32(h, 16);

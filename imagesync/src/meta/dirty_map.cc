@@ -71,29 +71,9 @@ vmha::Result<std::unique_ptr<DirtyMap>> DirtyMap::load(MetaFile& file, std::uint
         return vmha::Error(vmha::errc::unreadable,
                            fmt::format("dirty map \"{}\" is corrupt: {}", name, why));
     };
-    if (h.size() < kHeaderChecksumAt + 8) {
-        return corrupt(fmt::format("its header is {} bytes long (torn or never written)", h.size()));
-    }
-    if (get_u64(h, 0) != kMagic) return corrupt("it does not start with the magic \"vmhadirt\"");
-    const std::uint32_t version = get_u32(h, 8);
-    if (version > kVersion) {
-        return vmha::Error(vmha::errc::version_mismatch,
-                           fmt::format("dirty map \"{}\" has format version {}, newer than the "
-                                       "version {} this imagesync understands",
-                                       name, version, kVersion));
-    }
-    const std::uint64_t stored = get_u64(h, kHeaderChecksumAt);
-    const std::uint64_t actual = checksum(h.first(kHeaderChecksumAt));
-    if (version == 0 || stored != actual) {
-        return corrupt(fmt::format("its header checksum is {:016x} but the header hashes to "
-                                   "{:016x} (version {})",
-                                   stored, actual, version));
-    }
-    if (std::uint32_t flags = get_u32(h, 12); flags != 0) {
-        return vmha::Error(vmha::errc::version_mismatch,
-                           fmt::format("dirty map \"{}\" sets flags {:#x} that this imagesync does "
-                                       "not know",
-                                       name, flags));
+    if (auto st = check_header(h, kMagic, "vmhadirt", kVersion, kHeaderChecksumAt, "dirty map", name);
+        !st) {
+        return std::move(st).error();
     }
     const std::uint32_t file_chunk = get_u32(h, 16);
     const std::uint64_t file_size = get_u64(h, 24);

@@ -11,6 +11,7 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include "buffered_reader.h"
 #include "meta/activity_log.h"
 #include "meta/dirty_map.h"
 #include "meta/meta_file.h"
@@ -188,38 +189,10 @@ private:
         std::span<const std::byte> data;
     };
 
-    // Fills `out` through a receive buffer: one read system call brings many small frames.
-    asio::awaitable<error_code> read_exact(std::span<std::byte> out) {
-        std::size_t done = 0;
-        while (done < out.size()) {
-            if (rx_begin_ < rx_end_) {
-                const std::size_t n = std::min(out.size() - done, rx_end_ - rx_begin_);
-                std::memcpy(out.data() + done, rx_.data() + rx_begin_, n);
-                rx_begin_ += n;
-                done += n;
-                continue;
-            }
-            error_code ec;
-            if (out.size() - done >= rx_.size()) {  // large payloads go straight to their buffer
-                co_await asio::async_read(socket_, asio::buffer(out.data() + done, out.size() - done),
-                                          asio::redirect_error(asio::use_awaitable, ec));
-                co_return ec;
-            }
-            rx_begin_ = 0;
-            rx_end_ = co_await socket_.async_read_some(asio::buffer(rx_),
-                                                       asio::redirect_error(asio::use_awaitable, ec));
-            if (ec) {
-                rx_end_ = 0;
-                co_return ec;
-            }
-        }
-        co_return error_code{};
-    }
-
     asio::awaitable<void> read_loop(std::shared_ptr<Session> self) {
         while (!closing_) {
             std::array<std::byte, peer::header_size> head{};
-            error_code ec = co_await read_exact(head);
+            error_code ec = co_await reader_.read_exact(head);
             if (ec || closing_) {
                 close(ec ? fmt::format("connection to {} broke: {}", remote_, ec.message())
                          : reason_);
@@ -232,7 +205,7 @@ private:
             }
             auto payload = std::make_shared<peer::Bytes>(header->length);
             if (header->length > 0) {
-                ec = co_await read_exact(*payload);
+                ec = co_await reader_.read_exact(*payload);
                 if (ec || closing_) {
                     close(ec ? fmt::format("connection to {} broke: {}", remote_, ec.message())
                              : reason_);
@@ -336,9 +309,7 @@ private:
     asio::steady_timer wake_;
     asio::steady_timer ticker_;
     std::deque<Frame> queue_;
-    std::vector<std::byte> rx_ = std::vector<std::byte>(256 * 1024);
-    std::size_t rx_begin_ = 0;  // unread received bytes are rx_[rx_begin_, rx_end_)
-    std::size_t rx_end_ = 0;
+    BufferedReader<tcp::socket> reader_{socket_};
     Clock::time_point last_rx_;
     Clock::time_point last_tx_;
     std::string reason_ = "closed";

@@ -5,6 +5,10 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
+
+#include <fmt/format.h>
+#include <vmha/error.h>
 
 #include <xxhash.h>
 
@@ -48,6 +52,47 @@ inline std::uint64_t magic(const char (&text)[9]) {
 
 inline std::uint64_t checksum(std::span<const std::byte> bytes) {
     return XXH3_64bits(bytes.data(), bytes.size());
+}
+
+// The common start of a metadata file's header page: u64 magic, u32 version, u32 flags
+// (reserved), ..., and at `checksum_at` the XXH3-64 of the bytes before it. Checks all of it
+// and says what is wrong, naming the file: `what` is e.g. "dirty map", `magic_text` the magic
+// as it reads in the file. A torn or foreign header is errc::unreadable (corrupt); a newer
+// version or unknown flags errc::version_mismatch.
+inline vmha::Status check_header(std::span<const std::byte> h, std::uint64_t expected_magic,
+                                 std::string_view magic_text, std::uint32_t max_version,
+                                 std::size_t checksum_at, std::string_view what,
+                                 std::string_view name) {
+    auto corrupt = [&](std::string why) {
+        return vmha::Error(vmha::errc::unreadable,
+                           fmt::format("{} \"{}\" is corrupt: {}", what, name, why));
+    };
+    if (h.size() < checksum_at + 8) {
+        return corrupt(fmt::format("its header is {} bytes long (torn or never written)", h.size()));
+    }
+    if (get_u64(h, 0) != expected_magic) {
+        return corrupt(fmt::format("it does not start with the magic \"{}\"", magic_text));
+    }
+    const std::uint32_t version = get_u32(h, 8);
+    if (version > max_version) {
+        return vmha::Error(vmha::errc::version_mismatch,
+                           fmt::format("{} \"{}\" has format version {}, newer than the version {} "
+                                       "this imagesync understands",
+                                       what, name, version, max_version));
+    }
+    const std::uint64_t stored = get_u64(h, checksum_at);
+    const std::uint64_t actual = checksum(h.first(checksum_at));
+    if (version == 0 || stored != actual) {
+        return corrupt(fmt::format("its header checksum is {:016x} but the header hashes to {:016x} "
+                                   "(version {})",
+                                   stored, actual, version));
+    }
+    if (const std::uint32_t flags = get_u32(h, 12); flags != 0) {
+        return vmha::Error(vmha::errc::version_mismatch,
+                           fmt::format("{} \"{}\" sets flags {:#x} that this imagesync does not know",
+                                       what, name, flags));
+    }
+    return {};
 }
 
 // "64 KiB", "1 GiB", or "12345 bytes" when not a whole number of a binary unit.
