@@ -202,6 +202,11 @@ class Server {
             replicator_->demote([this, reply, ok](vmha::Status s) {
                 reply(s ? ok(replicator_->status()) : error_reply(s.error()));
             });
+        } else if (verb == "verify") {
+            replicator_->verify(request.value("mark", false),
+                                [reply, ok](vmha::Result<nlohmann::json> r) {
+                                    reply(r ? ok(std::move(*r)) : error_reply(r.error()));
+                                });
         } else if (verb == "connect") {
             replicator_->connect();
             reply(ok(replicator_->status()));
@@ -211,7 +216,8 @@ class Server {
         } else {
             reply(error_reply(vmha::Error(vmha::errc::invalid_argument,
                                           fmt::format("unknown verb \"{}\"; the verbs are status, "
-                                                      "promote, demote, connect and disconnect",
+                                                      "promote, demote, verify, connect and "
+                                                      "disconnect",
                                                       verb))));
         }
     }

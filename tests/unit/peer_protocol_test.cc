@@ -98,6 +98,8 @@ TEST(PeerProtocol, EveryOtherMessageRoundTrips) {
         {7, ResyncZeroes{{0, 0, 1u << 20}}},
         {8, State{2, 3, 77}},
         {9, Extents{0, {{0, 4u << 20}, {12u << 20, 8u << 20}}}},
+        {10, ChecksumRequest{0, 65536, 1u << 20, 256}},
+        {11, ChecksumReply{0, 1u << 20, {1, 2, 3}, 0}},
     };
     Bytes stream;
     for (const auto& m : messages) encode(m, stream);
@@ -126,6 +128,8 @@ TEST(PeerProtocol, EveryOtherMessageRoundTrips) {
     EXPECT_EQ(std::get<Ack>(got[3].body).status, static_cast<std::uint32_t>(vmha::errc::io_error));
     EXPECT_EQ(std::get<State>(got[7].body).current_generation, 77u);
     EXPECT_EQ(std::get<Extents>(got[8].body).ranges.at(1).first, 12u << 20);
+    EXPECT_EQ(std::get<ChecksumRequest>(got[9].body).count, 256u);
+    EXPECT_EQ(std::get<ChecksumReply>(got[10].body).checksums, (std::vector<std::uint64_t>{1, 2, 3}));
     EXPECT_EQ(d.buffered(), 0u);
 }
 
@@ -171,6 +175,10 @@ TEST(PeerProtocol, PayloadInconsistenciesAreRefused) {
     Bytes x = frame({1, Extents{0, {{1, 2}}}});
     x[header_size + 7] = std::byte{2};  // count 1 -> 2, payload unchanged
     EXPECT_EQ(error_of(x), "EXTENTS announces 2 ranges in 16 bytes");
+    EXPECT_EQ(error_of(frame({1, ChecksumRequest{0, 65536, 4096, 1}})),
+              "CHECKSUM_REQUEST for 1 chunk(s) of 65536 bytes at offset 4096 is malformed");
+    EXPECT_EQ(error_of(frame({1, ChecksumRequest{0, 65536, 0, 5000}})),
+              "CHECKSUM_REQUEST for 5000 chunk(s) of 65536 bytes at offset 0 is malformed");
     Bytes t = frame({1, Trim{{0, 0, 4096}}});
     t[32] = std::byte{0x80};  // unknown op flag
     EXPECT_EQ(error_of(t), "TRIM has unknown flags 0x8000 or reserved bits 0x0000");

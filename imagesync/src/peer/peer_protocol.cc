@@ -115,6 +115,7 @@ std::uint32_t fixed_length(MessageType type) {
         case MessageType::flush:
         case MessageType::ping: return 0;
         case MessageType::ack: return 4;
+        case MessageType::checksum_request: return 20;
         case MessageType::state: return 16;
         default: return std::numeric_limits<std::uint32_t>::max();  // variable
     }
@@ -135,6 +136,8 @@ MessageType type_of(const Body& body) {
         MessageType operator()(const ResyncZeroes&) const { return MessageType::resync_zeroes; }
         MessageType operator()(const State&) const { return MessageType::state; }
         MessageType operator()(const Extents&) const { return MessageType::extents; }
+        MessageType operator()(const ChecksumRequest&) const { return MessageType::checksum_request; }
+        MessageType operator()(const ChecksumReply&) const { return MessageType::checksum_reply; }
     };
     return std::visit(Visitor{}, body);
 }
@@ -152,6 +155,8 @@ const char* type_name(MessageType type) {
         case MessageType::resync_zeroes: return "RESYNC_ZEROES";
         case MessageType::state: return "STATE";
         case MessageType::extents: return "EXTENTS";
+        case MessageType::checksum_request: return "CHECKSUM_REQUEST";
+        case MessageType::checksum_reply: return "CHECKSUM_REPLY";
     }
     return "UNKNOWN";
 }
@@ -207,6 +212,18 @@ void encode(const Message& m, Bytes& out) {
                     put_u64(payload, b.ranges[i].first);
                     put_u64(payload, b.ranges[i].second);
                 }
+            } else if constexpr (std::is_same_v<T, ChecksumRequest>) {
+                put_u32(payload, b.export_index);
+                put_u32(payload, b.chunk_size);
+                put_u64(payload, b.offset);
+                put_u32(payload, b.count);
+            } else if constexpr (std::is_same_v<T, ChecksumReply>) {
+                const std::size_t n = std::min<std::size_t>(b.checksums.size(), max_checksum_chunks);
+                put_u32(payload, b.export_index);
+                put_u64(payload, b.offset);
+                put_u32(payload, b.status);
+                put_u32(payload, static_cast<std::uint32_t>(n));
+                for (std::size_t i = 0; i < n; ++i) put_u64(payload, b.checksums[i]);
             } else if constexpr (std::is_same_v<T, State>) {
                 put_u8(payload, b.role);
                 put_u8(payload, b.data_state);
@@ -242,7 +259,7 @@ vmha::Result<Header> decode_header(ByteView bytes) {
         return protocol(fmt::format("frame has reserved bits set (flags {:#06x})", flags));
     }
     if (raw_type < static_cast<std::uint16_t>(MessageType::hello) ||
-        raw_type > static_cast<std::uint16_t>(MessageType::extents)) {
+        raw_type > static_cast<std::uint16_t>(MessageType::checksum_reply)) {
         return protocol(fmt::format("unknown message type {}", raw_type));
     }
     Header h{static_cast<MessageType>(raw_type), get_u32(bytes, 12), get_u64(bytes, 16)};
@@ -363,6 +380,37 @@ vmha::Result<Message> decode_payload(const Header& header, ByteView payload) {
                 e.ranges.emplace_back(offset, length);
             }
             m.body = std::move(e);
+            return m;
+        }
+        case MessageType::checksum_request: {
+            ChecksumRequest c;
+            c.export_index = r.u32();
+            c.chunk_size = r.u32();
+            c.offset = r.u64();
+            c.count = r.u32();
+            if (c.count == 0 || c.count > max_checksum_chunks || c.chunk_size == 0 ||
+                (c.chunk_size & (c.chunk_size - 1)) != 0 || c.offset % c.chunk_size != 0) {
+                return protocol(fmt::format("CHECKSUM_REQUEST for {} chunk(s) of {} bytes at offset "
+                                            "{} is malformed",
+                                            c.count, c.chunk_size, c.offset));
+            }
+            m.body = c;
+            return m;
+        }
+        case MessageType::checksum_reply: {
+            if (!r.have(20)) return protocol("CHECKSUM_REPLY is truncated");
+            ChecksumReply c;
+            c.export_index = r.u32();
+            c.offset = r.u64();
+            c.status = r.u32();
+            const std::size_t n = r.u32();
+            if (n > max_checksum_chunks || r.left() != n * 8) {
+                return protocol(fmt::format("CHECKSUM_REPLY announces {} checksums in {} bytes", n,
+                                            r.left()));
+            }
+            c.checksums.reserve(n);
+            for (std::size_t i = 0; i < n; ++i) c.checksums.push_back(r.u64());
+            m.body = std::move(c);
             return m;
         }
         case MessageType::state: {

@@ -60,6 +60,8 @@ enum class MessageType : std::uint16_t {
     state = 10,        // role / data-state change announcement
     extents = 11,      // resync target -> source: ranges that must join the resync (its
                        // activity-log extents after it crashed as primary)
+    checksum_request = 12,  // verify: checksums of `count` chunks from `offset`, please
+    checksum_reply = 13,    // ... here they are (cookie of the request)
 };
 
 // Where an operation applies: which export, which bytes.
@@ -133,8 +135,23 @@ struct Extents {
     std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;  // offset, length
 };
 
+// Online verify: the XXH3-64 of each chunk (the last chunk of an export may be short).
+inline constexpr std::uint32_t max_checksum_chunks = 4096;
+struct ChecksumRequest {
+    std::uint32_t export_index = 0;
+    std::uint32_t chunk_size = 0;
+    std::uint64_t offset = 0;  // a multiple of chunk_size
+    std::uint32_t count = 0;   // 1 .. max_checksum_chunks
+};
+struct ChecksumReply {
+    std::uint32_t export_index = 0;
+    std::uint64_t offset = 0;
+    std::vector<std::uint64_t> checksums;  // one per chunk; empty when the peer could not read
+    std::uint32_t status = 0;              // 0, or the vmha::errc that stopped the peer
+};
+
 using Body = std::variant<Hello, Write, WriteZeroes, Trim, Flush, Ack, Ping, ResyncData,
-                          ResyncZeroes, State, Extents>;
+                          ResyncZeroes, State, Extents, ChecksumRequest, ChecksumReply>;
 
 struct Message {
     std::uint64_t cookie = 0;

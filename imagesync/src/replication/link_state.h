@@ -32,6 +32,7 @@ enum class LinkEvent {
     handshake_refused,   // split brain, unrelated data, mismatch: an operator decides
     link_lost,           // connection error, or the peer silent past the timeout
     resync_done,         // the source copied everything (source) / said so (target)
+    resync_requested,    // connected primary: ranges were marked dirty (verify --mark)
 };
 
 std::string_view to_string(LinkState state);

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <deque>
 
+#include <xxhash.h>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -113,7 +115,38 @@ struct Replicator::Pending {
     std::function<void(std::optional<std::uint32_t>)> complete;
     Clock::time_point sent;
     bool is_ping = false;
+    // A CHECKSUM_REQUEST: its reply goes here (and `complete` only runs if the link drops).
+    std::function<void(const peer::ChecksumReply&)> on_checksums;
 };
+
+// An online verify in progress (primary).
+struct Replicator::VerifyRun {
+    bool mark = false;
+    std::function<void(vmha::Result<nlohmann::json>)> done;
+    std::size_t export_index = 0;
+    std::uint64_t cursor = 0;
+    std::size_t in_flight = 0;
+    std::uint64_t compared = 0;
+    std::optional<vmha::Error> failure;
+    // Differing chunks per export, as (offset, length) in offset order once sorted.
+    std::vector<std::vector<std::pair<std::uint64_t, std::uint64_t>>> differing;
+};
+
+namespace {
+
+constexpr std::uint32_t kVerifyBatchChunks = 256;  // chunks per CHECKSUM_REQUEST
+constexpr std::size_t kVerifyWindow = 2;            // requests in flight
+
+std::vector<std::uint64_t> chunk_checksums(std::span<const std::byte> data, std::uint32_t chunk) {
+    std::vector<std::uint64_t> out;
+    for (std::size_t at = 0; at < data.size(); at += chunk) {
+        const std::size_t n = std::min<std::size_t>(chunk, data.size() - at);
+        out.push_back(XXH3_64bits(data.data() + at, n));
+    }
+    return out;
+}
+
+}  // namespace
 
 // ---- Session: one TCP connection to the peer -------------------------------------------------
 
@@ -946,6 +979,17 @@ void Replicator::on_message(Session& session, peer::Message message,
                 session.close("peer sent HELLO twice");
             } else if constexpr (std::is_same_v<T, peer::Extents>) {
                 on_peer_extents(m);
+            } else if constexpr (std::is_same_v<T, peer::ChecksumRequest>) {
+                answer_checksums(session, cookie, m);
+            } else if constexpr (std::is_same_v<T, peer::ChecksumReply>) {
+                auto it = pending_.find(cookie);
+                if (it == pending_.end() || !it->second->on_checksums) {
+                    session.close(fmt::format("peer sent checksums for unknown request {}", cookie));
+                    return;
+                }
+                auto p = std::move(it->second);
+                pending_.erase(it);
+                p->on_checksums(m);
             } else if constexpr (std::is_same_v<T, peer::State>) {
                 peer_data_state_ = from_wire_state(m.data_state);
                 if (link_ == LinkState::sync_target && m.data_state == 1) {
@@ -1195,6 +1239,194 @@ void Replicator::finish_resync_source() {
         fire(LinkEvent::resync_done, fmt::format("copied {} bytes to node \"{}\"", resync_total_, peer_node_));
     };
     for (auto& map : parts_->maps) (void)map->flush(finish);  // calls `finish` exactly once
+}
+
+// ---- Online verify -------------------------------------------------------------------------------
+
+void Replicator::answer_checksums(Session& session, std::uint64_t cookie,
+                                  const peer::ChecksumRequest& request) {
+    auto s = session_;
+    auto reply_error = [&](vmha::errc code) {
+        session.send(peer::Message{cookie, peer::ChecksumReply{request.export_index, request.offset, {},
+                                                               static_cast<std::uint32_t>(code)}});
+    };
+    if (request.export_index >= exports_.size()) {
+        reply_error(vmha::errc::invalid_argument);
+        return;
+    }
+    Export* e = exports_[request.export_index];
+    const std::uint64_t size = e->info().size;
+    if (request.offset >= size) {
+        reply_error(vmha::errc::invalid_argument);
+        return;
+    }
+    const std::uint64_t want = std::uint64_t{request.count} * request.chunk_size;
+    const std::uint64_t length = std::min(want, size - request.offset);
+    if ((length + request.chunk_size - 1) / request.chunk_size != request.count) {
+        reply_error(vmha::errc::invalid_argument);
+        return;
+    }
+    // In arrival order after the replicated writes received before it: the same bytes the
+    // primary read under its own lock.
+    auto ticket = e->locks().enqueue(request.offset, length);
+    e->locks().when_granted(ticket, [e, ticket, s, cookie, request, length] {
+        auto buffer = std::make_shared<peer::Bytes>(length);
+        e->file().read(request.offset, {buffer->data(), buffer->size()},
+                       [e, ticket, s, cookie, request, buffer](vmha::Status st) {
+            e->locks().release(ticket);
+            peer::ChecksumReply reply{request.export_index, request.offset, {}, 0};
+            if (st) {
+                reply.checksums = chunk_checksums(*buffer, request.chunk_size);
+            } else {
+                reply.status = static_cast<std::uint32_t>(vmha::errc::io_error);
+            }
+            s->send(peer::Message{cookie, std::move(reply)});
+        });
+    });
+}
+
+void Replicator::verify(bool mark, std::function<void(vmha::Result<nlohmann::json>)> done) {
+    if (role_ != Role::primary) {
+        done(vmha::Error(vmha::errc::invalid_argument, "verify runs on the primary"));
+        return;
+    }
+    if (link_ != LinkState::connected || !session_) {
+        done(vmha::Error(vmha::errc::busy,
+                         fmt::format("verify needs the pair connected and in sync; the link is {}",
+                                     to_string(link_))));
+        return;
+    }
+    if (verify_) {
+        done(vmha::Error(vmha::errc::busy, "a verify is already running"));
+        return;
+    }
+    verify_ = std::make_unique<VerifyRun>();
+    verify_->mark = mark;
+    verify_->done = std::move(done);
+    verify_->differing.resize(exports_.size());
+    spdlog::info("verify started{}", mark ? " (differences will be resynced)" : "");
+    pump_verify();
+}
+
+void Replicator::pump_verify() {
+    VerifyRun& v = *verify_;
+    while (!v.failure && v.in_flight < kVerifyWindow && v.export_index < exports_.size()) {
+        Export* e = exports_[v.export_index];
+        const std::uint64_t size = e->info().size;
+        if (v.cursor >= size) {
+            ++v.export_index;
+            v.cursor = 0;
+            continue;
+        }
+        const std::uint32_t chunk = config_.chunk_size;
+        const std::uint64_t offset = v.cursor;
+        const std::uint64_t length = std::min<std::uint64_t>(std::uint64_t{kVerifyBatchChunks} * chunk, size - offset);
+        const auto count = static_cast<std::uint32_t>((length + chunk - 1) / chunk);
+        const std::size_t index = v.export_index;
+        v.cursor += length;
+        ++v.in_flight;
+        // The range lock: writes in flight there finish (on both sides) first, new ones wait.
+        auto ticket = e->locks().enqueue(offset, length);
+        auto session = session_;
+        e->locks().when_granted(ticket, [this, e, ticket, index, offset, length, count, chunk, session] {
+            auto buffer = std::make_shared<peer::Bytes>(length);
+            e->file().read(offset, {buffer->data(), buffer->size()},
+                           [this, e, ticket, index, offset, length, count, chunk, session, buffer](vmha::Status st) {
+                auto finish_batch = [this, e, ticket](std::optional<vmha::Error> error) {
+                    e->locks().release(ticket);
+                    if (!verify_) return;
+                    if (error && !verify_->failure) verify_->failure = std::move(error);
+                    --verify_->in_flight;
+                    pump_verify();
+                };
+                if (!st) {
+                    finish_batch(st.error());
+                    return;
+                }
+                if (session_ != session || session->closed()) {
+                    finish_batch(vmha::Error(vmha::errc::connection_lost, "the link to the peer broke during verify"));
+                    return;
+                }
+                auto local = std::make_shared<std::vector<std::uint64_t>>(chunk_checksums(*buffer, chunk));
+                const std::uint64_t cookie = next_cookie_++;
+                auto p = std::make_shared<Pending>();
+                p->sent = Clock::now();
+                p->complete = [finish_batch](std::optional<std::uint32_t>) {
+                    finish_batch(vmha::Error(vmha::errc::connection_lost, "the link to the peer broke during verify"));
+                };
+                p->on_checksums = [this, finish_batch, local, index, offset, length, chunk](const peer::ChecksumReply& reply) {
+                    if (reply.status != 0 || reply.checksums.size() != local->size() || reply.offset != offset ||
+                        reply.export_index != index) {
+                        finish_batch(vmha::Error(vmha::errc::io_error,
+                                                 fmt::format("the peer could not checksum export \"{}\" at "
+                                                             "offset {}: {}",
+                                                             exports_[index]->info().name, offset,
+                                                             reply.status ? vmha::errc_name(static_cast<vmha::errc>(reply.status))
+                                                                          : "malformed reply")));
+                        return;
+                    }
+                    if (verify_) {
+                        for (std::size_t i = 0; i < local->size(); ++i) {
+                            if ((*local)[i] == reply.checksums[i]) continue;
+                            const std::uint64_t at = offset + i * chunk;
+                            verify_->differing[index].emplace_back(at, std::min<std::uint64_t>(chunk, offset + length - at));
+                        }
+                        verify_->compared += length;
+                    }
+                    finish_batch(std::nullopt);
+                };
+                pending_.emplace(cookie, std::move(p));
+                session->send(peer::Message{cookie, peer::ChecksumRequest{static_cast<std::uint32_t>(index), chunk, offset, count}});
+            });
+        });
+    }
+    if (v.in_flight == 0 && (v.failure || v.export_index >= exports_.size())) {
+        finish_verify(v.failure);
+    }
+}
+
+void Replicator::finish_verify(std::optional<vmha::Error> error) {
+    auto run = std::move(verify_);
+    if (error) {
+        spdlog::error("verify failed: {}", error->message);
+        run->done(std::move(*error));
+        return;
+    }
+    nlohmann::json ranges = nlohmann::json::array();
+    std::uint64_t differing = 0;
+    for (std::size_t i = 0; i < run->differing.size(); ++i) {
+        auto& list = run->differing[i];
+        std::sort(list.begin(), list.end());
+        // Coalesce adjacent chunks for the report.
+        std::vector<std::pair<std::uint64_t, std::uint64_t>> merged;
+        for (const auto& r : list) {
+            if (!merged.empty() && merged.back().first + merged.back().second == r.first) {
+                merged.back().second += r.second;
+            } else {
+                merged.push_back(r);
+            }
+            differing += r.second;
+        }
+        for (const auto& [offset, length] : merged) {
+            ranges.push_back({{"export", exports_[i]->info().name}, {"offset", offset}, {"length", length}});
+            if (run->mark) {
+                (void)parts_->maps[i]->mark(offset, length, [](vmha::Status st) {
+                    if (!st) spdlog::error("recording a differing range failed: {}", st.error().message);
+                });
+            }
+        }
+    }
+    spdlog::info("verify finished: {} bytes compared, {} bytes differ in {} range(s)", run->compared,
+                 differing, ranges.size());
+    nlohmann::json report = {{"compared_bytes", run->compared},
+                             {"differing_bytes", differing},
+                             {"ranges", ranges},
+                             {"marked", run->mark && differing > 0}};
+    if (run->mark && differing > 0 && link_ == LinkState::connected && session_) {
+        fire(LinkEvent::resync_requested, fmt::format("verify found {} bytes that differ", differing));
+        start_resync();
+    }
+    run->done(std::move(report));
 }
 
 // ---- Operator commands ---------------------------------------------------------------------------

@@ -100,6 +100,10 @@ public:
     void demote(std::function<void(vmha::Status)> done);
     void connect();
     void disconnect();
+    // Online verify (primary, connected): compares every chunk of every export with the peer by
+    // XXH3-64 while writes go on, and reports the differing ranges; with `mark`, they are
+    // recorded dirty and resynced. `done` gets the report (or the error).
+    void verify(bool mark, std::function<void(vmha::Result<nlohmann::json>)> done);
 
     nlohmann::json status() const;
 
@@ -116,6 +120,10 @@ private:
     vmha::Status wait(const std::function<bool(std::function<void(vmha::Status)>)>& start);
     void clean_shutdown(std::function<void()> done);
     void on_peer_extents(const peer::Extents& extents);
+    void answer_checksums(Session& session, std::uint64_t cookie, const peer::ChecksumRequest& request);
+    struct VerifyRun;
+    void pump_verify();
+    void finish_verify(std::optional<vmha::Error> error);
     vmha::Status save_meta(const char* why);
 
     void fire(LinkEvent event, const std::string& reason);
@@ -185,6 +193,7 @@ private:
     std::uint64_t bytes_resynced_ = 0;
     std::uint64_t writes_recorded_dirty_ = 0;
 
+    std::unique_ptr<VerifyRun> verify_;
     std::function<void()> stop_done_;
     bool stopping_ = false;
 };

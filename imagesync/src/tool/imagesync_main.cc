@@ -3,9 +3,11 @@
 //   imagesync --control-socket PATH status [--json]
 //   imagesync --control-socket PATH promote [--force]
 //   imagesync --control-socket PATH demote | connect | disconnect
+//   imagesync --control-socket PATH verify [--mark]
 //
-// Prints a human summary by default and the daemon's JSON with --json. Exit status: 0 done,
-// 1 the daemon refused (the reason is printed), 2 the daemon could not be reached, 64 usage.
+// Prints a human summary by default and the daemon's JSON with --json. Exit status: 0 done
+// (verify: the copies are identical), 1 the daemon refused (the reason is printed), 2 the
+// daemon could not be reached, 3 verify found ranges that differ, 64 usage.
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -21,7 +23,13 @@
 
 namespace {
 
-enum Exit : int { exit_ok = 0, exit_refused = 1, exit_unreachable = 2, exit_usage = 64 };
+enum Exit : int {
+    exit_ok = 0,
+    exit_refused = 1,
+    exit_unreachable = 2,
+    exit_differences = 3,
+    exit_usage = 64,
+};
 
 struct Reply {
     bool reached = false;
@@ -128,6 +136,7 @@ int main(int argc, char** argv) {
     std::string socket_path;
     bool json = false;
     bool force = false;
+    bool mark = false;
     app.add_option("--control-socket", socket_path, "imagesyncd's --control-socket")->required();
     app.add_flag("--json", json, "Print the daemon's JSON answer");
     app.require_subcommand(1);
@@ -136,6 +145,9 @@ int main(int argc, char** argv) {
     auto* promote = app.add_subcommand("promote", "Become primary (refused unless UpToDate)");
     promote->add_flag("--force", force, "Promote even data that is not UpToDate (discards the peer's newer writes)");
     app.add_subcommand("demote", "Drain writes, flush both sides, become secondary");
+    auto* verify = app.add_subcommand(
+        "verify", "Compare both copies chunk by chunk (online) and list the ranges that differ");
+    verify->add_flag("--mark", mark, "Record the differing ranges dirty and resync them");
     app.add_subcommand("connect", "Connect to the peer (after disconnect)");
     app.add_subcommand("disconnect", "Close the replication link (a primary records writes dirty)");
     try {
@@ -149,6 +161,7 @@ int main(int argc, char** argv) {
     const std::string verb = app.get_subcommands().front()->get_name();
     nlohmann::json request = {{"verb", verb}};
     if (force) request["force"] = true;
+    if (mark) request["mark"] = true;
     const Reply r = ask(socket_path, request);
     if (!r.reached) {
         std::cerr << fmt::format("imagesync: cannot reach imagesyncd at \"{}\": {}\n", socket_path,
@@ -162,10 +175,23 @@ int main(int argc, char** argv) {
         std::cerr << fmt::format("imagesync: {}: {}\n", verb, r.body.value("error", "refused"));
     } else if (verb == "status") {
         print_status(r.body);
+    } else if (verb == "verify") {
+        const auto differing = r.body.value("differing_bytes", std::uint64_t{0});
+        std::cout << fmt::format("verify: {} compared, {} differ{}\n",
+                                 human_bytes(r.body.value("compared_bytes", std::uint64_t{0})),
+                                 human_bytes(differing),
+                                 r.body.value("marked", false) ? " (marked dirty: resyncing)" : "");
+        for (const auto& range : r.body.value("ranges", nlohmann::json::array())) {
+            std::cout << fmt::format("  export {} offset {} length {}\n",
+                                     range.value("export", "?"), range.value("offset", std::uint64_t{0}),
+                                     range.value("length", std::uint64_t{0}));
+        }
     } else {
         std::cout << fmt::format("{}: done; role {}, connection {}, data {}\n", verb,
                                  r.body.value("role", "?"), r.body.value("connection", "?"),
                                  r.body.value("data_state", "?"));
     }
-    return ok ? exit_ok : exit_refused;
+    if (!ok) return exit_refused;
+    if (verb == "verify" && r.body.value("differing_bytes", std::uint64_t{0}) > 0) return exit_differences;
+    return exit_ok;
 }
