@@ -51,6 +51,10 @@ int main(int argc, char** argv) {
                    "Replication: milliseconds without an answer before the peer is lost and "
                    "writes are recorded dirty")
         ->capture_default_str();
+    std::string resync_rate = "0";
+    app.add_option("--resync-rate", resync_rate,
+                   "Bytes per second a resync may use (K/M/G suffixes; 0 = no limit)")
+        ->capture_default_str();
     app.add_flag("--disconnected", config.start_disconnected,
                  "Start without connecting to the peer (imagesync connect starts it)");
     app.add_option("--control-socket", config.control_socket,
@@ -85,6 +89,12 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "imagesyncd: --timeout-ms: \"%s\" must be 10 to 3600000\n",
                      timeout.c_str());
         return 2;
+    }
+    if (auto rate = imagesync::parse_size(resync_rate); !rate) {
+        std::fprintf(stderr, "imagesyncd: --resync-rate: %s\n", rate.error().message.c_str());
+        return 2;
+    } else {
+        config.resync_rate = *rate;
     }
     if (config.node.empty()) {
         char host[256] = {};

@@ -148,6 +148,7 @@ class Server {
         rc.timeout = config_.timeout;
         rc.meta_dir = config_.meta_dir;
         rc.start_disconnected = config_.start_disconnected;
+        rc.resync_rate = config_.resync_rate;
         if (!config_.listen.empty()) {
             auto e = replication::parse_endpoint(config_.listen);
             if (!e) return vmha::Error(e.error().code, "--listen: " + e.error().message);
@@ -202,6 +203,9 @@ class Server {
             replicator_->demote([this, reply, ok](vmha::Status s) {
                 reply(s ? ok(replicator_->status()) : error_reply(s.error()));
             });
+        } else if (verb == "resync") {
+            auto s = replicator_->resync(request.value("full", false));
+            reply(s ? ok(replicator_->status()) : error_reply(s.error()));
         } else if (verb == "verify") {
             replicator_->verify(request.value("mark", false),
                                 [reply, ok](vmha::Result<nlohmann::json> r) {
@@ -216,8 +220,8 @@ class Server {
         } else {
             reply(error_reply(vmha::Error(vmha::errc::invalid_argument,
                                           fmt::format("unknown verb \"{}\"; the verbs are status, "
-                                                      "promote, demote, verify, connect and "
-                                                      "disconnect",
+                                                      "promote, demote, resync, verify, connect "
+                                                      "and disconnect",
                                                       verb))));
         }
     }

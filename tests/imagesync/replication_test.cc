@@ -529,6 +529,68 @@ TEST_F(Pair, VerifyDuringAWriteStreamReportsNoFalseDifferences) {
     EXPECT_TRUE(identical(a.image, b.image));
 }
 
+// The "bytes to copy" of the last resync a node's log announced.
+std::uint64_t last_resync_total(const std::string& log) {
+    const std::regex announced("resync to node \"[^\"]+\": ([0-9]+) bytes to copy");
+    std::uint64_t total = 0;
+    for (auto it = std::sregex_iterator(log.begin(), log.end(), announced); it != std::sregex_iterator(); ++it) {
+        total = std::stoull((*it)[1]);
+    }
+    return total;
+}
+
+// A resync limited to 4 MiB/s is interrupted twice — the source killed, then the target —
+// and still finishes with identical images, resuming each time instead of starting over;
+// while it runs, the target is Inconsistent and refuses promotion.
+TEST_F(Pair, ResyncResumesAfterEitherSideIsKilledAndItsTargetRefusesPromotion) {
+    start_pair(64 * kMiB);
+    ASSERT_TRUE(a.command("disconnect").value("ok", false));
+    ASSERT_EQ(qemu_io(a, {"write -P 0x5c 0 24M"}).exit_code, 0);
+    const std::uint64_t dirty = u64(a.status(), "dirty_bytes");
+    ASSERT_EQ(dirty, 24 * kMiB);
+    ASSERT_EQ(a.daemon->stop(), std::optional<int>(0));
+
+    // Far enough that progress was committed (every 4 MiB), not yet finished.
+    auto in_progress = [&] {
+        const auto j = a.status();
+        return j.contains("resync") && u64(j["resync"], "done_bytes") >= 9 * kMiB &&
+               u64(j["resync"], "left_bytes") > 0;
+    };
+    // 1: the source dies mid-resync; the target stays Inconsistent and refuses promotion.
+    a.start("primary", b.port, {"--resync-rate", "4M"});
+    ASSERT_TRUE(a.daemon->wait_ready());
+    ASSERT_TRUE(eventually(in_progress)) << a.status().dump(2);
+    EXPECT_EQ(last_resync_total(a.daemon->log()), dirty);
+    EXPECT_EQ(b.status().value("data_state", ""), "Inconsistent");
+    const auto rate = a.status()["resync"];
+    EXPECT_EQ(u64(rate, "rate_limit_bytes_per_second"), 4 * kMiB);
+    ASSERT_TRUE(a.daemon->stop(SIGKILL));
+    EXPECT_TRUE(eventually([&] { return b.connection() == "connecting"; }));
+    auto refused = b.command("promote");
+    EXPECT_FALSE(refused.value("ok", true));
+    EXPECT_EQ(refused.value("code", ""), "not_up_to_date") << refused.dump(2);
+
+    // 2: the source comes back and resumes; now the target dies mid-resync.
+    a.start("primary", b.port, {"--resync-rate", "4M"});
+    ASSERT_TRUE(a.daemon->wait_ready());
+    EXPECT_TRUE(eventually([&] {
+        const auto j = a.status();
+        return j.contains("resync") && u64(j["resync"], "done_bytes") >= 5 * kMiB;
+    })) << a.status().dump(2);
+    const std::uint64_t second = last_resync_total(a.daemon->log());
+    EXPECT_GT(second, 0u);
+    EXPECT_LT(second, dirty) << "the resync started over after the source was killed";
+    ASSERT_TRUE(b.daemon->stop(SIGKILL));
+
+    // 3: the target comes back; the resync resumes again and finishes.
+    b.start("secondary", a.port);
+    ASSERT_TRUE(b.daemon->wait_ready());
+    ASSERT_TRUE(connected());
+    EXPECT_LT(last_resync_total(a.daemon->log()), second) << "the resync started over after the target was killed";
+    EXPECT_EQ(b.status().value("data_state", ""), "UpToDate");
+    EXPECT_TRUE(identical(a.image, b.image));
+}
+
 TEST_F(Pair, ASecondaryRefusesPromotionWhileItsPrimaryIsConnected) {
     start_pair(16 * kMiB);
     const auto r = b.command("promote");

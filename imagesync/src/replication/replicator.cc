@@ -24,7 +24,6 @@ namespace imagesync::replication {
 
 using boost::system::error_code;
 using tcp = asio::ip::tcp;
-using Clock = std::chrono::steady_clock;
 
 // ---- Endpoint -------------------------------------------------------------------------------
 
@@ -1153,9 +1152,64 @@ void Replicator::start_resync() {
     resync_cursor_ = 0;
     resync_in_flight_ = 0;
     resync_total_ = 0;
+    resync_sent_ = 0;
+    resync_started_ = Clock::now();
+    resync_refilled_ = resync_started_;
+    resync_budget_ = 0;
     for (const auto& map : parts_->maps) resync_total_ += map->dirty_bytes();
-    spdlog::info("resync to node \"{}\": {} bytes to copy", peer_node_, resync_total_);
+    spdlog::info("resync to node \"{}\": {} bytes to copy{}", peer_node_, resync_total_,
+                 config_.resync_rate ? fmt::format(" at most {} bytes/s", config_.resync_rate) : "");
     pump_resync();
+}
+
+// The rate limit: a token bucket that holds at most one chunk's worth of bytes. Returns false
+// (and arms a timer that pumps again) when the next `bytes` must wait.
+bool Replicator::resync_may_send(std::uint64_t bytes) {
+    if (config_.resync_rate == 0) return true;
+    const auto now = Clock::now();
+    const double seconds = std::chrono::duration<double>(now - resync_refilled_).count();
+    resync_refilled_ = now;
+    resync_budget_ = std::min(resync_budget_ + seconds * static_cast<double>(config_.resync_rate),
+                              static_cast<double>(std::max<std::uint64_t>(bytes, kResyncChunkMax)));
+    if (resync_budget_ >= static_cast<double>(bytes)) {
+        resync_budget_ -= static_cast<double>(bytes);
+        return true;
+    }
+    const double wait = (static_cast<double>(bytes) - resync_budget_) / static_cast<double>(config_.resync_rate);
+    if (!resync_timer_) resync_timer_ = std::make_unique<asio::steady_timer>(io_);
+    resync_timer_->expires_after(std::chrono::microseconds(static_cast<std::int64_t>(wait * 1e6) + 1));
+    resync_timer_->async_wait([this](const boost::system::error_code& ec) {
+        if (!ec) pump_resync();
+    });
+    return false;
+}
+
+vmha::Status Replicator::resync(bool full) {
+    if (role_ != Role::primary) {
+        return vmha::Error(vmha::errc::invalid_argument, "a resync is started on the primary");
+    }
+    if (link_ == LinkState::sync_source) {
+        return vmha::Error(vmha::errc::busy, "a resync is already running");
+    }
+    if (link_ != LinkState::connected || !session_) {
+        return vmha::Error(vmha::errc::busy,
+                           fmt::format("a resync needs the peer connected; the link is {}",
+                                       to_string(link_)));
+    }
+    if (full) {
+        for (auto& map : parts_->maps) {
+            (void)map->mark_all([](vmha::Status st) {
+                if (!st) spdlog::error("recording a full resync failed: {}", st.error().message);
+            });
+        }
+    }
+    std::uint64_t dirty = 0;
+    for (const auto& map : parts_->maps) dirty += map->dirty_bytes();
+    if (dirty == 0) return {};
+    fire(LinkEvent::resync_requested,
+         full ? std::string("operator: full resync") : fmt::format("operator: resync {} dirty bytes", dirty));
+    start_resync();
+    return {};
 }
 
 void Replicator::pump_resync() {
@@ -1168,7 +1222,9 @@ void Replicator::pump_resync() {
             resync_cursor_ = 0;
             continue;
         }
+        if (!resync_may_send(range->length)) return;  // the timer pumps again
         resync_cursor_ = range->end();
+        resync_sent_ += range->length;
         ++resync_in_flight_;
         const std::size_t index = resync_export_;
         Export* e = exports_[index];
@@ -1192,8 +1248,20 @@ void Replicator::pump_resync() {
                 p->sent = Clock::now();
                 p->complete = [this, index, r, buffer, release](std::optional<std::uint32_t> status) {
                     if (status && *status == 0) {
-                        parts_->maps[index]->clear(r.offset, r.length);
+                        auto& copied = *parts_->maps[index];
+                        copied.clear(r.offset, r.length);
                         bytes_resynced_ += r.length;
+                        // Progress survives a crash of this node: the clears are committed
+                        // every 4 MiB (a restarted resync resends about that much at most).
+                        if ((resync_unflushed_ += r.length) >= (4u << 20)) {
+                            resync_unflushed_ = 0;
+                            (void)copied.flush([](vmha::Status committed) {
+                                if (!committed) {
+                                    spdlog::error("committing resync progress failed: {}",
+                                                  committed.error().message);
+                                }
+                            });
+                        }
                     }
                     release();
                     if (status && *status == 0) pump_resync();
@@ -1609,7 +1677,15 @@ nlohmann::json Replicator::status() const {
         {"exports", exports},
     };
     if (link_ == LinkState::sync_source) {
-        j["resync"] = {{"total_bytes", resync_total_}, {"left_bytes", dirty}};
+        const double seconds =
+            std::max(1e-3, std::chrono::duration<double>(Clock::now() - resync_started_).count());
+        const double rate = static_cast<double>(resync_sent_) / seconds;
+        j["resync"] = {{"total_bytes", resync_total_},
+                       {"left_bytes", dirty},
+                       {"done_bytes", resync_total_ > dirty ? resync_total_ - dirty : 0},
+                       {"rate_bytes_per_second", static_cast<std::uint64_t>(rate)},
+                       {"eta_seconds", rate > 0 ? static_cast<std::uint64_t>(static_cast<double>(dirty) / rate) : 0},
+                       {"rate_limit_bytes_per_second", config_.resync_rate}};
     }
     return j;
 }

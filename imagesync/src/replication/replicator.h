@@ -22,6 +22,7 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -46,6 +47,8 @@
 
 namespace imagesync::replication {
 
+using Clock = std::chrono::steady_clock;
+
 // A TCP endpoint as given on the command line ("HOST:PORT", "[V6]:PORT").
 struct Endpoint {
     std::string host;
@@ -65,6 +68,7 @@ struct ReplicatorConfig {
     std::filesystem::path meta_dir;
     std::uint32_t chunk_size = 64 * 1024;
     bool start_disconnected = false;
+    std::uint64_t resync_rate = 0;  // bytes per second a resync may use; 0 = no limit
 };
 
 class Replicator {
@@ -104,6 +108,9 @@ public:
     // XXH3-64 while writes go on, and reports the differing ranges; with `mark`, they are
     // recorded dirty and resynced. `done` gets the report (or the error).
     void verify(bool mark, std::function<void(vmha::Result<nlohmann::json>)> done);
+    // Primary, connected: copy what the dirty map holds now (after a verify without --mark,
+    // say); with `full`, every chunk of every export.
+    vmha::Status resync(bool full);
 
     nlohmann::json status() const;
 
@@ -153,6 +160,7 @@ private:
     // Resync (source side).
     void start_resync();
     void pump_resync();
+    bool resync_may_send(std::uint64_t bytes);
     void finish_resync_source();
 
     asio::io_context& io_;
@@ -187,6 +195,12 @@ private:
     std::uint64_t resync_cursor_ = 0;
     std::size_t resync_in_flight_ = 0;
     std::uint64_t resync_total_ = 0;
+    std::uint64_t resync_sent_ = 0;               // bytes sent in this resync
+    std::uint64_t resync_unflushed_ = 0;          // bytes cleared since the last commit
+    Clock::time_point resync_started_{};
+    double resync_budget_ = 0;                    // token bucket for config_.resync_rate
+    Clock::time_point resync_refilled_{};
+    std::unique_ptr<asio::steady_timer> resync_timer_;
 
     // Counters.
     std::uint64_t bytes_replicated_ = 0;

@@ -4,6 +4,7 @@
 //   imagesync --control-socket PATH promote [--force]
 //   imagesync --control-socket PATH demote | connect | disconnect
 //   imagesync --control-socket PATH verify [--mark]
+//   imagesync --control-socket PATH resync [--full] [--watch]
 //
 // Prints a human summary by default and the daemon's JSON with --json. Exit status: 0 done
 // (verify: the copies are identical), 1 the daemon refused (the reason is printed), 2 the
@@ -16,6 +17,8 @@
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <chrono>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -129,6 +132,48 @@ void print_status(const nlohmann::json& j) {
     }
 }
 
+// Polls the status until no resync runs: a progress bar on a terminal, a line per second
+// otherwise.
+int watch_resync(const std::string& socket_path) {
+    const bool tty = ::isatty(STDOUT_FILENO) != 0;
+    auto last_line = std::chrono::steady_clock::now() - std::chrono::seconds(2);
+    for (;;) {
+        const Reply r = ask(socket_path, {{"verb", "status"}});
+        if (!r.reached) {
+            std::cerr << fmt::format("\nimagesync: lost the daemon: {}\n", r.error);
+            return exit_unreachable;
+        }
+        const auto& j = r.body;
+        if (!j.contains("resync")) {
+            std::cout << (tty ? "\r\033[K" : "")
+                      << fmt::format("in sync: connection {}, peer data {}\n",
+                                     j.value("connection", "?"), j.value("peer_data_state", "?"));
+            return j.value("connection", "") == "connected" ? exit_ok : exit_refused;
+        }
+        const auto& p = j["resync"];
+        const auto total = p.value("total_bytes", std::uint64_t{0});
+        const auto left = p.value("left_bytes", std::uint64_t{0});
+        const double fraction = total ? static_cast<double>(total - std::min(left, total)) / static_cast<double>(total) : 1.0;
+        const auto eta = p.value("eta_seconds", std::uint64_t{0});
+        const std::string text = fmt::format(
+            "{:5.1f}%  {} left of {}  {}/s  ETA {}:{:02}", 100.0 * fraction, human_bytes(left),
+            human_bytes(total), human_bytes(p.value("rate_bytes_per_second", std::uint64_t{0})),
+            eta / 60, eta % 60);
+        const auto now = std::chrono::steady_clock::now();
+        if (tty) {
+            constexpr int width = 30;
+            const int filled = static_cast<int>(fraction * width);
+            std::cout << "\r\033[K[" << std::string(static_cast<std::size_t>(filled), '#')
+                      << std::string(static_cast<std::size_t>(width - filled), '.') << "] " << text
+                      << std::flush;
+        } else if (now - last_line >= std::chrono::seconds(1)) {
+            std::cout << text << '\n' << std::flush;
+            last_line = now;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));  // poll interval
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -137,6 +182,8 @@ int main(int argc, char** argv) {
     bool json = false;
     bool force = false;
     bool mark = false;
+    bool full = false;
+    bool watch = false;
     app.add_option("--control-socket", socket_path, "imagesyncd's --control-socket")->required();
     app.add_flag("--json", json, "Print the daemon's JSON answer");
     app.require_subcommand(1);
@@ -148,6 +195,10 @@ int main(int argc, char** argv) {
     auto* verify = app.add_subcommand(
         "verify", "Compare both copies chunk by chunk (online) and list the ranges that differ");
     verify->add_flag("--mark", mark, "Record the differing ranges dirty and resync them");
+    auto* resync = app.add_subcommand(
+        "resync", "Copy the dirty ranges to the peer now (primary, connected)");
+    resync->add_flag("--full", full, "Copy every chunk of every export");
+    resync->add_flag("--watch", watch, "Show progress until the pair is in sync");
     app.add_subcommand("connect", "Connect to the peer (after disconnect)");
     app.add_subcommand("disconnect", "Close the replication link (a primary records writes dirty)");
     try {
@@ -162,6 +213,7 @@ int main(int argc, char** argv) {
     nlohmann::json request = {{"verb", verb}};
     if (force) request["force"] = true;
     if (mark) request["mark"] = true;
+    if (full) request["full"] = true;
     const Reply r = ask(socket_path, request);
     if (!r.reached) {
         std::cerr << fmt::format("imagesync: cannot reach imagesyncd at \"{}\": {}\n", socket_path,
@@ -175,6 +227,11 @@ int main(int argc, char** argv) {
         std::cerr << fmt::format("imagesync: {}: {}\n", verb, r.body.value("error", "refused"));
     } else if (verb == "status") {
         print_status(r.body);
+    } else if (verb == "resync" && !watch) {
+        std::cout << fmt::format("resync: connection {}, {} dirty\n", r.body.value("connection", "?"),
+                                 human_bytes(r.body.value("dirty_bytes", std::uint64_t{0})));
+    } else if (verb == "resync") {
+        // --watch prints the progress below.
     } else if (verb == "verify") {
         const auto differing = r.body.value("differing_bytes", std::uint64_t{0});
         std::cout << fmt::format("verify: {} compared, {} differ{}\n",
@@ -192,6 +249,7 @@ int main(int argc, char** argv) {
                                  r.body.value("data_state", "?"));
     }
     if (!ok) return exit_refused;
+    if (watch) return watch_resync(socket_path);
     if (verb == "verify" && r.body.value("differing_bytes", std::uint64_t{0}) > 0) return exit_differences;
     return exit_ok;
 }
