@@ -146,9 +146,13 @@ void Export::apply_everywhere(const WriteOp& op, ReplicaSink::Done done) {
     auto join = std::make_shared<Join>();
     join->remaining = 1 + sinks_.size();
     join->done = std::move(done);
-    auto finish = [join] {
+    auto finish = [this, join, op] {
         if (--join->remaining != 0) return;
         if (join->local_error) {
+            // A sink may hold what the local image does not: let it record the difference.
+            if (op.kind != WriteOp::Kind::flush) {
+                for (const auto& sink : sinks_) sink->local_failed(op);
+            }
             join->done(std::move(*join->local_error));
         } else if (join->sink_error) {
             join->done(std::move(*join->sink_error));

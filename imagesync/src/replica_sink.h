@@ -38,6 +38,9 @@ class ReplicaSink {
     virtual std::string_view name() const = 0;
     // Applies `op` and calls `done` exactly once, on the event loop thread.
     virtual void apply(const WriteOp& op, Done done) = 0;
+    // The local image failed `op` although this sink applied it: the copies now differ in
+    // that range (the client was told the operation failed). Called before the client's reply.
+    virtual void local_failed(const WriteOp& op) { (void)op; }
 };
 
 // What must happen before a modifying operation touches either copy, and after it completed on

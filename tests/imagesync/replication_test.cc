@@ -61,6 +61,18 @@ public:
     }
     std::uint16_t port() const { return port_; }
 
+    // Resets only the dialer's side of every connection: the listener's side stays open and
+    // silent, as when a network cut is seen by one node first.
+    void cut_dialer_side() {
+        std::lock_guard lock(mutex_);
+        silent_ = true;
+        for (std::size_t i = 0; i < fds_.size(); i += 2) {
+            const linger hard{1, 0};
+            ::setsockopt(fds_[i], SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+            ::shutdown(fds_[i], SHUT_RDWR);
+        }
+    }
+
     // Drops everything in transit and resets both connections.
     void cut() {
         std::lock_guard lock(mutex_);
@@ -111,7 +123,8 @@ private:
             }
             if (::write(to, buf.data(), static_cast<std::size_t>(n)) != n) break;
         }
-        ::shutdown(to, SHUT_WR);
+        std::lock_guard lock(mutex_);
+        if (!silent_) ::shutdown(to, SHUT_WR);  // silent: the other side hears nothing
     }
 
     std::uint16_t target_;
@@ -123,6 +136,7 @@ private:
     std::mutex mutex_;
     std::vector<int> fds_;
     bool cut_ = false;
+    bool silent_ = false;
 };
 
 // One request on a control socket; an empty object when the daemon cannot be reached.
@@ -589,6 +603,52 @@ TEST_F(Pair, ResyncResumesAfterEitherSideIsKilledAndItsTargetRefusesPromotion) {
     EXPECT_LT(last_resync_total(a.daemon->log()), second) << "the resync started over after the target was killed";
     EXPECT_EQ(b.status().value("data_state", ""), "UpToDate");
     EXPECT_TRUE(identical(a.image, b.image));
+}
+
+// The primary sees a cut first and dials again while the secondary still holds the old, silent
+// connection: the secondary lets the old one go and takes the new one (it used to abort).
+TEST_F(Pair, ASecondaryReplacesAHalfDeadConnectionWhenItsPrimaryRedials) {
+    make_zero_file(a.image, 16 * kMiB);
+    make_zero_file(b.image, 16 * kMiB);
+    b.start("secondary", a.port);
+    ASSERT_TRUE(b.daemon->wait_ready());
+    LinkProxy wire(b.port, std::chrono::milliseconds(0));
+    a.start("primary", wire.port());
+    ASSERT_TRUE(a.daemon->wait_ready());
+    ASSERT_TRUE(connected());
+    wire.cut_dialer_side();
+    ASSERT_EQ(qemu_io(a, {"write -P 0x61 1M 64k"}).exit_code, 0);
+    ASSERT_TRUE(eventually([&] { return a.connection() == "connected" && b.connection() == "connected"; }))
+        << a.status().dump(2) << b.status().dump(2);
+    EXPECT_TRUE(b.daemon->running()) << "the secondary died";
+    EXPECT_NE(b.daemon->log().find("peer connected again"), std::string::npos) << b.daemon->log();
+    ASSERT_EQ(qemu_io(a, {"write -P 0x62 2M 64k", "flush"}).exit_code, 0);
+    EXPECT_TRUE(eventually([&] { return u64(a.status(), "in_flight") == 0 && u64(a.status(), "dirty_bytes") == 0; }));
+    EXPECT_TRUE(identical(a.image, b.image));
+}
+
+// A write that arrives while a reconnection's handshake runs is held and replicated once the
+// pair agrees; it is never acknowledged "alone" behind a secondary that thinks it is in sync.
+TEST_F(Pair, AWriteDuringTheHandshakeReachesTheSecondaryBeforeItsReply) {
+    make_zero_file(a.image, 16 * kMiB);
+    make_zero_file(b.image, 16 * kMiB);
+    b.start("secondary", a.port);
+    ASSERT_TRUE(b.daemon->wait_ready());
+    LinkProxy wire(b.port, std::chrono::milliseconds(300));  // a slow handshake
+    a.start("primary", wire.port());
+    ASSERT_TRUE(a.daemon->wait_ready());
+    ASSERT_TRUE(connected());
+    ASSERT_EQ(qemu_io(a, {"write -P 0xaa 0 64k", "flush"}).exit_code, 0);
+    ASSERT_TRUE(a.command("disconnect").value("ok", false));
+    ASSERT_TRUE(eventually([&] { return b.connection() == "connecting"; }));
+    ASSERT_TRUE(a.command("connect").value("ok", false));
+    ASSERT_EQ(qemu_io(a, {"write -P 0xbb 0 64k"}).exit_code, 0);  // during the handshake
+    ASSERT_TRUE(a.daemon->stop(SIGKILL));
+    ASSERT_TRUE(eventually([&] { return b.connection() == "connecting"; }));
+    auto promoted = b.command("promote");
+    ASSERT_TRUE(promoted.value("ok", false)) << promoted.dump(2);
+    const auto r = qemu_io(b, {"read -P 0xbb 0 64k"}, "raw", true);
+    EXPECT_EQ(r.output.find("failed"), std::string::npos) << "the acknowledged write is lost:\n" << r.output;
 }
 
 TEST_F(Pair, ASecondaryRefusesPromotionWhileItsPrimaryIsConnected) {

@@ -66,6 +66,8 @@ void ControlServer::stop() {
     if (stopped_) return;
     stopped_ = true;
     error_code ignored;
+    for (const auto& client : clients_) client->close(ignored);
+    clients_.clear();
     if (acceptor_.is_open()) {
         acceptor_.close(ignored);
         std::error_code also_ignored;
@@ -78,15 +80,27 @@ asio::awaitable<void> ControlServer::accept_loop() {
         error_code ec;
         auto socket = co_await acceptor_.async_accept(asio::redirect_error(asio::use_awaitable, ec));
         if (ec || stopped_) break;
-        asio::co_spawn(io_, serve(std::move(socket)), asio::detached);
+        auto client = std::make_shared<Protocol::socket>(std::move(socket));
+        clients_.insert(client);
+        asio::co_spawn(io_, serve(client), asio::detached);
     }
 }
 
-asio::awaitable<void> ControlServer::serve(Protocol::socket socket) {
+asio::awaitable<void> ControlServer::serve(std::shared_ptr<Protocol::socket> socket) {
+    // A client that sends nothing for 30 s is closed.
+    asio::steady_timer deadline(io_);
+    deadline.expires_after(std::chrono::seconds(30));
+    deadline.async_wait([socket](const error_code& e) {
+        if (!e) {
+            error_code ignored;
+            socket->close(ignored);
+        }
+    });
     asio::streambuf buffer(kMaxRequest);
     error_code ec;
     const std::size_t n = co_await asio::async_read_until(
-        socket, buffer, '\n', asio::redirect_error(asio::use_awaitable, ec));
+        *socket, buffer, '\n', asio::redirect_error(asio::use_awaitable, ec));
+    deadline.cancel();
     nlohmann::json reply;
     if (ec) {
         reply = error_reply(vmha::Error(vmha::errc::invalid_argument,
@@ -96,29 +110,52 @@ asio::awaitable<void> ControlServer::serve(Protocol::socket socket) {
     } else {
         std::string line(asio::buffers_begin(buffer.data()),
                          asio::buffers_begin(buffer.data()) + static_cast<std::ptrdiff_t>(n));
-        auto request = nlohmann::json::parse(line, nullptr, false);
-        if (request.is_discarded() || !request.is_object() || !request.contains("verb") ||
-            !request["verb"].is_string()) {
-            reply = error_reply(vmha::Error(vmha::errc::invalid_argument,
-                                            "a control request is a JSON object with a \"verb\""));
-        } else {
-            // The handler may answer later (demote drains writes first).
-            auto promise = std::make_shared<std::optional<nlohmann::json>>();
-            auto timer = std::make_shared<asio::steady_timer>(io_, asio::steady_timer::time_point::max());
-            handler_(request, [promise, timer](nlohmann::json r) {
-                *promise = std::move(r);
-                timer->cancel();
-            });
-            while (!*promise) {
+        // The handler may answer later (demote drains writes first).
+        auto promise = std::make_shared<std::optional<nlohmann::json>>();
+        auto timer = std::make_shared<asio::steady_timer>(io_, asio::steady_timer::time_point::max());
+        reply = answer(line, [promise, timer](nlohmann::json r) {
+            *promise = std::move(r);
+            timer->cancel();
+        });
+        if (reply.is_null()) {
+            while (!*promise && !stopped_) {
                 error_code wait_ec;
+                timer->expires_at(asio::steady_timer::time_point::max());
                 co_await timer->async_wait(asio::redirect_error(asio::use_awaitable, wait_ec));
             }
-            reply = std::move(**promise);
+            if (*promise) reply = std::move(**promise);
         }
     }
-    const std::string out = reply.dump() + "\n";
-    co_await asio::async_write(socket, asio::buffer(out), asio::redirect_error(asio::use_awaitable, ec));
-    socket.shutdown(Protocol::socket::shutdown_both, ec);
+    if (!stopped_ && !reply.is_null()) {
+        const std::string out = reply.dump() + "\n";
+        co_await asio::async_write(*socket, asio::buffer(out), asio::redirect_error(asio::use_awaitable, ec));
+        socket->shutdown(Protocol::socket::shutdown_both, ec);
+    }
+    clients_.erase(socket);
+}
+
+// Parses and dispatches one request line. Returns the reply when it is known at once (a
+// malformed request), else null: the handler answers through `reply`.
+nlohmann::json ControlServer::answer(const std::string& line, std::function<void(nlohmann::json)> reply) {
+    auto request = nlohmann::json::parse(line, nullptr, false);
+    if (request.is_discarded() || !request.is_object() || !request.contains("verb") ||
+        !request["verb"].is_string()) {
+        return error_reply(vmha::Error(vmha::errc::invalid_argument,
+                                       "a control request is a JSON object with a \"verb\""));
+    }
+    for (const char* flag : {"force", "mark", "full"}) {
+        if (request.contains(flag) && !request[flag].is_boolean()) {
+            return error_reply(vmha::Error(vmha::errc::invalid_argument,
+                                           fmt::format("\"{}\" must be true or false", flag)));
+        }
+    }
+    try {
+        handler_(request, std::move(reply));
+    } catch (const std::exception& e) {
+        return error_reply(vmha::Error(vmha::errc::invalid_argument,
+                                       fmt::format("the request could not be handled: {}", e.what())));
+    }
+    return nullptr;
 }
 
 }  // namespace imagesync

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -39,12 +40,15 @@ public:
 
 private:
     asio::awaitable<void> accept_loop();
-    asio::awaitable<void> serve(asio::local::stream_protocol::socket socket);
+    asio::awaitable<void> serve(std::shared_ptr<asio::local::stream_protocol::socket> socket);
+    nlohmann::json answer(const std::string& line, std::function<void(nlohmann::json)> reply);
 
     asio::io_context& io_;
     std::filesystem::path path_;
     Handler handler_;
     asio::local::stream_protocol::acceptor acceptor_;
+    // Clients being served, closed by stop() so that an idle client cannot hold up shutdown.
+    std::set<std::shared_ptr<asio::local::stream_protocol::socket>> clients_;
     bool stopped_ = false;
 };
 

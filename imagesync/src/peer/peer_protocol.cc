@@ -197,7 +197,9 @@ void encode(const Message& m, Bytes& out) {
                 put_op(payload, static_cast<std::uint16_t>((b.fua ? op_fua : 0) |
                                                            (b.may_trim ? op_may_trim : 0)),
                        b.range);
-            } else if constexpr (std::is_same_v<T, Trim> || std::is_same_v<T, ResyncZeroes>) {
+            } else if constexpr (std::is_same_v<T, Trim>) {
+                put_op(payload, b.fua ? op_fua : 0, b.range);
+            } else if constexpr (std::is_same_v<T, ResyncZeroes>) {
                 put_op(payload, 0, b.range);
             } else if constexpr (std::is_same_v<T, ResyncData>) {
                 put_op(payload, 0, b.range);
@@ -348,10 +350,10 @@ vmha::Result<Message> decode_payload(const Header& header, ByteView payload) {
         }
         case MessageType::trim:
         case MessageType::resync_zeroes: {
-            auto op = read_op(r, 0, what);
+            auto op = read_op(r, header.type == MessageType::trim ? op_fua : 0, what);
             if (!op) return std::move(op).error();
             if (header.type == MessageType::trim) {
-                m.body = Trim{op->second};
+                m.body = Trim{op->second, (op->first & op_fua) != 0};
             } else {
                 m.body = ResyncZeroes{op->second};
             }

@@ -103,6 +103,7 @@ struct WriteZeroes {
 
 struct Trim {
     Range range;
+    bool fua = false;
 };
 
 struct Flush {};

@@ -26,6 +26,7 @@ std::string_view to_string(LinkEvent event) {
         case LinkEvent::link_lost: return "link_lost";
         case LinkEvent::resync_done: return "resync_done";
         case LinkEvent::resync_requested: return "resync_requested";
+        case LinkEvent::resync_announced: return "resync_announced";
     }
     return "unknown";
 }
@@ -56,7 +57,8 @@ constexpr std::array rows = {
     Row{S::connected, E::connect_command, S::connected, "nothing: already connected"},
     Row{S::connected, E::disconnect_command, S::standalone, "close; primary records writes as dirty"},
     Row{S::connected, E::link_lost, S::connecting, "primary: new generation, in-flight writes recorded dirty"},
-    Row{S::connected, E::resync_requested, S::sync_source, "copy the ranges marked dirty to the peer"},
+    Row{S::connected, E::resync_requested, S::sync_source, "tell the peer, then copy the ranges marked dirty"},
+    Row{S::connected, E::resync_announced, S::sync_target, "mark the data Inconsistent, then receive"},
     Row{S::sync_source, E::connect_command, S::sync_source, "nothing: already resyncing"},
     Row{S::sync_source, E::disconnect_command, S::standalone, "close; the resync resumes on reconnect"},
     Row{S::sync_source, E::link_lost, S::connecting, "in-flight writes recorded dirty; the resync resumes on reconnect"},

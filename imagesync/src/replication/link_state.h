@@ -33,6 +33,7 @@ enum class LinkEvent {
     link_lost,           // connection error, or the peer silent past the timeout
     resync_done,         // the source copied everything (source) / said so (target)
     resync_requested,    // connected primary: ranges were marked dirty (verify --mark)
+    resync_announced,    // connected secondary: the primary starts a resync to it
 };
 
 std::string_view to_string(LinkState state);

@@ -361,6 +361,7 @@ public:
         : owner_(owner), index_(index), name_(std::move(name)) {}
     std::string_view name() const override { return name_; }
     void apply(const WriteOp& op, Done done) override { owner_.replicate(index_, op, std::move(done)); }
+    void local_failed(const WriteOp& op) override { owner_.local_write_failed(index_, op); }
 
 private:
     Replicator& owner_;
@@ -409,6 +410,9 @@ vmha::Result<std::unique_ptr<Replicator>> Replicator::open(asio::io_context& io,
     for (std::size_t i = 0; i < r->exports_.size(); ++i) {
         r->sinks_.push_back(std::make_shared<Sink>(*r, i, fmt::format("peer/{}", r->exports_[i]->info().name)));
         r->gates_.push_back(std::make_unique<Gate>(*r, i));
+        const std::uint64_t chunks =
+            (r->exports_[i]->info().size + r->config_.chunk_size - 1) / r->config_.chunk_size;
+        r->unflushed_.push_back(Unflushed{std::vector<bool>(chunks, false), {}, {}});
     }
     return r;
 }
@@ -665,11 +669,13 @@ asio::awaitable<void> Replicator::accept_loop(std::uint64_t generation) {
             continue;
         }
         if (session_) {
-            // A primary that restarted or reconnected: the old connection is half dead.
+            // A primary that restarted or reconnected: the old connection is half dead. A
+            // secondary has no request of its own in flight, so it can let go of it now.
             spdlog::info("peer connected again from {}: closing the previous connection",
                          socket.remote_endpoint(ec).address().to_string());
-            session_->close("replaced by a new connection from the peer");
-            // Its close is reported later; the new session starts now.
+            auto old = session_;
+            old->close("replaced by a new connection from the peer");
+            detach_session("the peer connected again");
         }
         attach(std::make_shared<Session>(*this, std::move(socket), false));
     }
@@ -680,7 +686,10 @@ void Replicator::attach(std::shared_ptr<Session> session) {
     spdlog::info("peer connection {} {}: handshake", session_->dialer() ? "to" : "from",
                  session_->remote());
     session_->start();
-    if (session_->dialer()) session_->send(peer::Message{0, make_hello()});
+    if (session_->dialer()) {
+        hello_generations_ = meta_.gen;
+        session_->send(peer::Message{0, make_hello()});
+    }
 }
 
 peer::Hello Replicator::make_hello() const {
@@ -705,7 +714,15 @@ bool Replicator::on_hello(Session& session, const peer::Hello& hello) {
     }
     // The listener answers with its own HELLO first, so that each side can judge the other
     // and tell the operator why a connection is refused.
-    if (!session.dialer()) session.send(peer::Message{0, make_hello()});
+    if (!session.dialer()) {
+        hello_generations_ = meta_.gen;
+        session.send(peer::Message{0, make_hello()});
+    } else if (meta_.gen != hello_generations_) {
+        // Both sides must decide on the same two records (writes are held during the
+        // handshake, so this is a safety net): start over with a new HELLO.
+        session.close("this node's generation changed during the handshake; reconnecting");
+        return false;
+    }
     auto refuse = [&](std::string reason) {
         spdlog::error("connection with node \"{}\" ({}) refused: {}", hello.node, session.remote(),
                       reason);
@@ -774,6 +791,7 @@ bool Replicator::on_hello(Session& session, const peer::Hello& hello) {
                 meta_.data_state = meta::DataState::UpToDate;
                 (void)save_meta("in sync with the primary");
             }
+            release_held_writes();
             return true;
         case meta::SyncKind::self_is_source_bitmap:
         case meta::SyncKind::self_is_source_full:
@@ -801,6 +819,7 @@ bool Replicator::on_hello(Session& session, const peer::Hello& hello) {
             // per export); they join the resync before it starts.
             awaiting_peer_extents_ = decision.peer_activity_log_joins ? exports_.size() : 0;
             if (awaiting_peer_extents_ == 0) start_resync();
+            release_held_writes();
             return true;
         case meta::SyncKind::self_is_target_bitmap:
         case meta::SyncKind::self_is_target_full:
@@ -834,25 +853,93 @@ bool Replicator::on_hello(Session& session, const peer::Hello& hello) {
 }
 
 void Replicator::on_session_closed(Session* session, const std::string& reason) {
-    const bool live = session_.get() == session;
-    if (live) {
-        std::shared_ptr<Session> keep = std::move(session_);
-        peer_data_state_ = meta::DataState::Unknown;
-        if (is_linked(link_)) {
-            fire(LinkEvent::link_lost, reason);
-        } else {
-            spdlog::info("peer connection {} closed: {}", session->remote(), reason);
-        }
-        // Every request in flight: the peer may not have it. Primary writes go to the dirty map.
-        auto pending = std::move(pending_);
-        pending_.clear();
-        for (auto& [cookie, p] : pending) p->complete(std::nullopt);
-        resync_in_flight_ = 0;
-    }
+    // Called once both of the session's loops ended: no queued buffer is referenced any more.
+    if (session_.get() == session) detach_session(reason);
     if (stopping_ && !session_ && stop_done_) {
         auto done = std::move(stop_done_);
         done();
     }
+}
+
+void Replicator::detach_session(const std::string& reason) {
+    std::shared_ptr<Session> old = std::move(session_);
+    peer_data_state_ = meta::DataState::Unknown;
+    if (is_linked(link_)) {
+        fire(LinkEvent::link_lost, reason);
+    } else {
+        spdlog::info("peer connection {} closed: {}", old ? old->remote() : "-", reason);
+    }
+    // What the peer acknowledged but never flushed may be lost if it crashed: dirty it first.
+    fold_unflushed_into_dirty_map();
+    // Every request in flight: the peer may not have it. Primary writes go to the dirty map.
+    auto pending = std::move(pending_);
+    pending_.clear();
+    for (auto& [cookie, p] : pending) p->complete(std::nullopt);
+    resync_in_flight_ = 0;
+    awaiting_peer_extents_ = 0;
+    release_held_writes();
+}
+
+void Replicator::note_replicated(std::size_t export_index, std::uint64_t offset, std::uint64_t length) {
+    if (length == 0) return;
+    auto& u = unflushed_[export_index];
+    const std::uint64_t first = offset / config_.chunk_size;
+    const std::uint64_t last = (offset + length - 1) / config_.chunk_size;
+    for (std::uint64_t c = first; c <= last && c < u.marked.size(); ++c) {
+        if (u.marked[c]) continue;
+        u.marked[c] = true;
+        u.chunks.push_back(c);
+    }
+    any_unflushed_ = true;
+}
+
+void Replicator::fold_unflushed_into_dirty_map() {
+    if (!any_unflushed_ || role_ != Role::primary) return;
+    any_unflushed_ = false;
+    if (auto st = ensure_alone_generation(); !st) return;  // logged there
+    std::uint64_t bytes = 0;
+    for (std::size_t i = 0; i < unflushed_.size(); ++i) {
+        auto& map = *parts_->maps[i];
+        auto& u = unflushed_[i];
+        for (const auto* list : {&u.chunks, &u.flushing}) {
+            for (const auto c : *list) {
+                const std::uint64_t offset = c * config_.chunk_size;
+                const std::uint64_t length =
+                    std::min<std::uint64_t>(config_.chunk_size, map.export_size() - offset);
+                (void)map.mark(offset, length, [](vmha::Status st) {
+                    if (!st) spdlog::error("recording unflushed ranges failed: {}", st.error().message);
+                });
+                bytes += length;
+            }
+        }
+        for (const auto c : u.chunks) u.marked[c] = false;
+        u.chunks.clear();
+        u.flushing.clear();
+    }
+    if (bytes > 0) {
+        spdlog::info("{} bytes the peer acknowledged but had not flushed join the dirty map", bytes);
+    }
+}
+
+void Replicator::local_write_failed(std::size_t export_index, const WriteOp& op) {
+    if (role_ != Role::primary || op.length == 0) return;
+    spdlog::error("export \"{}\": the local image failed an operation at offset {} ({} bytes) that "
+                  "the peer may have applied: recording it dirty",
+                  exports_[export_index]->info().name, op.offset, op.length);
+    (void)parts_->maps[export_index]->mark(op.offset, op.length, [](vmha::Status st) {
+        if (!st) spdlog::error("recording a failed write failed: {}", st.error().message);
+    });
+    if (link_ == LinkState::connected && session_ && !session_->closed()) {
+        fire(LinkEvent::resync_requested, "a local write failed after the peer applied it");
+        session_->send(peer::Message{0, peer::State{wire_role(role_), 2, meta_.gen.current}});
+        start_resync();
+    }
+}
+
+void Replicator::release_held_writes() {
+    auto held = std::move(held_);
+    held_.clear();
+    for (auto& h : held) replicate(h.export_index, h.op, std::move(h.done));
 }
 
 void Replicator::send_ping(Session& session) {
@@ -877,7 +964,11 @@ void Replicator::replicate(std::size_t export_index, const WriteOp& op,
         }
         return;
     }
-    if (!session_ || !session_->handshaken() || !is_linked(link_) || session_->closed()) {
+    if (session_ && !session_->closed() && !session_->handshaken()) {
+        held_.push_back(HeldWrite{export_index, op, std::move(done)});
+        return;
+    }
+    if (!session_ || !is_linked(link_) || session_->closed()) {
         record_dirty(export_index, op, std::move(done));
         return;
     }
@@ -889,9 +980,28 @@ void Replicator::replicate(std::size_t export_index, const WriteOp& op,
     // Copy what record_dirty needs; the data itself is not needed to record a range.
     WriteOp meta_op = op;
     meta_op.data = {};
-    p->complete = [this, export_index, meta_op, done = std::move(done)](std::optional<std::uint32_t> status) mutable {
+    std::uint64_t flush_sequence = 0;
+    if (op.kind == WriteOp::Kind::flush) {
+        // This FLUSH makes durable on the peer everything it acknowledged so far.
+        flush_sequence = ++flush_sequence_;
+        for (auto& u : unflushed_) {
+            for (const auto c : u.chunks) u.marked[c] = false;
+            u.flushing.insert(u.flushing.end(), u.chunks.begin(), u.chunks.end());
+            u.chunks.clear();
+        }
+    }
+    p->complete = [this, export_index, meta_op, flush_sequence,
+                   done = std::move(done)](std::optional<std::uint32_t> status) mutable {
         if (status && *status == 0) {
             if (meta_op.kind == WriteOp::Kind::write) bytes_replicated_ += meta_op.length;
+            if (meta_op.kind == WriteOp::Kind::flush) {
+                // Only the newest FLUSH clears: an older one does not cover what the newer took.
+                if (flush_sequence == flush_sequence_) {
+                    for (auto& u : unflushed_) u.flushing.clear();
+                }
+            } else if (!meta_op.fua) {
+                note_replicated(export_index, meta_op.offset, meta_op.length);
+            }
             done({});
             return;
         }
@@ -916,7 +1026,7 @@ void Replicator::replicate(std::size_t export_index, const WriteOp& op,
             session_->send(peer::Message{cookie, peer::WriteZeroes{range, op.fua, op.may_trim}});
             return;
         case WriteOp::Kind::trim:
-            session_->send(peer::Message{cookie, peer::Trim{range}});
+            session_->send(peer::Message{cookie, peer::Trim{range, op.fua}});
             return;
         case WriteOp::Kind::flush:
             session_->send(peer::Message{cookie, peer::Flush{}});
@@ -990,6 +1100,16 @@ void Replicator::on_message(Session& session, peer::Message message,
                 pending_.erase(it);
                 p->on_checksums(m);
             } else if constexpr (std::is_same_v<T, peer::State>) {
+                if (role_ == Role::secondary && m.data_state == 2 && link_ == LinkState::connected) {
+                    // The primary starts a resync to us (verify --mark, resync verb).
+                    meta_.start_bitmap_sync_target();
+                    if (!save_meta("resync target")) {
+                        session.close("cannot record this node as a resync target");
+                        return;
+                    }
+                    fire(LinkEvent::resync_announced, "the primary starts a resync");
+                    return;
+                }
                 peer_data_state_ = from_wire_state(m.data_state);
                 if (link_ == LinkState::sync_target && m.data_state == 1) {
                     on_resync_finished_by_source(session, m);
@@ -1032,10 +1152,15 @@ void Replicator::on_message(Session& session, peer::Message message,
                     op.may_trim = true;
                 } else if constexpr (std::is_same_v<T, peer::Trim>) {
                     range = m.range;
-                    op = WriteOp{WriteOp::Kind::trim, range.offset, range.length, {}, false};
+                    op = WriteOp{WriteOp::Kind::trim, range.offset, range.length, {}, m.fua};
                 }
                 if (!check_range(range)) return;
                 if constexpr (std::is_same_v<T, peer::ResyncData> || std::is_same_v<T, peer::ResyncZeroes>) {
+                    if (link_ != LinkState::sync_target) {
+                        session.close(fmt::format("peer sent resync data while the link is {}",
+                                                  to_string(link_)));
+                        return;
+                    }
                     bytes_resynced_ += range.length;
                 } else {
                     bytes_replicated_ += range.length;
@@ -1053,9 +1178,11 @@ void Replicator::apply_from_peer(Session& session, std::uint64_t cookie, const p
     // primary sent them.
     auto ticket = e->locks().enqueue(range.offset, range.length);
     auto s = session_;
-    e->locks().when_granted(ticket, [e, ticket, op, s, cookie, owner = std::move(owner)]() mutable {
-        auto finish = [e, ticket, s, cookie, owner](vmha::Status st) {
+    ++applying_;
+    e->locks().when_granted(ticket, [this, e, ticket, op, s, cookie, owner = std::move(owner)]() mutable {
+        auto finish = [this, e, ticket, s, cookie, owner](vmha::Status st) {
             e->locks().release(ticket);
+            --applying_;
             if (!st) {
                 spdlog::error("applying a replicated operation to export \"{}\" failed: {}",
                               e->info().name, st.error().message);
@@ -1125,9 +1252,11 @@ void Replicator::on_resync_finished_by_source(Session& session, const peer::Stat
         e->file().flush([this, s, remaining, failed](vmha::Status st) {
             if (!st) *failed = true;
             if (--*remaining != 0) return;
-            if (*failed || session_ != s) {
-                spdlog::error("the resync finished but flushing the images failed: staying "
-                              "Inconsistent");
+            if (*failed || session_ != s || link_ != LinkState::sync_target) {
+                if (*failed) {
+                    spdlog::error("the resync finished but flushing the images failed: staying "
+                                  "Inconsistent");
+                }
                 return;
             }
             meta::Generations source = peer_generations_;
@@ -1208,13 +1337,14 @@ vmha::Status Replicator::resync(bool full) {
     if (dirty == 0) return {};
     fire(LinkEvent::resync_requested,
          full ? std::string("operator: full resync") : fmt::format("operator: resync {} dirty bytes", dirty));
+    session_->send(peer::Message{0, peer::State{wire_role(role_), 2, meta_.gen.current}});
     start_resync();
     return {};
 }
 
 void Replicator::pump_resync() {
-    while (link_ == LinkState::sync_source && session_ && resync_in_flight_ < kResyncWindow &&
-           resync_export_ < exports_.size()) {
+    while (link_ == LinkState::sync_source && session_ && !demoting_ &&
+           resync_in_flight_ < kResyncWindow && resync_export_ < exports_.size()) {
         auto& map = *parts_->maps[resync_export_];
         const auto range = map.next_dirty_range(resync_cursor_, kResyncChunkMax);
         if (!range) {
@@ -1239,8 +1369,12 @@ void Replicator::pump_resync() {
                     if (resync_in_flight_ > 0) --resync_in_flight_;
                 };
                 if (!st || session_ != session || session->closed()) {
-                    if (!st) spdlog::error("resync: reading export \"{}\" failed: {}", e->info().name, st.error().message);
                     release();
+                    if (!st && session_ == session) {
+                        // Not silently stalled: the link restarts and the resync resumes.
+                        session->close(fmt::format("resync: reading export \"{}\" failed: {}",
+                                                   e->info().name, st.error().message));
+                    }
                     return;
                 }
                 const std::uint64_t cookie = next_cookie_++;
@@ -1264,7 +1398,14 @@ void Replicator::pump_resync() {
                         }
                     }
                     release();
-                    if (status && *status == 0) pump_resync();
+                    if (status && *status == 0) {
+                        pump_resync();
+                    } else if (status && session_) {
+                        session_->close(fmt::format("the peer failed to write resync data at offset "
+                                                    "{} of export \"{}\": {}",
+                                                    r.offset, exports_[index]->info().name,
+                                                    vmha::errc_name(static_cast<vmha::errc>(*status))));
+                    }
                 };
                 pending_.emplace(cookie, std::move(p));
                 const peer::Range wire{static_cast<std::uint32_t>(index), r.offset,
@@ -1492,6 +1633,7 @@ void Replicator::finish_verify(std::optional<vmha::Error> error) {
                              {"marked", run->mark && differing > 0}};
     if (run->mark && differing > 0 && link_ == LinkState::connected && session_) {
         fire(LinkEvent::resync_requested, fmt::format("verify found {} bytes that differ", differing));
+        session_->send(peer::Message{0, peer::State{wire_role(role_), 2, meta_.gen.current}});
         start_resync();
     }
     run->done(std::move(report));
@@ -1542,6 +1684,7 @@ void Replicator::demote(std::function<void(vmha::Status)> done) {
         return;
     }
     for (Export* e : exports_) e->set_read_only(true);  // new writes get EPERM
+    demoting_ = true;  // and the resync takes no new range
     auto self_check = std::make_shared<std::function<void()>>();
     auto timer = std::make_shared<asio::steady_timer>(io_);
     auto started = Clock::now();
@@ -1553,6 +1696,8 @@ void Replicator::demote(std::function<void(vmha::Status)> done) {
         if (!drained) {
             if (Clock::now() - started > std::chrono::seconds(60)) {
                 for (Export* e : exports_) e->set_read_only(false);
+                demoting_ = false;
+                pump_resync();
                 done(vmha::Error(vmha::errc::timeout, "writes in flight did not drain within 60 s; "
                                                       "still primary"));
                 return;
@@ -1564,10 +1709,10 @@ void Replicator::demote(std::function<void(vmha::Status)> done) {
             return;
         }
         // Flush here and, if linked, on the peer; then become secondary.
-        auto remaining = std::make_shared<std::size_t>(exports_.size());
-        for (std::size_t i = 0; i < exports_.size(); ++i) {
+        auto remaining = std::make_shared<std::size_t>(2 * exports_.size());
+        for (std::size_t i = 0; i < 2 * exports_.size(); ++i) {
             WriteOp flush{WriteOp::Kind::flush, 0, 0, {}, false};
-            exports_[i]->apply(flush, [this, remaining, done](vmha::Status st) mutable {
+            auto step = [this, remaining, done](vmha::Status st) mutable {
                 if (!st) spdlog::error("flush while demoting failed: {}", st.error().message);
                 if (--*remaining != 0) return;
                 stop_connecting();
@@ -1578,9 +1723,15 @@ void Replicator::demote(std::function<void(vmha::Status)> done) {
                 spdlog::info("demoted to secondary");
                 link_ = LinkState::standalone;
                 fire(LinkEvent::connect_command, "demoted: waiting for a primary");
+                demoting_ = false;
                 start_connecting();
                 done(std::move(saved));
-            });
+            };
+            if (i < exports_.size()) {
+                exports_[i]->file().flush(std::move(step));  // the local image
+            } else {
+                replicate(i - exports_.size(), flush, std::move(step));  // the peer (if linked)
+            }
         }
     };
     (*self_check)();
@@ -1614,6 +1765,14 @@ void Replicator::stop(std::function<void()> done) {
 // No write is in flight any more: the activity logs can be emptied and the shutdown recorded as
 // clean, so the next start does not take this node for a crashed primary.
 void Replicator::clean_shutdown(std::function<void()> done) {
+    if (applying_ > 0) {  // a secondary's replicated operations must reach the disk first
+        auto timer = std::make_shared<asio::steady_timer>(io_);
+        timer->expires_after(std::chrono::milliseconds(5));
+        timer->async_wait([this, timer, done = std::move(done)](const boost::system::error_code&) mutable {
+            clean_shutdown(std::move(done));
+        });
+        return;
+    }
     if (role_ != Role::primary) {
         done();
         return;

@@ -140,6 +140,38 @@ private:
     asio::awaitable<void> accept_loop(std::uint64_t generation);
     void attach(std::shared_ptr<Session> session);
     void on_session_closed(Session* session, const std::string& reason);
+    // The live session is gone (closed, or replaced by a newer connection): the link is lost,
+    // requests in flight and writes held for the handshake are recorded dirty.
+    void detach_session(const std::string& reason);
+    // Writes that arrived while the handshake ran: replicated once it succeeds, recorded dirty
+    // if it fails (so a reconnect never makes a write "alone" and the generations stay agreed).
+    struct HeldWrite {
+        std::size_t export_index;
+        WriteOp op;
+        std::function<void(vmha::Status)> done;
+    };
+    void release_held_writes();
+
+    // Chunks the peer acknowledged but may not have made durable yet (no FLUSH acknowledged
+    // since): if the link drops, the peer may lose them in a crash, so they join the dirty map.
+    // `unflushed_` collects, `flushing_` is what the latest FLUSH in flight covers.
+    void note_replicated(std::size_t export_index, std::uint64_t offset, std::uint64_t length);
+    void fold_unflushed_into_dirty_map();
+    struct Unflushed {
+        std::vector<bool> marked;             // chunk -> in `chunks` (dedupe)
+        std::vector<std::uint64_t> chunks;    // acknowledged since the last FLUSH was sent
+        std::vector<std::uint64_t> flushing;  // covered by the newest FLUSH in flight
+    };
+    std::vector<Unflushed> unflushed_;
+    std::uint64_t flush_sequence_ = 0;
+    bool any_unflushed_ = false;
+
+    // A range that differs between the copies although both are "in sync" (the local write
+    // failed after the peer's succeeded): record it dirty and resync it.
+    void local_write_failed(std::size_t export_index, const WriteOp& op);
+
+    std::size_t applying_ = 0;  // secondary: replicated operations not finished yet
+    bool demoting_ = false;
 
     // Handshake, from the peer's HELLO; returns false when refused.
     bool on_hello(Session& session, const peer::Hello& hello);
@@ -208,6 +240,8 @@ private:
     std::uint64_t writes_recorded_dirty_ = 0;
 
     std::unique_ptr<VerifyRun> verify_;
+    std::vector<HeldWrite> held_;
+    meta::Generations hello_generations_;  // what this node's last HELLO said
     std::function<void()> stop_done_;
     bool stopping_ = false;
 };
