@@ -121,6 +121,7 @@ struct Replicator::Pending {
 // An online verify in progress (primary).
 struct Replicator::VerifyRun {
     bool mark = false;
+    bool for_resync = false;  // the compare pass of a full resync (no report, then copy)
     std::function<void(vmha::Result<nlohmann::json>)> done;
     std::size_t export_index = 0;
     std::uint64_t cursor = 0;
@@ -801,13 +802,7 @@ bool Replicator::on_hello(Session& session, const peer::Hello& hello) {
                                           "\"{}\"",
                                           decision.reason, hello.node));
             }
-            if (decision.kind == meta::SyncKind::self_is_source_full) {
-                for (auto& map : parts_->maps) {
-                    (void)map->mark_all([](vmha::Status s) {
-                        if (!s) spdlog::error("recording a full resync failed: {}", s.error().message);
-                    });
-                }
-            }
+            full_resync_pending_ = decision.kind == meta::SyncKind::self_is_source_full;
             if (meta_.gen.bitmap == meta::kNoGeneration &&
                 !meta::is_reserved_generation(theirs.gen.current)) {
                 // Resyncing means the peer lacks writes: we are tracking since its generation.
@@ -818,7 +813,7 @@ bool Replicator::on_hello(Session& session, const peer::Hello& hello) {
             // A peer that crashed as primary first sends its activity-log extents (one EXTENTS
             // per export); they join the resync before it starts.
             awaiting_peer_extents_ = decision.peer_activity_log_joins ? exports_.size() : 0;
-            if (awaiting_peer_extents_ == 0) start_resync();
+            if (awaiting_peer_extents_ == 0) begin_resync();
             release_held_writes();
             return true;
         case meta::SyncKind::self_is_target_bitmap:
@@ -1235,7 +1230,7 @@ void Replicator::on_peer_extents(const peer::Extents& extents) {
     spdlog::info("export \"{}\": the peer crashed as primary; its {} activity-log extent(s) ({} "
                  "bytes) join the resync",
                  exports_[extents.export_index]->info().name, extents.ranges.size(), bytes);
-    if (--awaiting_peer_extents_ == 0) start_resync();
+    if (--awaiting_peer_extents_ == 0) begin_resync();
 }
 
 void Replicator::on_resync_finished_by_source(Session& session, const peer::State& state) {
@@ -1326,17 +1321,16 @@ vmha::Status Replicator::resync(bool full) {
                                        to_string(link_)));
     }
     if (full) {
-        for (auto& map : parts_->maps) {
-            (void)map->mark_all([](vmha::Status st) {
-                if (!st) spdlog::error("recording a full resync failed: {}", st.error().message);
-            });
-        }
+        if (verify_) return vmha::Error(vmha::errc::busy, "a verify is running");
+        fire(LinkEvent::resync_requested, "operator: full resync");
+        session_->send(peer::Message{0, peer::State{wire_role(role_), 2, meta_.gen.current}});
+        start_full_resync();
+        return {};
     }
     std::uint64_t dirty = 0;
     for (const auto& map : parts_->maps) dirty += map->dirty_bytes();
     if (dirty == 0) return {};
-    fire(LinkEvent::resync_requested,
-         full ? std::string("operator: full resync") : fmt::format("operator: resync {} dirty bytes", dirty));
+    fire(LinkEvent::resync_requested, fmt::format("operator: resync {} dirty bytes", dirty));
     session_->send(peer::Message{0, peer::State{wire_role(role_), 2, meta_.gen.current}});
     start_resync();
     return {};
@@ -1494,6 +1488,30 @@ void Replicator::answer_checksums(Session& session, std::uint64_t cookie,
     });
 }
 
+void Replicator::begin_resync() {
+    if (full_resync_pending_) {
+        full_resync_pending_ = false;
+        start_full_resync();
+    } else {
+        start_resync();
+    }
+}
+
+void Replicator::start_full_resync() {
+    if (verify_) {  // an operator's verify loses to the resync
+        finish_verify(vmha::Error(vmha::errc::busy, "a full resync started"));
+    }
+    verify_ = std::make_unique<VerifyRun>();
+    verify_->mark = true;
+    verify_->for_resync = true;
+    verify_->done = [](vmha::Result<nlohmann::json>) {};
+    verify_->differing.resize(exports_.size());
+    std::uint64_t total = 0;
+    for (const Export* e : exports_) total += e->info().size;
+    spdlog::info("full resync to node \"{}\": comparing {} bytes by checksum first", peer_node_, total);
+    pump_verify();
+}
+
 void Replicator::verify(bool mark, std::function<void(vmha::Result<nlohmann::json>)> done) {
     if (role_ != Role::primary) {
         done(vmha::Error(vmha::errc::invalid_argument, "verify runs on the primary"));
@@ -1538,6 +1556,19 @@ void Replicator::pump_verify() {
         auto ticket = e->locks().enqueue(offset, length);
         auto session = session_;
         e->locks().when_granted(ticket, [this, e, ticket, index, offset, length, count, chunk, session] {
+            if (verify_ && verify_->for_resync) {
+                // A hole on the source: the copy sends zeroes (RESYNC_ZEROES) without reading the
+                // peer; no checksum pass for sparse space.
+                auto map = e->file().allocation(offset, length, 1);
+                if (map && map->size() == 1 && map->front().hole && map->front().length >= length) {
+                    verify_->differing[index].emplace_back(offset, length);
+                    verify_->compared += length;
+                    e->locks().release(ticket);
+                    --verify_->in_flight;
+                    pump_verify();
+                    return;
+                }
+            }
             auto buffer = std::make_shared<peer::Bytes>(length);
             e->file().read(offset, {buffer->data(), buffer->size()},
                            [this, e, ticket, index, offset, length, count, chunk, session, buffer](vmha::Status st) {
@@ -1597,7 +1628,8 @@ void Replicator::pump_verify() {
 void Replicator::finish_verify(std::optional<vmha::Error> error) {
     auto run = std::move(verify_);
     if (error) {
-        spdlog::error("verify failed: {}", error->message);
+        spdlog::error("{} failed: {}", run->for_resync ? "the full resync's compare pass" : "verify",
+                      error->message);
         run->done(std::move(*error));
         return;
     }
@@ -1625,8 +1657,13 @@ void Replicator::finish_verify(std::optional<vmha::Error> error) {
             }
         }
     }
-    spdlog::info("verify finished: {} bytes compared, {} bytes differ in {} range(s)", run->compared,
+    spdlog::info("{} finished: {} bytes compared, {} bytes differ in {} range(s)",
+                 run->for_resync ? "the full resync's compare pass" : "verify", run->compared,
                  differing, ranges.size());
+    if (run->for_resync) {
+        if (link_ == LinkState::sync_source && session_) start_resync();  // copy what differs
+        return;
+    }
     nlohmann::json report = {{"compared_bytes", run->compared},
                              {"differing_bytes", differing},
                              {"ranges", ranges},
@@ -1835,6 +1872,9 @@ nlohmann::json Replicator::status() const {
           {"history", history}}},
         {"exports", exports},
     };
+    if (verify_) {
+        j["verify"] = {{"compared_bytes", verify_->compared}, {"full_resync_compare", verify_->for_resync}};
+    }
     if (link_ == LinkState::sync_source) {
         const double seconds =
             std::max(1e-3, std::chrono::duration<double>(Clock::now() - resync_started_).count());

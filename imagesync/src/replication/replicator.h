@@ -131,6 +131,12 @@ private:
     struct VerifyRun;
     void pump_verify();
     void finish_verify(std::optional<vmha::Error> error);
+    // Full resync (a new or unknown peer): a compare pass over every chunk — XXH3-64 on both
+    // sides in parallel, holes of the source marked without asking — marks what differs, then
+    // the bitmap resync copies only that.
+    void start_full_resync();
+    void begin_resync();  // after the handshake (and the peer's EXTENTS, if it sends them)
+    bool full_resync_pending_ = false;
     vmha::Status save_meta(const char* why);
 
     void fire(LinkEvent event, const std::string& reason);
