@@ -55,6 +55,11 @@ int main(int argc, char** argv) {
     app.add_option("--resync-rate", resync_rate,
                    "Bytes per second a resync may use (K/M/G suffixes; 0 = no limit)")
         ->capture_default_str();
+    std::string resync_min_rate = "8M";
+    app.add_option("--resync-min-rate", resync_min_rate,
+                   "While the VM writes, a resync yields to it down to this rate (K/M/G; 0 = "
+                   "never yield)")
+        ->capture_default_str();
     app.add_flag("--disconnected", config.start_disconnected,
                  "Start without connecting to the peer (imagesync connect starts it)");
     app.add_option("--control-socket", config.control_socket,
@@ -95,6 +100,12 @@ int main(int argc, char** argv) {
         return 2;
     } else {
         config.resync_rate = *rate;
+    }
+    if (auto rate = imagesync::parse_size(resync_min_rate); !rate) {
+        std::fprintf(stderr, "imagesyncd: --resync-min-rate: %s\n", rate.error().message.c_str());
+        return 2;
+    } else {
+        config.resync_min_rate = *rate;
     }
     if (config.node.empty()) {
         char host[256] = {};

@@ -149,6 +149,7 @@ class Server {
         rc.meta_dir = config_.meta_dir;
         rc.start_disconnected = config_.start_disconnected;
         rc.resync_rate = config_.resync_rate;
+        rc.resync_min_rate = config_.resync_min_rate;
         if (!config_.listen.empty()) {
             auto e = replication::parse_endpoint(config_.listen);
             if (!e) return vmha::Error(e.error().code, "--listen: " + e.error().message);

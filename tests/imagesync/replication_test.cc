@@ -696,6 +696,35 @@ TEST_F(Pair, AFullResyncCopiesOnlyTheChunksThatDiffer) {
     EXPECT_TRUE(identical(a.image, b.image));
 }
 
+// The resync controller: while the VM writes, a resync yields (one request in flight, the
+// minimum rate); when the writes stop, it goes on at full speed and finishes.
+TEST_F(Pair, AResyncYieldsToClientWritesThenFinishes) {
+    if (!have_tool("fio")) GTEST_SKIP() << "fio is not installed";
+    start_pair(64 * kMiB);
+    ASSERT_TRUE(a.command("disconnect").value("ok", false));
+    ASSERT_EQ(qemu_io(a, {"write -P 0x4d 0 32M"}).exit_code, 0);
+    ASSERT_EQ(a.daemon->stop(), std::optional<int>(0));
+    a.start("primary", b.port, {"--disconnected", "--resync-min-rate", "2M"});
+    ASSERT_TRUE(a.daemon->wait_ready());
+    const fs::path out = a.dir / "fio.out";
+    const pid_t writer = spawn({"fio", "--name=guest", "--ioengine=nbd", "--uri=" + uri(a),
+                                "--rw=randwrite", "--bs=4k", "--iodepth=4", "--size=64M",
+                                "--time_based", "--runtime=4", "--verify_state_save=0"},
+                               out);
+    ASSERT_TRUE(eventually([&] { return u64(a.status(), "writes_recorded_dirty") > 100; }));
+    ASSERT_TRUE(a.command("connect").value("ok", false));
+    EXPECT_TRUE(eventually([&] {
+        const auto j = a.status();
+        return j.contains("resync") && j["resync"].value("yielding_to_client_writes", false) &&
+               u64(j["resync"], "rate_now_bytes_per_second") == 2 * kMiB;
+    }, std::chrono::seconds(10))) << a.status().dump(2);
+    auto status = wait_for(writer, std::chrono::seconds(60));
+    ASSERT_TRUE(status && WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << read_file(out);
+    ASSERT_TRUE(connected());
+    EXPECT_TRUE(eventually([&] { return u64(a.status(), "in_flight") == 0; }));
+    EXPECT_TRUE(identical(a.image, b.image));
+}
+
 TEST_F(Pair, ASecondaryRefusesPromotionWhileItsPrimaryIsConnected) {
     start_pair(16 * kMiB);
     const auto r = b.command("promote");

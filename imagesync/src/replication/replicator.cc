@@ -959,6 +959,7 @@ void Replicator::replicate(std::size_t export_index, const WriteOp& op,
         }
         return;
     }
+    if (op.kind != WriteOp::Kind::flush) last_client_write_ = Clock::now();
     if (session_ && !session_->closed() && !session_->handshaken()) {
         held_.push_back(HeldWrite{export_index, op, std::move(done)});
         return;
@@ -1288,18 +1289,31 @@ void Replicator::start_resync() {
 
 // The rate limit: a token bucket that holds at most one chunk's worth of bytes. Returns false
 // (and arms a timer that pumps again) when the next `bytes` must wait.
+bool Replicator::resync_yields() const {
+    return config_.resync_min_rate > 0 &&
+           Clock::now() - last_client_write_ < std::chrono::milliseconds(100);
+}
+
+// The resync's rate right now: --resync-rate, lowered to the minimum rate while the VM writes.
+std::uint64_t Replicator::resync_rate_now() const {
+    std::uint64_t rate = config_.resync_rate;
+    if (resync_yields()) rate = rate == 0 ? config_.resync_min_rate : std::min(rate, config_.resync_min_rate);
+    return rate;
+}
+
 bool Replicator::resync_may_send(std::uint64_t bytes) {
-    if (config_.resync_rate == 0) return true;
+    const std::uint64_t rate = resync_rate_now();
     const auto now = Clock::now();
     const double seconds = std::chrono::duration<double>(now - resync_refilled_).count();
     resync_refilled_ = now;
-    resync_budget_ = std::min(resync_budget_ + seconds * static_cast<double>(config_.resync_rate),
+    if (rate == 0) return true;
+    resync_budget_ = std::min(resync_budget_ + seconds * static_cast<double>(rate),
                               static_cast<double>(std::max<std::uint64_t>(bytes, kResyncChunkMax)));
     if (resync_budget_ >= static_cast<double>(bytes)) {
         resync_budget_ -= static_cast<double>(bytes);
         return true;
     }
-    const double wait = (static_cast<double>(bytes) - resync_budget_) / static_cast<double>(config_.resync_rate);
+    const double wait = (static_cast<double>(bytes) - resync_budget_) / static_cast<double>(rate);
     if (!resync_timer_) resync_timer_ = std::make_unique<asio::steady_timer>(io_);
     resync_timer_->expires_after(std::chrono::microseconds(static_cast<std::int64_t>(wait * 1e6) + 1));
     resync_timer_->async_wait([this](const boost::system::error_code& ec) {
@@ -1338,7 +1352,8 @@ vmha::Status Replicator::resync(bool full) {
 
 void Replicator::pump_resync() {
     while (link_ == LinkState::sync_source && session_ && !demoting_ &&
-           resync_in_flight_ < kResyncWindow && resync_export_ < exports_.size()) {
+           resync_in_flight_ < (resync_yields() ? 1 : kResyncWindow) &&
+           resync_export_ < exports_.size()) {
         auto& map = *parts_->maps[resync_export_];
         const auto range = map.next_dirty_range(resync_cursor_, kResyncChunkMax);
         if (!range) {
@@ -1884,7 +1899,9 @@ nlohmann::json Replicator::status() const {
                        {"done_bytes", resync_total_ > dirty ? resync_total_ - dirty : 0},
                        {"rate_bytes_per_second", static_cast<std::uint64_t>(rate)},
                        {"eta_seconds", rate > 0 ? static_cast<std::uint64_t>(static_cast<double>(dirty) / rate) : 0},
-                       {"rate_limit_bytes_per_second", config_.resync_rate}};
+                       {"rate_limit_bytes_per_second", config_.resync_rate},
+                       {"yielding_to_client_writes", resync_yields()},
+                       {"rate_now_bytes_per_second", resync_rate_now()}};
     }
     return j;
 }

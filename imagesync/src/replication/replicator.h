@@ -69,6 +69,9 @@ struct ReplicatorConfig {
     std::uint32_t chunk_size = 64 * 1024;
     bool start_disconnected = false;
     std::uint64_t resync_rate = 0;  // bytes per second a resync may use; 0 = no limit
+    // While the VM writes (a write in the last 100 ms), a resync yields: one request in flight
+    // and at most this rate (DRBD's c-min-rate). 0 = never yield.
+    std::uint64_t resync_min_rate = 8u << 20;
 };
 
 class Replicator {
@@ -199,6 +202,10 @@ private:
     void start_resync();
     void pump_resync();
     bool resync_may_send(std::uint64_t bytes);
+    // The resync controller: is the VM writing now? (then the resync yields to it)
+    bool resync_yields() const;
+    std::uint64_t resync_rate_now() const;
+    Clock::time_point last_client_write_{};
     void finish_resync_source();
 
     asio::io_context& io_;
