@@ -15,6 +15,7 @@ packages=(
   # hypervisor and data-path peers used by tests, benchmarks and the demo
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
   fio libnbd-bin nbdkit iproute2 procps psmisc util-linux busybox-static cpio
+  rsync bc tzdata python3
 )
 
 missing=()
