@@ -211,12 +211,13 @@ protected:
     }
 
     // Both images of `size` bytes of zeroes; a primary and a secondary, connected and in sync.
-    void start_pair(std::uint64_t size = 64 * kMiB) {
+    // With `wire`, the primary dials the secondary through that proxy.
+    void start_pair(std::uint64_t size = 64 * kMiB, const LinkProxy* wire = nullptr) {
         make_zero_file(a.image, size);
         make_zero_file(b.image, size);
         b.start("secondary", a.port);
         ASSERT_TRUE(b.daemon->wait_ready());
-        a.start("primary", b.port);
+        a.start("primary", wire != nullptr ? wire->port() : b.port);
         ASSERT_TRUE(a.daemon->wait_ready());
         ASSERT_TRUE(connected()) << a.status().dump(2) << b.status().dump(2);
     }
@@ -370,14 +371,8 @@ TEST_F(Pair, SecondaryKilledMidStreamThenOnlyTheDirtyRangesTravel) {
 // the same instant, so whatever was not yet acknowledged by the secondary is lost. Every write
 // the client saw acknowledged must be on the secondary's image.
 TEST_F(Pair, PrimaryKilledMidStreamEveryAcknowledgedWriteIsOnTheSecondary) {
-    make_zero_file(a.image, 64 * kMiB);
-    make_zero_file(b.image, 64 * kMiB);
-    b.start("secondary", a.port);
-    ASSERT_TRUE(b.daemon->wait_ready());
     LinkProxy wire(b.port, std::chrono::milliseconds(2));
-    a.start("primary", wire.port());
-    ASSERT_TRUE(a.daemon->wait_ready());
-    ASSERT_TRUE(connected());
+    start_pair(64 * kMiB, &wire);
 
     std::vector<std::string> argv{"qemu-io", "-f", "raw", uri(a)};
     const int writes = 1500;
@@ -609,14 +604,8 @@ TEST_F(Pair, ResyncResumesAfterEitherSideIsKilledAndItsTargetRefusesPromotion) {
 // The primary sees a cut first and dials again while the secondary still holds the old, silent
 // connection: the secondary lets the old one go and takes the new one (it used to abort).
 TEST_F(Pair, ASecondaryReplacesAHalfDeadConnectionWhenItsPrimaryRedials) {
-    make_zero_file(a.image, 16 * kMiB);
-    make_zero_file(b.image, 16 * kMiB);
-    b.start("secondary", a.port);
-    ASSERT_TRUE(b.daemon->wait_ready());
     LinkProxy wire(b.port, std::chrono::milliseconds(0));
-    a.start("primary", wire.port());
-    ASSERT_TRUE(a.daemon->wait_ready());
-    ASSERT_TRUE(connected());
+    start_pair(16 * kMiB, &wire);
     wire.cut_dialer_side();
     ASSERT_EQ(qemu_io(a, {"write -P 0x61 1M 64k"}).exit_code, 0);
     ASSERT_TRUE(eventually([&] { return a.connection() == "connected" && b.connection() == "connected"; }))
@@ -631,14 +620,8 @@ TEST_F(Pair, ASecondaryReplacesAHalfDeadConnectionWhenItsPrimaryRedials) {
 // A write that arrives while a reconnection's handshake runs is held and replicated once the
 // pair agrees; it is never acknowledged "alone" behind a secondary that thinks it is in sync.
 TEST_F(Pair, AWriteDuringTheHandshakeReachesTheSecondaryBeforeItsReply) {
-    make_zero_file(a.image, 16 * kMiB);
-    make_zero_file(b.image, 16 * kMiB);
-    b.start("secondary", a.port);
-    ASSERT_TRUE(b.daemon->wait_ready());
     LinkProxy wire(b.port, std::chrono::milliseconds(300));  // a slow handshake
-    a.start("primary", wire.port());
-    ASSERT_TRUE(a.daemon->wait_ready());
-    ASSERT_TRUE(connected());
+    start_pair(16 * kMiB, &wire);
     ASSERT_EQ(qemu_io(a, {"write -P 0xaa 0 64k", "flush"}).exit_code, 0);
     ASSERT_TRUE(a.command("disconnect").value("ok", false));
     ASSERT_TRUE(eventually([&] { return b.connection() == "connecting"; }));
