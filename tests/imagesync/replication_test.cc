@@ -274,6 +274,10 @@ TEST_F(Pair, FirstStartCopiesThePrimaryThenReplicatesEveryWrite) {
     ASSERT_TRUE(a.daemon->wait_ready());
     ASSERT_TRUE(connected());
     EXPECT_EQ(b.status().value("data_state", ""), "UpToDate");
+    // b's image was empty (all holes): only a's data extent traveled, not the 16 MiB image.
+    const auto first_copy = u64(a.status(), "bytes_resynced");
+    EXPECT_GT(first_copy, 0u);
+    EXPECT_LE(first_copy, kMiB) << "the first sync copied holes to an empty peer";
 
     const auto r = qemu_io(a, {"write -P 0xab 0 1M", "write -P 0xcd 10M 4k", "write -z 12M 1M",
                                "discard 14M 64k", "write -P 0x11 16380k 4k", "flush"});

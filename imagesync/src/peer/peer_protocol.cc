@@ -317,7 +317,7 @@ vmha::Result<Message> decode_payload(const Header& header, ByteView payload) {
             }
             if (r.left() != 0) return protocol("HELLO has trailing bytes");
             if (h.role < 1 || h.role > 2 || h.data_state < 1 || h.data_state > 4 ||
-                (h.hello_flags & ~1u) != 0) {
+                (h.hello_flags & ~3u) != 0) {
                 return protocol(fmt::format("HELLO has an invalid role {}, data state {} or flags "
                                             "{:#06x}",
                                             h.role, h.data_state, h.hello_flags));

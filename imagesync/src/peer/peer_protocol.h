@@ -81,7 +81,7 @@ struct Hello {
     std::string node;
     std::uint8_t role = 0;        // 1 primary, 2 secondary
     std::uint8_t data_state = 0;  // 1 UpToDate, 2 Inconsistent, 3 Outdated, 4 Unknown
-    std::uint16_t hello_flags = 0;  // bit0: crashed primary (unclean shutdown while primary)
+    std::uint16_t hello_flags = 0;  // bit0: crashed primary; bit1: every image is one big hole
     std::uint32_t chunk_size = 0;
     std::uint64_t current_generation = 0;
     std::uint64_t bitmap_generation = 0;

@@ -101,7 +101,7 @@ bool all_zero(std::span<const std::byte> data) {
     return std::all_of(data.begin(), data.end(), [](std::byte b) { return b == std::byte{0}; });
 }
 
-constexpr std::uint32_t kResyncChunkMax = 1u << 20;  // bytes per resync message
+constexpr std::uint32_t kResyncChunkMax = 4u << 20;  // bytes per resync message
 constexpr std::size_t kResyncWindow = 8;             // resync messages in flight
 
 }  // namespace
@@ -699,7 +699,8 @@ peer::Hello Replicator::make_hello() const {
     h.node = config_.node;
     h.role = wire_role(role_);
     h.data_state = wire_state(meta_.data_state);
-    h.hello_flags = meta_.crashed_primary ? 1 : 0;
+    h.hello_flags = static_cast<std::uint16_t>((meta_.crashed_primary ? 1 : 0) |
+                                               (role_ == Role::secondary && images_empty() ? 2 : 0));
     h.chunk_size = config_.chunk_size;
     h.current_generation = meta_.gen.current;
     h.bitmap_generation = meta_.gen.bitmap;
@@ -772,6 +773,7 @@ bool Replicator::on_hello(Session& session, const peer::Hello& hello) {
     }
     theirs.data_state = from_wire_state(hello.data_state);
     theirs.crashed_primary = (hello.hello_flags & 1) != 0;
+    peer_images_empty_ = (hello.hello_flags & 2) != 0;
     meta::Roles roles;
     roles.self_primary = role_ == Role::primary;
     roles.peer_primary = peer_primary;
@@ -1512,7 +1514,52 @@ void Replicator::begin_resync() {
     }
 }
 
+bool Replicator::images_empty() const {
+    for (Export* e : exports_) {
+        auto map = e->file().allocation(0, e->info().size, 2);
+        if (!map || map->empty() || !map->front().hole || map->front().length < e->info().size) return false;
+    }
+    return true;
+}
+
 void Replicator::start_full_resync() {
+    if (peer_images_empty_) {
+        // A new peer whose images are all holes: nothing to compare, and its holes already read
+        // as zeroes. Only our data extents travel.
+        std::uint64_t bytes = 0;
+        for (std::size_t i = 0; i < exports_.size(); ++i) {
+            Export* e = exports_[i];
+            std::uint64_t offset = 0;
+            while (offset < e->info().size) {
+                auto map = e->file().allocation(offset, e->info().size - offset, 1024);
+                if (!map || map->empty()) {  // cannot tell: copy the rest
+                    (void)parts_->maps[i]->mark(offset, e->info().size - offset, [](vmha::Status) {});
+                    bytes += e->info().size - offset;
+                    break;
+                }
+                const std::uint64_t before = offset;
+                for (const auto& extent : *map) {
+                    if (!extent.hole && extent.length > 0) {
+                        (void)parts_->maps[i]->mark(offset, extent.length, [](vmha::Status st) {
+                            if (!st) spdlog::error("recording a full resync failed: {}", st.error().message);
+                        });
+                        bytes += extent.length;
+                    }
+                    offset += extent.length;
+                }
+                if (offset == before) {  // no progress: copy the rest rather than loop
+                    (void)parts_->maps[i]->mark(offset, e->info().size - offset, [](vmha::Status) {});
+                    bytes += e->info().size - offset;
+                    break;
+                }
+            }
+        }
+        spdlog::info("full resync to node \"{}\": its images are empty; copying the {} bytes of "
+                     "data extents only",
+                     peer_node_, bytes);
+        start_resync();
+        return;
+    }
     if (verify_) {  // an operator's verify loses to the resync
         finish_verify(vmha::Error(vmha::errc::busy, "a full resync started"));
     }

@@ -140,6 +140,8 @@ private:
     void start_full_resync();
     void begin_resync();  // after the handshake (and the peer's EXTENTS, if it sends them)
     bool full_resync_pending_ = false;
+    bool peer_images_empty_ = false;  // the peer's HELLO: its images hold no data at all
+    bool images_empty() const;        // ours: SEEK_DATA finds nothing in any image
     vmha::Status save_meta(const char* why);
 
     void fire(LinkEvent event, const std::string& reason);
