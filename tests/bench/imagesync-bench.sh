@@ -39,7 +39,7 @@ wait_for_socket() {  # poll with a 20 s deadline
   local sock=$1 deadline=$((SECONDS + 20))
   until [[ -S $sock ]]; do
     (( SECONDS < deadline )) || { echo "server did not create $sock" >&2; return 1; }
-    sleep 0.05
+    sleep 0.05  # poll interval (deadline above)
   done
 }
 

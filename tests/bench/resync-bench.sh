@@ -37,7 +37,7 @@ wait_state() {  # CTL WORD: poll the status until the connection is WORD (120 s 
   local deadline=$((SECONDS + 120))
   until "$b/imagesync" --control-socket "$1" status --json 2>/dev/null | grep -q "\"connection\": \"$2\""; do
     (( SECONDS < deadline )) || { echo "timeout waiting for $2" >&2; exit 1; }
-    sleep 0.02
+    sleep 0.02  # poll interval (deadline above)
   done
 }
 start() {  # NAME ROLE EXTRA...

@@ -63,7 +63,7 @@ start_node() {  # NAME ROLE
 wait_connected() {
   for _ in $(seq 400); do  # poll, 20 s deadline
     "$is" --control-socket "$work/hv1.ctl" status --json 2>/dev/null | grep -q '"connection": "connected"' && return 0
-    sleep 0.05
+    sleep 0.05  # poll interval (deadline above)
   done
   echo "   (the pair did not connect in time)"; return 1
 }

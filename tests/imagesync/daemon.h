@@ -100,7 +100,7 @@ inline std::optional<int> wait_for(pid_t pid, std::chrono::milliseconds timeout)
         if (r == pid) return status;
         if (r < 0) return std::nullopt;
         if (Clock::now() > deadline) return std::nullopt;
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));  // poll interval
     }
 }
 
@@ -192,7 +192,7 @@ class Daemon {
                 return ::testing::AssertionFailure() << "imagesyncd exited before it was ready:\n"
                                                      << read_file(log_);
             }
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));  // poll interval
         }
         return ::testing::AssertionFailure()
                << "imagesyncd was not ready within " << timeout.count() << " s:\n"
