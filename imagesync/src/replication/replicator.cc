@@ -873,6 +873,7 @@ void Replicator::detach_session(const std::string& reason) {
     pending_.clear();
     for (auto& [cookie, p] : pending) p->complete(std::nullopt);
     resync_in_flight_ = 0;
+    ++resync_epoch_;  // chunks of the lost session no longer count
     awaiting_peer_extents_ = 0;
     release_held_writes();
 }
@@ -1275,6 +1276,7 @@ void Replicator::on_resync_finished_by_source(Session& session, const peer::Stat
 // ---- Resync (source) ------------------------------------------------------------------------------
 
 void Replicator::start_resync() {
+    ++resync_epoch_;
     resync_export_ = 0;
     resync_cursor_ = 0;
     resync_in_flight_ = 0;
@@ -1371,13 +1373,14 @@ void Replicator::pump_resync() {
         Export* e = exports_[index];
         auto ticket = e->locks().enqueue(range->offset, range->length);
         auto session = session_;
-        e->locks().when_granted(ticket, [this, e, index, ticket, r = *range, session] {
+        const std::uint64_t epoch = resync_epoch_;  // a chunk counts only for its own resync
+        e->locks().when_granted(ticket, [this, e, index, ticket, r = *range, session, epoch] {
             auto buffer = std::make_shared<peer::Bytes>(r.length);
             e->file().read(r.offset, {buffer->data(), buffer->size()},
-                           [this, e, index, ticket, r, session, buffer](vmha::Status st) {
-                auto release = [this, e, ticket] {
+                           [this, e, index, ticket, r, session, buffer, epoch](vmha::Status st) {
+                auto release = [this, e, ticket, epoch] {
                     e->locks().release(ticket);
-                    if (resync_in_flight_ > 0) --resync_in_flight_;
+                    if (epoch == resync_epoch_ && resync_in_flight_ > 0) --resync_in_flight_;
                 };
                 if (!st || session_ != session || session->closed()) {
                     release();
@@ -1617,28 +1620,29 @@ void Replicator::pump_verify() {
         // The range lock: writes in flight there finish (on both sides) first, new ones wait.
         auto ticket = e->locks().enqueue(offset, length);
         auto session = session_;
-        e->locks().when_granted(ticket, [this, e, ticket, index, offset, length, count, chunk, session] {
-            if (verify_ && verify_->for_resync) {
+        VerifyRun* run = &v;  // a batch only ever counts for the run that issued it
+        e->locks().when_granted(ticket, [this, e, ticket, index, offset, length, count, chunk, session, run] {
+            if (verify_.get() == run && run->for_resync) {
                 // A hole on the source: the copy sends zeroes (RESYNC_ZEROES) without reading the
                 // peer; no checksum pass for sparse space.
                 auto map = e->file().allocation(offset, length, 1);
                 if (map && map->size() == 1 && map->front().hole && map->front().length >= length) {
-                    verify_->differing[index].emplace_back(offset, length);
-                    verify_->compared += length;
+                    run->differing[index].emplace_back(offset, length);
+                    run->compared += length;
                     e->locks().release(ticket);
-                    --verify_->in_flight;
+                    --run->in_flight;
                     pump_verify();
                     return;
                 }
             }
             auto buffer = std::make_shared<peer::Bytes>(length);
             e->file().read(offset, {buffer->data(), buffer->size()},
-                           [this, e, ticket, index, offset, length, count, chunk, session, buffer](vmha::Status st) {
-                auto finish_batch = [this, e, ticket](std::optional<vmha::Error> error) {
+                           [this, e, ticket, index, offset, length, count, chunk, session, buffer, run](vmha::Status st) {
+                auto finish_batch = [this, e, ticket, run](std::optional<vmha::Error> error) {
                     e->locks().release(ticket);
-                    if (!verify_) return;
-                    if (error && !verify_->failure) verify_->failure = std::move(error);
-                    --verify_->in_flight;
+                    if (verify_.get() != run) return;  // that run ended (or a new one began)
+                    if (error && !run->failure) run->failure = std::move(error);
+                    --run->in_flight;
                     pump_verify();
                 };
                 if (!st) {
@@ -1656,7 +1660,7 @@ void Replicator::pump_verify() {
                 p->complete = [finish_batch](std::optional<std::uint32_t>) {
                     finish_batch(vmha::Error(vmha::errc::connection_lost, "the link to the peer broke during verify"));
                 };
-                p->on_checksums = [this, finish_batch, local, index, offset, length, chunk](const peer::ChecksumReply& reply) {
+                p->on_checksums = [this, finish_batch, local, index, offset, length, chunk, run](const peer::ChecksumReply& reply) {
                     if (reply.status != 0 || reply.checksums.size() != local->size() || reply.offset != offset ||
                         reply.export_index != index) {
                         finish_batch(vmha::Error(vmha::errc::io_error,
@@ -1667,13 +1671,13 @@ void Replicator::pump_verify() {
                                                                           : "malformed reply")));
                         return;
                     }
-                    if (verify_) {
+                    if (verify_.get() == run) {
                         for (std::size_t i = 0; i < local->size(); ++i) {
                             if ((*local)[i] == reply.checksums[i]) continue;
                             const std::uint64_t at = offset + i * chunk;
-                            verify_->differing[index].emplace_back(at, std::min<std::uint64_t>(chunk, offset + length - at));
+                            run->differing[index].emplace_back(at, std::min<std::uint64_t>(chunk, offset + length - at));
                         }
-                        verify_->compared += length;
+                        run->compared += length;
                     }
                     finish_batch(std::nullopt);
                 };

@@ -241,6 +241,7 @@ private:
     std::size_t resync_export_ = 0;
     std::uint64_t resync_cursor_ = 0;
     std::size_t resync_in_flight_ = 0;
+    std::uint64_t resync_epoch_ = 0;  // bumps at every start_resync()
     std::uint64_t resync_total_ = 0;
     std::uint64_t resync_sent_ = 0;               // bytes sent in this resync
     std::uint64_t resync_unflushed_ = 0;          // bytes cleared since the last commit
