@@ -712,6 +712,29 @@ TEST_F(Pair, AResyncYieldsToClientWritesThenFinishes) {
     EXPECT_TRUE(identical(a.image, b.image));
 }
 
+// `resync --full` compares every chunk, also where the primary has holes, even when the pair's
+// first sync used the empty-peer shortcut.
+TEST_F(Pair, AnOperatorsFullResyncRepairsDifferencesEvenInThePrimarysHoles) {
+    start_pair(64 * kMiB);  // b was empty: the first sync took the shortcut
+    ASSERT_EQ(qemu_io(a, {"write -P 0x42 0 8M", "flush"}).exit_code, 0);
+    {
+        std::fstream f(b.image, std::ios::binary | std::ios::in | std::ios::out);
+        f.seekp(40 * kMiB + 17);  // a hole on the primary
+        f.put('\x07');
+        f.seekp(3 * 65536);
+        f.put('\x08');
+    }
+    auto r = b.command("status");
+    ASSERT_TRUE(r.value("ok", false));
+    auto full = control(a.ctl, {{"verb", "resync"}, {"full", true}});
+    ASSERT_TRUE(full.value("ok", false)) << full.dump(2);
+    ASSERT_TRUE(eventually([&] {
+        const auto j = a.status();
+        return j.value("connection", "") == "connected" && !j.contains("verify") && u64(j, "dirty_bytes") == 0;
+    })) << a.status().dump(2);
+    EXPECT_TRUE(identical(a.image, b.image));
+}
+
 TEST_F(Pair, ASecondaryRefusesPromotionWhileItsPrimaryIsConnected) {
     start_pair(16 * kMiB);
     const auto r = b.command("promote");

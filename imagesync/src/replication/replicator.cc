@@ -120,6 +120,8 @@ struct Replicator::Pending {
 
 // An online verify in progress (primary).
 struct Replicator::VerifyRun {
+    std::uint64_t id = 0;
+    std::shared_ptr<Session> session;  // the link it compares over
     bool mark = false;
     bool for_resync = false;  // the compare pass of a full resync (no report, then copy)
     std::function<void(vmha::Result<nlohmann::json>)> done;
@@ -893,8 +895,8 @@ void Replicator::note_replicated(std::size_t export_index, std::uint64_t offset,
 
 void Replicator::fold_unflushed_into_dirty_map() {
     if (!any_unflushed_ || role_ != Role::primary) return;
+    if (auto st = ensure_alone_generation(); !st) return;  // logged there; kept for the next try
     any_unflushed_ = false;
-    if (auto st = ensure_alone_generation(); !st) return;  // logged there
     std::uint64_t bytes = 0;
     for (std::size_t i = 0; i < unflushed_.size(); ++i) {
         auto& map = *parts_->maps[i];
@@ -1099,6 +1101,10 @@ void Replicator::on_message(Session& session, peer::Message message,
                 pending_.erase(it);
                 p->on_checksums(m);
             } else if constexpr (std::is_same_v<T, peer::State>) {
+                if (role_ == Role::secondary && m.data_state == 2 && link_ == LinkState::sync_target) {
+                    ++target_epoch_;  // a new resync overtook the end of the last one
+                    return;
+                }
                 if (role_ == Role::secondary && m.data_state == 2 && link_ == LinkState::connected) {
                     // The primary starts a resync to us (verify --mark, resync verb).
                     meta_.start_bitmap_sync_target();
@@ -1247,11 +1253,12 @@ void Replicator::on_resync_finished_by_source(Session& session, const peer::Stat
     auto remaining = std::make_shared<std::size_t>(exports_.size());
     auto failed = std::make_shared<bool>(false);
     auto s = session_;
+    const std::uint64_t epoch = target_epoch_;
     for (Export* e : exports_) {
-        e->file().flush([this, s, remaining, failed](vmha::Status st) {
+        e->file().flush([this, s, remaining, failed, epoch](vmha::Status st) {
             if (!st) *failed = true;
             if (--*remaining != 0) return;
-            if (*failed || session_ != s || link_ != LinkState::sync_target) {
+            if (*failed || session_ != s || link_ != LinkState::sync_target || epoch != target_epoch_) {
                 if (*failed) {
                     spdlog::error("the resync finished but flushing the images failed: staying "
                                   "Inconsistent");
@@ -1526,7 +1533,8 @@ bool Replicator::images_empty() const {
 }
 
 void Replicator::start_full_resync() {
-    if (peer_images_empty_) {
+    // Only the handshake's fresh word counts: later full resyncs always compare.
+    if (std::exchange(peer_images_empty_, false)) {
         // A new peer whose images are all holes: nothing to compare, and its holes already read
         // as zeroes. Only our data extents travel.
         std::uint64_t bytes = 0;
@@ -1567,6 +1575,8 @@ void Replicator::start_full_resync() {
         finish_verify(vmha::Error(vmha::errc::busy, "a full resync started"));
     }
     verify_ = std::make_unique<VerifyRun>();
+    verify_->id = ++verify_runs_;
+    verify_->session = session_;
     verify_->mark = true;
     verify_->for_resync = true;
     verify_->done = [](vmha::Result<nlohmann::json>) {};
@@ -1593,6 +1603,8 @@ void Replicator::verify(bool mark, std::function<void(vmha::Result<nlohmann::jso
         return;
     }
     verify_ = std::make_unique<VerifyRun>();
+    verify_->id = ++verify_runs_;
+    verify_->session = session_;
     verify_->mark = mark;
     verify_->done = std::move(done);
     verify_->differing.resize(exports_.size());
@@ -1602,7 +1614,7 @@ void Replicator::verify(bool mark, std::function<void(vmha::Result<nlohmann::jso
 
 void Replicator::pump_verify() {
     VerifyRun& v = *verify_;
-    while (!v.failure && v.in_flight < kVerifyWindow && v.export_index < exports_.size()) {
+    while (!v.failure && !demoting_ && v.in_flight < kVerifyWindow && v.export_index < exports_.size()) {
         Export* e = exports_[v.export_index];
         const std::uint64_t size = e->info().size;
         if (v.cursor >= size) {
@@ -1620,29 +1632,32 @@ void Replicator::pump_verify() {
         // The range lock: writes in flight there finish (on both sides) first, new ones wait.
         auto ticket = e->locks().enqueue(offset, length);
         auto session = session_;
-        VerifyRun* run = &v;  // a batch only ever counts for the run that issued it
-        e->locks().when_granted(ticket, [this, e, ticket, index, offset, length, count, chunk, session, run] {
-            if (verify_.get() == run && run->for_resync) {
+        VerifyRun* run = &v;  // valid while verify_ holds the run with this id
+        const std::uint64_t run_id = v.id;
+        e->locks().when_granted(ticket, [this, e, ticket, index, offset, length, count, chunk, session, run, run_id] {
+            const bool current = verify_ && verify_->id == run_id;
+            if (current && run->for_resync && session_ == session) {
                 // A hole on the source: the copy sends zeroes (RESYNC_ZEROES) without reading the
                 // peer; no checksum pass for sparse space.
                 auto map = e->file().allocation(offset, length, 1);
                 if (map && map->size() == 1 && map->front().hole && map->front().length >= length) {
-                    run->differing[index].emplace_back(offset, length);
-                    run->compared += length;
+                    verify_->differing[index].emplace_back(offset, length);
+                    verify_->compared += length;
                     e->locks().release(ticket);
-                    --run->in_flight;
+                    --verify_->in_flight;
                     pump_verify();
                     return;
                 }
             }
             auto buffer = std::make_shared<peer::Bytes>(length);
             e->file().read(offset, {buffer->data(), buffer->size()},
-                           [this, e, ticket, index, offset, length, count, chunk, session, buffer, run](vmha::Status st) {
-                auto finish_batch = [this, e, ticket, run](std::optional<vmha::Error> error) {
+                           [this, e, ticket, index, offset, length, count, chunk, session, buffer, run, run_id](vmha::Status st) {
+                auto finish_batch = [this, e, ticket, run, run_id](std::optional<vmha::Error> error) {
                     e->locks().release(ticket);
-                    if (verify_.get() != run) return;  // that run ended (or a new one began)
-                    if (error && !run->failure) run->failure = std::move(error);
-                    --run->in_flight;
+                    if (!verify_ || verify_->id != run_id) return;  // that run ended
+                    (void)run;
+                    if (error && !verify_->failure) verify_->failure = std::move(error);
+                    --verify_->in_flight;
                     pump_verify();
                 };
                 if (!st) {
@@ -1660,7 +1675,7 @@ void Replicator::pump_verify() {
                 p->complete = [finish_batch](std::optional<std::uint32_t>) {
                     finish_batch(vmha::Error(vmha::errc::connection_lost, "the link to the peer broke during verify"));
                 };
-                p->on_checksums = [this, finish_batch, local, index, offset, length, chunk, run](const peer::ChecksumReply& reply) {
+                p->on_checksums = [this, finish_batch, local, index, offset, length, chunk, run_id](const peer::ChecksumReply& reply) {
                     if (reply.status != 0 || reply.checksums.size() != local->size() || reply.offset != offset ||
                         reply.export_index != index) {
                         finish_batch(vmha::Error(vmha::errc::io_error,
@@ -1671,13 +1686,13 @@ void Replicator::pump_verify() {
                                                                           : "malformed reply")));
                         return;
                     }
-                    if (verify_.get() == run) {
+                    if (verify_ && verify_->id == run_id) {
                         for (std::size_t i = 0; i < local->size(); ++i) {
                             if ((*local)[i] == reply.checksums[i]) continue;
                             const std::uint64_t at = offset + i * chunk;
-                            run->differing[index].emplace_back(at, std::min<std::uint64_t>(chunk, offset + length - at));
+                            verify_->differing[index].emplace_back(at, std::min<std::uint64_t>(chunk, offset + length - at));
                         }
-                        run->compared += length;
+                        verify_->compared += length;
                     }
                     finish_batch(std::nullopt);
                 };
@@ -1696,6 +1711,15 @@ void Replicator::finish_verify(std::optional<vmha::Error> error) {
     if (error) {
         spdlog::error("{} failed: {}", run->for_resync ? "the full resync's compare pass" : "verify",
                       error->message);
+        if (run->for_resync) {
+            // Whatever was not compared may differ: copy everything, over a fresh link.
+            for (auto& map : parts_->maps) {
+                (void)map->mark_all([](vmha::Status st) {
+                    if (!st) spdlog::error("recording a full resync failed: {}", st.error().message);
+                });
+            }
+            if (session_ && session_ == run->session) session_->close("the compare pass failed");
+        }
         run->done(std::move(*error));
         return;
     }
@@ -1727,7 +1751,8 @@ void Replicator::finish_verify(std::optional<vmha::Error> error) {
                  run->for_resync ? "the full resync's compare pass" : "verify", run->compared,
                  differing, ranges.size());
     if (run->for_resync) {
-        if (link_ == LinkState::sync_source && session_) start_resync();  // copy what differs
+        // The differing chunks are marked; copy them now, or after the next handshake.
+        if (link_ == LinkState::sync_source && session_ && session_ == run->session) start_resync();
         return;
     }
     nlohmann::json report = {{"compared_bytes", run->compared},
@@ -1801,6 +1826,7 @@ void Replicator::demote(std::function<void(vmha::Status)> done) {
                 for (Export* e : exports_) e->set_read_only(false);
                 demoting_ = false;
                 pump_resync();
+                if (verify_) pump_verify();
                 done(vmha::Error(vmha::errc::timeout, "writes in flight did not drain within 60 s; "
                                                       "still primary"));
                 return;

@@ -141,6 +141,8 @@ private:
     void begin_resync();  // after the handshake (and the peer's EXTENTS, if it sends them)
     bool full_resync_pending_ = false;
     bool peer_images_empty_ = false;  // the peer's HELLO: its images hold no data at all
+    std::uint64_t verify_runs_ = 0;   // ids for VerifyRun: a batch counts only for its own run
+    std::uint64_t target_epoch_ = 0;  // target: bumps when a new resync is announced
     bool images_empty() const;        // ours: SEEK_DATA finds nothing in any image
     vmha::Status save_meta(const char* why);
 
