@@ -1046,8 +1046,27 @@ vmha::Status Replicator::ensure_alone_generation() {
 
 void Replicator::record_dirty(std::size_t export_index, const WriteOp& op,
                               std::function<void(vmha::Status)> done) {
-    if (op.kind == WriteOp::Kind::flush) {  // nothing to record: the local flush covers it
-        done({});
+    if (op.kind == WriteOp::Kind::flush) {
+        // Nothing to record, but whatever the dirty maps are committing (the fold of unflushed
+        // chunks at a link loss, say) must be durable before a FLUSH is acknowledged.
+        if (parts_->maps.empty()) {
+            done({});
+            return;
+        }
+        auto remaining = std::make_shared<std::size_t>(parts_->maps.size());
+        auto failure = std::make_shared<std::optional<vmha::Error>>();
+        auto shared_done = std::make_shared<std::function<void(vmha::Status)>>(std::move(done));
+        for (auto& map : parts_->maps) {
+            (void)map->flush([remaining, failure, shared_done](vmha::Status st) {
+                if (!st && !*failure) *failure = std::move(st).error();
+                if (--*remaining != 0) return;
+                if (*failure) {
+                    (*shared_done)(std::move(**failure));
+                } else {
+                    (*shared_done)({});
+                }
+            });
+        }
         return;
     }
     if (auto s = ensure_alone_generation(); !s) {
