@@ -8,27 +8,17 @@
 
 #include "meta/activity_log.h"
 #include "meta/fake_meta_file.h"
+#include "outcome.h"
 
 namespace imagesync::meta {
 namespace {
 
-constexpr std::uint64_t KiB = 1024;
-constexpr std::uint64_t MiB = 1024 * KiB;
-constexpr std::uint64_t GiB = 1024 * MiB;
+using testing::GiB;
+using testing::KiB;
+using testing::MiB;
+using testing::Outcome;
 constexpr std::uint64_t kExtent = 4 * MiB;
 
-struct Outcome {
-    int calls = 0;
-    bool ok = false;
-    std::string message;
-    DoneCallback callback() {
-        return [this](vmha::Status st) {
-            ++calls;
-            ok = st.ok();
-            if (!st) message = st.error().message;
-        };
-    }
-};
 
 ActivityLogConfig config(std::uint32_t hot = 16, std::uint64_t size = 100 * GiB) {
     return {.export_size = size, .extent_size = static_cast<std::uint32_t>(kExtent), .max_hot_extents = hot};

@@ -7,29 +7,18 @@
 
 #include "meta/dirty_map.h"
 #include "meta/fake_meta_file.h"
+#include "outcome.h"
 #include "temp_dir.h"
 
 namespace imagesync::meta {
 namespace {
 
-constexpr std::uint64_t KiB = 1024;
-constexpr std::uint64_t MiB = 1024 * KiB;
-constexpr std::uint64_t GiB = 1024 * MiB;
+using testing::GiB;
+using testing::KiB;
+using testing::MiB;
+using testing::Outcome;
 constexpr std::uint32_t kChunk = 64 * KiB;
 
-// Records the outcome of one callback.
-struct Outcome {
-    int calls = 0;
-    bool ok = false;
-    std::string message;
-    DoneCallback callback() {
-        return [this](vmha::Status st) {
-            ++calls;
-            ok = st.ok();
-            if (!st) message = st.error().message;
-        };
-    }
-};
 
 std::unique_ptr<DirtyMap> make(FakeMetaFile& file, std::uint64_t size = 1 * GiB) {
     auto map = DirtyMap::create(file, size, kChunk);

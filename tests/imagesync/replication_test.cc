@@ -166,7 +166,7 @@ bool eventually(Pred pred, std::chrono::seconds timeout = std::chrono::seconds(3
     const auto deadline = Clock::now() + timeout;
     while (Clock::now() < deadline) {
         if (pred()) return true;
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));  // poll interval
     }
     return pred();
 }
@@ -253,6 +253,15 @@ protected:
         return run_tool(argv, n.dir.path());
     }
 
+    // fio random 4 KiB writes through `n`'s NBD socket, verified with crc32c as it goes.
+    ToolResult fio_verify(const Node& n, const std::string& name, int iodepth, const std::string& io_size) {
+        return run_tool({"fio", "--name=" + name, "--ioengine=nbd", "--uri=" + uri(n),
+                         "--rw=randwrite", "--bs=4k", "--iodepth=" + std::to_string(iodepth),
+                         "--size=32M", "--io_size=" + io_size, "--verify=crc32c",
+                         "--verify_fatal=1", "--do_verify=1", "--verify_state_save=0"},
+                        n.dir.path());
+    }
+
     Node a{"hv1", free_port()};
     Node b{"hv2", free_port()};
 };
@@ -298,11 +307,7 @@ TEST_F(Pair, FirstStartCopiesThePrimaryThenReplicatesEveryWrite) {
 TEST_F(Pair, FioVerifiedWritesThroughThePrimaryLeaveIdenticalReplicas) {
     if (!have_tool("fio")) GTEST_SKIP() << "fio is not installed";
     start_pair(64 * kMiB);
-    const auto r = run_tool({"fio", "--name=pair", "--ioengine=nbd", "--uri=" + uri(a),
-                             "--rw=randwrite", "--bs=4k", "--iodepth=16", "--size=32M",
-                             "--io_size=24M", "--verify=crc32c", "--verify_fatal=1",
-                             "--do_verify=1", "--verify_state_save=0"},
-                            a.dir.path());
+    const auto r = fio_verify(a, "pair", 16, "24M");
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_EQ(r.output.find("verify: bad"), std::string::npos) << r.output;
     EXPECT_TRUE(eventually([&] { return u64(a.status(), "in_flight") == 0; }));
@@ -651,11 +656,7 @@ TEST_F(Pair, FioVerifiedWritesDuringAResyncOfTheSameRanges) {
     a.start("primary", b.port, {"--resync-rate", "4M"});  // 32 MiB take about 8 s
     ASSERT_TRUE(a.daemon->wait_ready());
     ASSERT_TRUE(eventually([&] { return a.status().contains("resync"); })) << a.status().dump(2);
-    const auto r = run_tool({"fio", "--name=during", "--ioengine=nbd", "--uri=" + uri(a),
-                             "--rw=randwrite", "--bs=4k", "--iodepth=8", "--size=32M",
-                             "--io_size=8M", "--verify=crc32c", "--verify_fatal=1",
-                             "--do_verify=1", "--verify_state_save=0"},
-                            a.dir.path());
+    const auto r = fio_verify(a, "during", 8, "8M");
     ASSERT_EQ(r.exit_code, 0) << r.output;
     EXPECT_EQ(r.output.find("verify: bad"), std::string::npos) << r.output;
     EXPECT_TRUE(a.status().contains("resync")) << "the resync ended before the client did: no overlap";
