@@ -139,7 +139,8 @@ void read_nodes(MapView& top, Module& m) {
     for (std::size_t i = 0; i < list->size(); ++i) {
         const std::string path = item_path("nodes", i);
         MapView n(top.reader(), (*list)[i], path,
-                  {"name", "address", "hypervisor_uri", "replication_address"}, "a node");
+                  {"name", "address", "hypervisor_uri", "replication_address", "control_port"},
+                  "a node");
         if (!n.valid()) continue;
         ModuleNode node;
         node.where = n.location_of("name");
@@ -150,6 +151,7 @@ void read_nodes(MapView& top, Module& m) {
             node.hypervisor_uri = *v;
         }
         if (auto v = n.parsed<Host>("replication_address", parse_host, false, "an address")) node.replication_address = *v;
+        if (auto v = n.port("control_port", false)) node.control_port = *v;
         if (i == 1 && !node.name.empty() && node.name == m.nodes.front().name) {
             top.reader().error(node.where, n.path_of("name"),
                                fmt::format("both nodes of the module are \"{}\"; a module "

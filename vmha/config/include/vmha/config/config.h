@@ -49,8 +49,12 @@ struct ModuleNode {
     Host address;                // control-channel address of the node's vmhad
     std::string hypervisor_uri;  // e.g. "qemu:///system"; for Hyper-V the bridge endpoint
     std::optional<Host> replication_address;  // defaults to `address`
+    std::uint16_t control_port = 7800;        // the vmhad control channel (TLS) on `address`
     SourceLocation where;
 };
+
+// The vmhad control channel's port when a module's node entry does not set one.
+inline constexpr std::uint16_t default_control_port = 7800;
 
 struct Replication {
     std::uint16_t port = 0;                         // imagesyncd replication listener

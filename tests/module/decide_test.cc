@@ -1,0 +1,373 @@
+// The module's decision table (vmha/module/decide.h): one test per rule, each a snapshot that
+// reaches it, plus properties checked over random snapshots.
+#include <random>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include <vmha/module/decide.h>
+
+namespace vmha::module {
+namespace {
+
+// A started node, imagesync up and UpToDate, the peer alive and SECOND in sync.
+Snapshot base(State current) {
+    Snapshot s;
+    s.self = "hv1";
+    s.peer = "hv2";
+    s.current = current;
+    s.started = true;
+    s.imagesync_up = true;
+    s.data = DataState::up_to_date;
+    s.link = Link::connected;
+    s.standing = Standing::same;
+    s.liveness = Liveness::alive;
+    s.channel_up = true;
+    PeerReport r;
+    r.state = State::second;
+    r.data = DataState::up_to_date;
+    s.report = r;
+    return s;
+}
+
+Snapshot idle_peer_running(State current) {
+    Snapshot s = base(current);
+    s.report->state = State::prim;
+    return s;
+}
+
+struct Expect {
+    int rule;
+    State next;
+};
+
+void check(const Snapshot& s, Expect e) {
+    const Decision d = decide(s);
+    EXPECT_EQ(d.rule, e.rule) << d.reason;
+    EXPECT_EQ(d.next, e.next) << to_string(d.next) << ": " << d.reason;
+    EXPECT_FALSE(d.reason.empty());
+}
+
+TEST(Decide, Rule10_StoppedByTheOperator) {
+    for (State st : kAllStates) {
+        Snapshot s = base(st);
+        s.started = false;
+        check(s, {10, State::stop});
+    }
+}
+
+TEST(Decide, Rule20_RunningNodeWaitsForImagesync) {
+    for (State st : {State::prim, State::alone}) {
+        Snapshot s = base(st);
+        s.imagesync_up = false;
+        check(s, {20, st});
+    }
+}
+
+TEST(Decide, Rule21_IdleNodeWithoutImagesync) {
+    for (State st : {State::stop, State::wait, State::second}) {
+        Snapshot s = base(st);
+        s.imagesync_up = false;
+        check(s, {21, State::wait});
+    }
+}
+
+TEST(Decide, Rule30_RefusedPairingKeepsAnIdleNodeWaiting) {
+    Snapshot s = base(State::second);
+    s.refused = "the config differs in replication.timeout";
+    check(s, {30, State::wait});
+    Snapshot r = base(State::prim);  // a running node keeps running
+    r.refused = "x";
+    EXPECT_TRUE(runs_vm(decide(r).next));
+}
+
+TEST(Decide, Rule40_UnfitRunningNodeStops) {
+    Snapshot s = base(State::prim);
+    s.unfit = "checker br0: link down";
+    check(s, {40, State::wait});
+}
+
+TEST(Decide, Rule41_BothRunning) {
+    Snapshot s = idle_peer_running(State::alone);
+    s.preferred = true;
+    check(s, {41, State::alone});
+    s.preferred = false;
+    check(s, {41, State::wait});
+    s.preferred = true;
+    s.vm_disks_lost = true;  // this node's VM lost its disks: the peer took over
+    check(s, {41, State::wait});
+    Snapshot b = base(State::alone);
+    b.link = Link::split_brain;
+    b.preferred = false;
+    check(b, {41, State::wait});
+}
+
+TEST(Decide, Rule42_FailoverToAnEligiblePeer) {
+    Snapshot s = base(State::prim);
+    s.failover = "checker storage: exit status 3";
+    Decision d = decide(s);
+    EXPECT_EQ(d.rule, 42);
+    EXPECT_EQ(d.next, State::second);
+    EXPECT_TRUE(d.hand_over);
+    Snapshot v = base(State::prim);
+    v.vm_failed = "domain web1 shut off (crashed)";
+    v.restart_left = false;
+    EXPECT_EQ(decide(v).rule, 42);
+}
+
+TEST(Decide, Rule43_RestartWhileTheBudgetLasts) {
+    Snapshot s = base(State::prim);
+    s.vm_failed = "domain web1 shut off (crashed)";
+    Decision d = decide(s);
+    EXPECT_EQ(d.rule, 43);
+    EXPECT_EQ(d.next, State::prim);
+    EXPECT_TRUE(d.restart_vm);
+}
+
+TEST(Decide, Rule44_NoRestartLeftAndNoPeer) {
+    Snapshot s = base(State::alone);
+    s.vm_failed = "crashed";
+    s.restart_left = false;
+    s.liveness = Liveness::lost;
+    s.channel_up = false;
+    s.report.reset();
+    s.link = Link::down;
+    check(s, {44, State::wait});
+}
+
+TEST(Decide, Rule45_FailoverWantedButNoPeer) {
+    Snapshot s = base(State::prim);
+    s.failover = "checker x";
+    s.report->data = DataState::inconsistent;
+    check(s, {45, State::prim});
+}
+
+TEST(Decide, Rule46_Swap) {
+    Snapshot s = base(State::prim);
+    s.swap_requested = true;
+    Decision d = decide(s);
+    EXPECT_EQ(d.rule, 46);
+    EXPECT_TRUE(d.hand_over);
+    s.link = Link::sync_source;  // the peer is not in sync yet: no swap
+    EXPECT_NE(decide(s).rule, 46);
+}
+
+TEST(Decide, Rule47_AutomaticFailback) {
+    Snapshot s = base(State::prim);
+    s.failback_due = true;
+    Decision d = decide(s);
+    EXPECT_EQ(d.rule, 47);
+    EXPECT_TRUE(d.hand_over);
+}
+
+TEST(Decide, Rules48And49_PrimOrAlone) {
+    check(base(State::alone), {48, State::prim});
+    Snapshot s = base(State::prim);
+    s.link = Link::sync_source;
+    check(s, {48, State::prim});
+    s.link = Link::down;
+    check(s, {49, State::alone});
+}
+
+TEST(Decide, Rule50_SplitBrainKeepsAnIdleNodeWaiting) {
+    Snapshot s = base(State::second);
+    s.link = Link::split_brain;
+    check(s, {50, State::wait});
+}
+
+TEST(Decide, Rule51_UnfitIdleNode) {
+    Snapshot s = base(State::second);
+    s.unfit = "checker br0";
+    check(s, {51, State::wait});
+}
+
+TEST(Decide, Rule52_PeerRunsTheVm) {
+    check(idle_peer_running(State::wait), {52, State::second});
+    Snapshot s = idle_peer_running(State::wait);
+    s.data = DataState::outdated;  // even with stale data: it will be resynced
+    check(s, {52, State::second});
+    s.report->disks_lost = true;  // a peer whose VM lost its disks does not count as running
+    EXPECT_NE(decide(s).rule, 52);
+}
+
+TEST(Decide, Rule53_NotUpToDateOrBehind) {
+    for (DataState d : {DataState::unknown, DataState::inconsistent, DataState::outdated}) {
+        Snapshot s = base(State::second);
+        s.data = d;
+        s.liveness = Liveness::lost;  // even with the peer gone
+        check(s, {53, State::wait});
+    }
+    Snapshot b = base(State::second);
+    b.standing = Standing::behind;
+    check(b, {53, State::wait});
+    b.standing = Standing::diverged;
+    check(b, {53, State::wait});
+    Snapshot settling = base(State::wait);
+    settling.imagesync_settling = true;
+    settling.link = Link::down;
+    settling.liveness = Liveness::lost;
+    check(settling, {53, State::wait});
+}
+
+TEST(Decide, Rule54_PeerLost) {
+    Snapshot s = base(State::second);
+    s.liveness = Liveness::lost;
+    s.channel_up = false;
+    s.report.reset();
+    s.link = Link::down;
+    s.current_when_lost = true;
+    check(s, {54, State::alone});
+    s.current_when_lost = false;  // this copy was not in sync when the peer was last heard
+    check(s, {54, State::wait});
+}
+
+TEST(Decide, Rules55And56_PeerNeverHeard) {
+    Snapshot s = base(State::wait);
+    s.liveness = Liveness::unknown;
+    s.channel_up = false;
+    s.report.reset();
+    s.link = Link::down;
+    check(s, {56, State::wait});  // not yet the grace
+    s.silent_since_start = true;
+    check(s, {56, State::wait});  // not the last to run it alone
+    s.may_start_alone = true;
+    check(s, {55, State::alone});
+}
+
+TEST(Decide, Rule57_PeerAliveStateUnknown) {
+    Snapshot s = base(State::second);
+    s.channel_up = false;
+    check(s, {57, State::wait});
+}
+
+TEST(Decide, Rule58_GrantedThePeersClaim) {
+    Snapshot s = base(State::second);
+    s.report->claim = 77;
+    Decision d = decide(s);
+    EXPECT_EQ(d.rule, 58);
+    EXPECT_EQ(d.grant, 77u);
+    s.standing = Standing::ahead;  // never grant a claim from an older copy
+    EXPECT_EQ(decide(s).grant, 0u);
+    Snapshot running = base(State::prim);  // a running node never grants
+    running.report->claim = 5;
+    EXPECT_EQ(decide(running).grant, 0u);
+}
+
+TEST(Decide, Rule59_HandingOver) {
+    Snapshot s = base(State::second);
+    s.handing_over = true;
+    s.preferred = true;
+    check(s, {59, State::second});
+}
+
+TEST(Decide, Rule60_ClaimThenRunWithTheGrant) {
+    Snapshot s = base(State::wait);
+    s.preferred = true;
+    Decision d = decide(s);
+    EXPECT_EQ(d.rule, 60);
+    EXPECT_TRUE(d.claim);
+    EXPECT_EQ(d.next, State::wait);
+    s.own_claim = 9;
+    s.report->grant = 9;
+    check(s, {60, State::prim});
+    s.link = Link::down;
+    check(s, {60, State::alone});
+    // Reasons to run without being preferred.
+    for (int why = 0; why < 4; ++why) {
+        Snapshot t = base(State::second);
+        if (why == 0) t.report->handing_over = true;
+        if (why == 1) t.report->data = DataState::outdated;
+        if (why == 2) t.report->fit = false;
+        if (why == 3) t.report->state = State::stop;
+        EXPECT_EQ(decide(t).rule, 60) << why;
+        EXPECT_TRUE(decide(t).claim) << why;
+    }
+    // Not known to be as new as the peer: no claim.
+    Snapshot u = base(State::wait);
+    u.preferred = true;
+    u.standing = Standing::unknown;
+    Decision du = decide(u);
+    EXPECT_EQ(du.rule, 60);
+    EXPECT_FALSE(du.claim);
+}
+
+TEST(Decide, Rule61_ThePeerShouldRunIt) { check(base(State::wait), {61, State::second}); }
+
+TEST(Decide, EveryRuleIsReachedByTheTests) {
+    // The rule numbers of the table in decide.h; the tests above reach each.
+    const std::set<int> table = {10, 20, 21, 30, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50,
+                                 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61};
+    std::set<int> seen;
+    std::mt19937_64 rng(7);
+    auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<std::uint64_t>(n)); };
+    for (int i = 0; i < 200000; ++i) {
+        Snapshot s = base(kAllStates[pick(5)]);
+        s.started = pick(10) != 0;
+        s.imagesync_up = pick(10) != 0;
+        s.imagesync_settling = pick(8) == 0;
+        s.data = static_cast<DataState>(pick(4));
+        s.link = static_cast<Link>(pick(6));
+        s.standing = static_cast<Standing>(pick(5));
+        s.liveness = static_cast<Liveness>(pick(3));
+        s.silent_since_start = pick(2) != 0;
+        s.current_when_lost = pick(2) != 0;
+        s.channel_up = pick(4) != 0;
+        if (pick(5) == 0) s.report.reset();
+        if (s.report) {
+            s.report->state = kAllStates[pick(5)];
+            s.report->data = static_cast<DataState>(pick(4));
+            s.report->fit = pick(5) != 0;
+            s.report->claim = pick(3) == 0 ? 11 : 0;
+            s.report->grant = pick(3) == 0 ? 22 : 0;
+            s.report->handing_over = pick(6) == 0;
+            s.report->disks_lost = pick(8) == 0;
+        }
+        if (pick(8) == 0) s.refused = "config";
+        s.may_start_alone = pick(2) != 0;
+        s.preferred = pick(2) != 0;
+        s.own_claim = pick(2) == 0 ? 22 : 0;
+        s.handing_over = pick(6) == 0;
+        if (pick(8) == 0) s.unfit = "u";
+        if (pick(8) == 0) s.failover = "f";
+        if (pick(6) == 0) s.vm_failed = "v";
+        s.restart_left = pick(2) != 0;
+        s.vm_disks_lost = pick(8) == 0;
+        s.swap_requested = pick(6) == 0;
+        s.failback_due = pick(6) == 0;
+        const Decision d = decide(s);
+        seen.insert(d.rule);
+        ASSERT_TRUE(table.count(d.rule)) << d.rule;
+        // Only an UpToDate copy ever starts the VM (decide() aborts otherwise; checked anyway).
+        if (runs_vm(d.next) && !runs_vm(s.current)) {
+            ASSERT_TRUE(may_start_vm_on(s.data)) << d.rule;
+            // ... and only with the peer lost while current, never heard while this node ran
+            // alone, or with the peer's grant of this node's claim.
+            const bool lost = s.liveness == Liveness::lost && s.current_when_lost;
+            const bool alone = s.liveness == Liveness::unknown && s.silent_since_start && s.may_start_alone;
+            const bool granted = s.channel_up && s.report && s.own_claim != 0 && s.report->grant == s.own_claim;
+            ASSERT_TRUE(lost || alone || granted) << d.rule << ": " << d.reason;
+        }
+        // A node that runs the VM never grants a claim.
+        if (runs_vm(s.current)) {
+            ASSERT_EQ(d.grant, 0u);
+        }
+        // Never a grant to a copy older than this one.
+        if (d.grant != 0) {
+            ASSERT_TRUE(s.standing == Standing::same || s.standing == Standing::behind);
+        }
+    }
+    EXPECT_EQ(seen, table);
+}
+
+TEST(Decide, CheckMayStartVmIsTheOneGate) {
+    EXPECT_TRUE(check_may_start_vm(DataState::up_to_date, "web1", "hv1").ok());
+    for (DataState d : {DataState::unknown, DataState::inconsistent, DataState::outdated}) {
+        auto st = check_may_start_vm(d, "web1", "hv1");
+        ASSERT_FALSE(st.ok());
+        EXPECT_TRUE(st.error().is(errc::not_up_to_date));
+        EXPECT_NE(st.error().message.find("hv1"), std::string::npos);
+    }
+}
+
+}  // namespace
+}  // namespace vmha::module

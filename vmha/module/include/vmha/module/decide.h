@@ -1,0 +1,157 @@
+// The mirror module's decision: what one node knows, in; the state it should be in, out.
+//
+// vmhad never reacts to an event directly. Whenever anything changes (a peer report, a
+// heartbeat verdict, imagesync's status, a checker, an operator command, a timer) the module
+// runner takes a Snapshot of everything this node knows and calls decide(). The result names
+// the state to be in, the rule that chose it and why, and the two coordination outputs below.
+// Being level-triggered, a lost or repeated message can delay a decision but never make a
+// wrong one: the next snapshot decides again from scratch.
+//
+// Two nodes must never both run the VM while they can reach each other. A node that is not
+// running the VM starts it only
+//   - when the peer is lost on every heartbeat path (rule 54), or was never heard since start
+//     while this node was the last to run the VM alone (rule 55), or
+//   - with the peer's *grant*: an idle node that should run the VM sends a claim (a fresh id,
+//     repeated in each of its reports); the peer answers with a grant of that id only while it
+//     does not run the VM itself, does not compete for it (the preferred node wins a tie), and
+//     its generations show the claimant's copy as new as its own; it holds back from running
+//     as long as its grant stands. The claimant starts the VM only
+//     once it reads its own claim id in the peer's grant (rule 60).
+// And only an UpToDate copy may ever start the VM: rule 53 stands before every rule that
+// starts it, and check_may_start_vm() is the one check the runner makes again just before it
+// acts.
+//
+// Rules, evaluated top to bottom; the first that matches decides ("cur" = current state,
+// "runs" = ALONE or PRIM, "eligible peer" = alive, reporting SECOND or WAIT, UpToDate, fit,
+// and in sync with this node):
+//
+// | rule | when                                                     | next                     |
+// |------|----------------------------------------------------------|--------------------------|
+// |  10  | the operator stopped the module                          | STOP                     |
+// |  20  | runs, imagesyncd not answering                           | cur (the VM waits)       |
+// |  21  | imagesyncd not answering                                 | WAIT                     |
+// |  30  | not running, the peer refused to pair (config differs)   | WAIT                     |
+// |  40  | runs, a "wait" checker failed: node unfit                | WAIT (VM stopped)        |
+// |  41  | runs, the peer reports running too (healed partition)    | preferred: cur; else WAIT|
+// |      |   (this node's VM paused with its disks lost: WAIT); or  |                          |
+// |      |   imagesync reports split brain                          |                          |
+// |  42  | runs, failover wanted (failover checker, or VM failed    | SECOND, hand over        |
+// |      |   with no restart left), eligible peer                   |                          |
+// |  43  | runs, the VM failed, a restart is left in the window     | cur, restart the VM      |
+// |  44  | runs, the VM failed, no restart left, no eligible peer   | WAIT                     |
+// |  45  | runs, failover checker failed, no eligible peer          | cur                      |
+// |  46  | runs, the operator asked for a swap, eligible peer       | SECOND, hand over        |
+// |  47  | runs, automatic failback due, eligible peer              | SECOND, hand over        |
+// |  48  | runs, the peer receives every write                      | PRIM                     |
+// |  49  | runs                                                     | ALONE                    |
+// |  50  | imagesync reports split brain                            | WAIT                     |
+// |  51  | a "wait" checker failed: node unfit                      | WAIT                     |
+// |  52  | the peer reports running the VM                          | SECOND                   |
+// |  53  | data here not UpToDate; or the generations show the      | WAIT                     |
+// |      |   peer's copy newer, or both diverged                    |                          |
+// | 53b  | imagesyncd just (re)started, not yet connected           | WAIT (it may find the    |
+// |      |                                                          |   peer's still primary)  |
+// |  54  | the peer lost on every heartbeat path, and this copy was | ALONE                    |
+// |      |   as new as the peer's when it was last heard            | (else WAIT)              |
+// |  55  | peer silent since start, this node last ran it alone     | ALONE                    |
+// |  56  | peer not heard since start                               | WAIT                     |
+// |  57  | peer alive, its module state unknown (channel down)      | WAIT                     |
+// |  58  | this node granted the peer's claim                       | SECOND                   |
+// |  59  | this node handed the VM over, the peer not running yet   | SECOND                   |
+// |  60  | this node should run it (peer handing over, not UpToDate,| with the grant: ALONE;   |
+// |      |   unfit, stopped, or both fit and this node preferred)   | else SECOND, claim       |
+// |      |   and the generations show this copy the same or newer   | (unknown: WAIT, no claim)|
+// |  61  | otherwise (the peer should run it)                       | SECOND                   |
+//
+// Threading: plain values and pure functions.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <vmha/error.h>
+#include <vmha/module/state.h>
+
+namespace vmha::module {
+
+// What the peer's vmhad last reported about the module (valid while the channel is up).
+// This node's copy against the peer's, from both generation records (imagesync's decide()).
+enum class Standing : std::uint8_t { unknown, same, ahead, behind, diverged };
+std::string_view to_string(Standing standing);
+
+struct PeerReport {
+    State state = State::wait;
+    DataState data = DataState::unknown;
+    bool fit = true;              // no "wait" checker failed there
+    std::uint64_t claim = 0;      // its claim id: it asks to run the VM; 0 = none
+    std::uint64_t grant = 0;      // the claim id of ours it grants; 0 = none
+    bool handing_over = false;    // it stopped the VM to hand it to this node
+    bool disks_lost = false;      // its VM is paused on an I/O error, its imagesync restarted:
+                                  // it cannot write, and will not resume unless it may
+    bool runs() const { return (state == State::alone || state == State::prim) && !disks_lost; }
+};
+
+struct Snapshot {
+    std::string self;   // node names, for reasons
+    std::string peer;
+    State current = State::stop;
+    bool started = false;  // the operator's intent (persisted)
+
+    // imagesync
+    bool imagesync_up = false;
+    bool imagesync_settling = false;  // just (re)started: it has not had time to reach the peer's
+    DataState data = DataState::unknown;
+    Link link = Link::down;
+    Standing standing = Standing::unknown;  // against the peer's reported generations
+
+    // the peer
+    Liveness liveness = Liveness::unknown;
+    bool silent_since_start = false;  // liveness unknown for longer than the startup grace
+    // When the peer was last heard, this copy was known to be as new as the peer's: connected
+    // in sync, or the peer idle with generations showing this copy the same or newer.
+    bool current_when_lost = false;
+    bool channel_up = false;
+    std::optional<PeerReport> report;      // only while the channel is up
+    std::optional<std::string> refused;    // the pairing was refused, and why
+
+    // persisted: the last time this node ran the VM, the peer was lost (ALONE)
+    bool may_start_alone = false;
+    bool preferred = false;  // wins ties (failback.preferred_node, else the first node listed)
+
+    // coordination (see the narrative above)
+    std::uint64_t own_claim = 0;        // our standing claim id; 0 = none
+    std::uint64_t granted_to_peer = 0;  // the peer's claim id we granted; 0 = none
+    bool handing_over = false;          // we stopped the VM to hand it to the peer
+
+    // checkers and the operator
+    std::optional<std::string> unfit;      // a "wait" checker failed: why
+    std::optional<std::string> failover;   // a "failover" checker failed: why
+    std::optional<std::string> vm_failed;  // the VM failed while it should run: why
+    bool vm_disks_lost = false;  // the VM is paused on an I/O error and imagesync restarted as secondary
+    bool restart_left = true;              // the restart budget allows one more restart
+    bool swap_requested = false;
+    bool failback_due = false;  // automatic failback: the preferred peer is ready, stable
+};
+
+struct Decision {
+    State next = State::wait;
+    int rule = 0;
+    std::string reason;
+    bool restart_vm = false;  // rule 43: restart the VM where it is
+    bool hand_over = false;   // rules 42, 46, 47: stop the VM, demote, let the peer take it
+    bool claim = false;       // rule 60: ask the peer's grant (a fresh id if none stands)
+    std::uint64_t grant = 0;  // the peer's claim id this node grants now; 0 = none
+};
+
+// The "eligible peer" of the table: it could take the VM over from this node now.
+bool peer_eligible(const Snapshot& s);
+
+Decision decide(const Snapshot& s);
+
+// The one check before the VM is started anywhere: refused (not_up_to_date) unless the data
+// here is UpToDate. decide() never chooses to start the VM otherwise; the runner checks again
+// with the data state it reads just before acting.
+Status check_may_start_vm(DataState data, const std::string& module, const std::string& node);
+
+}  // namespace vmha::module

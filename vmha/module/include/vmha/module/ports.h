@@ -1,0 +1,110 @@
+// The module runner's boundaries. vmhad implements them over Boost.Asio, imagesyncd's control
+// socket, the Hypervisor backend and the peer channel; the deterministic simulation
+// (tests/sim) implements them over a virtual clock and simulated nodes. Every completion is
+// delivered on the runner's executor (the daemon loop, or the simulation's single thread),
+// never inline from inside the call that started the work.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include <vmha/error.h>
+
+#include "meta/generations.h"  // imagesync's generation records and decide()
+#include <vmha/module/state.h>
+
+namespace vmha::module {
+
+using Duration = std::chrono::milliseconds;
+using TimePoint = std::chrono::steady_clock::time_point;
+using Done = std::function<void(Status)>;
+
+class Clock {
+public:
+    virtual ~Clock() = default;
+    virtual TimePoint now() const = 0;
+    // Calls `fn` once after `delay` (on the runner's executor). Cancelled by the token's
+    // destruction: a destroyed token's callback never runs.
+    class Token {
+    public:
+        virtual ~Token() = default;
+    };
+    virtual std::unique_ptr<Token> after(Duration delay, std::function<void()> fn) = 0;
+};
+
+// What the runner reads of imagesyncd (`imagesync status`, folded).
+struct ImagesyncStatus {
+    bool up = false;  // the control socket answers
+    bool primary = false;
+    DataState data = DataState::unknown;
+    Link link = Link::down;
+    std::uint64_t dirty_bytes = 0;
+    std::uint64_t resync_done = 0;   // bytes
+    std::uint64_t resync_total = 0;  // bytes; 0 = no resync running
+    imagesync::meta::Generations generations;
+    bool crashed_primary = false;
+};
+
+class ImagesyncPort {
+public:
+    virtual ~ImagesyncPort() = default;
+    // Runs imagesyncd (spawned, or re-attached) / stops it (`vmha stop` only).
+    virtual void ensure_running(Done done) = 0;
+    virtual void stop(Done done) = 0;
+    virtual void status(std::function<void(ImagesyncStatus)> done) = 0;
+    virtual void promote(Done done) = 0;  // refuses unless UpToDate
+    virtual void demote(Done done) = 0;   // drains, flushes, then refuses writes
+    virtual void connect(Done done) = 0;
+    virtual void outdate(Done done) = 0;  // the peer wrote without us: mark Outdated
+};
+
+// The VM as the runner sees it (the Hypervisor backend plus the domain definition).
+enum class VmHealth : std::uint8_t {
+    running,
+    stopped,            // shut off, crashed, absent: it should be (re)started where it runs
+    paused_on_io_error, // the disks went away (imagesyncd restarting): resume, never restart
+    unknown,            // the hypervisor could not be asked
+};
+
+class VmPort {
+public:
+    virtual ~VmPort() = default;
+    virtual void start(Done done) = 0;  // defines the domain (NBD disks) and starts it
+    virtual void stop(Done done) = 0;   // graceful shutdown, destroy after the timeout
+    virtual void resume(Done done) = 0; // after an I/O-error pause, once the disks are back
+    virtual void health(std::function<void(VmHealth, std::string reason)> done) = 0;
+};
+
+// The peer's vmhad: the runner sends its reports; it receives the peer's through the runner's
+// on_peer_* calls.
+class PeerPort {
+public:
+    virtual ~PeerPort() = default;
+    virtual void send(const nlohmann::json& message) = 0;  // dropped while the channel is down
+};
+
+// The module's durable state in the node's state_dir.
+struct Persisted {
+    bool started = false;
+    bool may_start_alone = false;
+    State last_state = State::stop;
+    // imagesync's data state and generations as last read: reported to the peer while
+    // imagesyncd is not running (module stopped), so that the peer can still tell whose copy
+    // is newer.
+    DataState data = DataState::unknown;
+    imagesync::meta::Generations generations;
+    bool crashed_primary = false;
+};
+
+class Store {
+public:
+    virtual ~Store() = default;
+    virtual Persisted load() = 0;
+    virtual Status save(const Persisted& state) = 0;
+};
+
+}  // namespace vmha::module

@@ -1,0 +1,170 @@
+// ModuleRunner: one mirror module on one node, driving imagesyncd, the VM and the peer
+// coordination from decide() (decide.h).
+//
+// Everything it learns (peer reports, heartbeat verdicts, imagesync status, VM health,
+// checkers, operator commands, timers) lands in its fields; then evaluate() takes a Snapshot,
+// decides, and carries the decision out through the ports (ports.h). One effect runs at a
+// time: while a transition's steps are in flight, new inputs are recorded and decided on once
+// it completes. Each transition is logged with its rule and reason through the Observer.
+//
+// Transition effects (from → to), the second table of the module:
+//
+// | from \ to     | STOP                  | WAIT / SECOND                 | ALONE / PRIM            |
+// |---------------|-----------------------|-------------------------------|-------------------------|
+// | STOP          | —                     | run imagesyncd, connect       | (via WAIT)              |
+// | WAIT / SECOND | stop imagesyncd       | connect                       | promote, start the VM   |
+// | ALONE / PRIM  | stop VM, imagesyncd   | stop VM, demote, connect      | — (label only)          |
+//
+// Threading: owned by one executor (the daemon loop or the simulation); every port delivers
+// its completions there. Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include <vmha/module/decide.h>
+#include <vmha/module/ports.h>
+#include <vmha/module/restart_budget.h>
+
+namespace vmha::module {
+
+struct RunnerConfig {
+    std::string module;
+    std::string self;
+    std::string peer;
+    bool preferred = false;
+    Duration poll{1000};              // imagesync status, VM health, report resend
+    Duration startup_grace{8000};     // peer unheard this long after start: "silent since start"
+    Duration handover_timeout{60000}; // a hand-over the peer does not take is withdrawn
+    Duration imagesync_settle{10000}; // a (re)started imagesyncd gets this long to reach its peer
+    Duration refused_retry{5000};     // a refused replication handshake is tried again this often
+    unsigned restart_attempts = 3;
+    Duration restart_window{24 * 3600 * 1000};
+    bool automatic_failback = false;  // to the peer, when it is the preferred node
+    Duration failback_stable{300000};
+};
+
+enum class CheckerAction : std::uint8_t { restart, failover, wait };
+
+class Observer {
+public:
+    virtual ~Observer() = default;
+    virtual void transition(State from, State to, int rule, const std::string& reason) = 0;
+    virtual void note(const std::string& what) = 0;   // an effect's failure, a refusal
+    // Just before the VM is started on this node (the simulation checks its data here).
+    virtual void starting_vm() {}
+};
+
+class ModuleRunner {
+public:
+    ModuleRunner(RunnerConfig config, Clock& clock, ImagesyncPort& imagesync, VmPort& vm,
+                 PeerPort& peer, Store& store, Observer& observer);
+    ~ModuleRunner();
+    ModuleRunner(const ModuleRunner&) = delete;
+    ModuleRunner& operator=(const ModuleRunner&) = delete;
+
+    // Loads the persisted state and begins: polls, reports, decides.
+    void start();
+
+    // Inputs.
+    void on_peer_liveness(Liveness liveness);
+    void on_peer_channel(bool up);
+    void on_peer_message(const nlohmann::json& message);
+    void on_peer_refused(std::string reason);
+    void on_vm_health(VmHealth health, std::string reason);  // events and polls
+    void on_checker(const std::string& name, CheckerAction action, bool failed, std::string reason);
+
+    // Operator commands.
+    Status op_start();
+    Status op_stop();
+    void op_swap(Done done);
+
+    State state() const { return state_; }
+    const std::string& reason() const { return reason_; }
+    bool busy() const { return busy_; }
+    const ImagesyncStatus& imagesync() const { return imagesync_; }
+    nlohmann::json status_json() const;
+    // The report this node sends its peer (also in status_json's "self").
+    nlohmann::json report() const;
+
+private:
+    void poll();
+    void evaluate();
+    Snapshot snapshot() const;
+    void apply(const Decision& d);
+    void finish(State next, const Decision& d);
+    void fail_effect(const std::string& what, const Status& status);
+    void send_report();
+    void refresh_imagesync(std::function<void()> then);
+    void check_vm();
+    void repromote();
+    void demote_if_idle();
+    void retry_refused_link();
+    void remember_data();
+    Standing standing() const;
+    bool current_with_peer() const;
+
+    RunnerConfig config_;
+    Clock& clock_;
+    ImagesyncPort& imagesync_port_;
+    VmPort& vm_;
+    PeerPort& peer_;
+    Store& store_;
+    Observer& observer_;
+
+    bool started_ = false;
+    State state_ = State::stop;
+    std::string reason_ = "not started";
+    int rule_ = 0;
+    Persisted persisted_;
+    TimePoint started_at_{};
+
+    ImagesyncStatus imagesync_;
+    Liveness liveness_ = Liveness::unknown;
+    bool channel_up_ = false;
+    bool current_when_lost_ = false;
+    std::optional<PeerReport> report_;
+    std::string peer_reason_;
+    std::optional<imagesync::meta::Generations> peer_generations_;
+    bool peer_crashed_primary_ = false;
+    std::optional<std::string> refused_;
+
+    std::uint64_t claim_counter_ = 0;
+    std::uint64_t own_claim_ = 0;
+    std::uint64_t granted_ = 0;
+    bool handing_over_ = false;
+    TimePoint handing_over_since_{};
+    std::optional<TimePoint> peer_eligible_since_;
+
+    struct CheckerState {
+        CheckerAction action = CheckerAction::restart;
+        bool failed = false;
+        std::string reason;
+    };
+    std::map<std::string, CheckerState> checkers_;
+    std::optional<std::string> vm_failed_;
+    RestartBudget budget_;
+    bool swap_requested_ = false;
+    std::deque<Done> swap_waiters_;
+
+    bool busy_ = false;
+    bool pending_ = false;
+    bool resuming_ = false;
+    bool vm_paused_io_ = false;
+    TimePoint imagesync_up_since_{};
+    TimePoint last_connect_retry_{};
+    bool outdating_ = false;
+    bool repromoting_ = false;
+    bool demoting_ = false;
+    std::unique_ptr<Clock::Token> poll_timer_;
+    // Set to false in the destructor: completions arriving later must not touch *this.
+    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace vmha::module

@@ -1,0 +1,749 @@
+#include <vmha/module/runner.h>
+
+#include <fmt/format.h>
+
+namespace vmha::module {
+namespace {
+
+nlohmann::json optional_id(std::uint64_t id) { return id == 0 ? nlohmann::json(nullptr) : nlohmann::json(id); }
+
+std::uint64_t read_id(const nlohmann::json& m, const char* key) {
+    auto it = m.find(key);
+    if (it == m.end() || !it->is_number_unsigned()) return 0;
+    return it->get<std::uint64_t>();
+}
+
+imagesync::meta::DataState to_meta(DataState d) {
+    switch (d) {
+        case DataState::up_to_date: return imagesync::meta::DataState::UpToDate;
+        case DataState::inconsistent: return imagesync::meta::DataState::Inconsistent;
+        case DataState::outdated: return imagesync::meta::DataState::Outdated;
+        case DataState::unknown: break;
+    }
+    return imagesync::meta::DataState::Unknown;
+}
+
+nlohmann::json generations_json(const imagesync::meta::Generations& g) {
+    return {{"current", g.current}, {"bitmap", g.bitmap}, {"history", g.history}};
+}
+
+std::optional<imagesync::meta::Generations> read_generations(const nlohmann::json& m) {
+    auto it = m.find("generations");
+    if (it == m.end() || !it->is_object()) return std::nullopt;
+    imagesync::meta::Generations g;
+    g.current = read_id(*it, "current");
+    g.bitmap = read_id(*it, "bitmap");
+    auto h = it->find("history");
+    if (h == it->end() || !h->is_array() || h->size() != g.history.size()) return std::nullopt;
+    for (std::size_t i = 0; i < g.history.size(); ++i) {
+        if (!(*h)[i].is_number_unsigned()) return std::nullopt;
+        g.history[i] = (*h)[i].get<std::uint64_t>();
+    }
+    return g;
+}
+
+}  // namespace
+
+ModuleRunner::ModuleRunner(RunnerConfig config, Clock& clock, ImagesyncPort& imagesync, VmPort& vm,
+                           PeerPort& peer, Store& store, Observer& observer)
+    : config_(std::move(config)),
+      clock_(clock),
+      imagesync_port_(imagesync),
+      vm_(vm),
+      peer_(peer),
+      store_(store),
+      observer_(observer),
+      budget_(config_.restart_attempts, config_.restart_window) {
+    // Claim ids differ between the two nodes and between runs of one node.
+    claim_counter_ = (std::hash<std::string>{}(config_.self) & 0xffffu) << 40;
+}
+
+ModuleRunner::~ModuleRunner() { *alive_ = false; }
+
+void ModuleRunner::start() {
+    persisted_ = store_.load();
+    started_ = persisted_.started;
+    started_at_ = clock_.now();
+    state_ = State::stop;
+    reason_ = started_ ? "vmhad starting" : "stopped by the operator";
+    if (!(started_ && runs_vm(persisted_.last_state))) {
+        poll();
+        return;
+    }
+    // vmhad went away while this node ran the VM. If the VM still runs (vmhad was restarted or
+    // upgraded), re-attach to it as it was: its I/O never depended on vmhad. If it does not
+    // (the node itself went down), the peer may have taken over meanwhile: start from WAIT.
+    std::weak_ptr<bool> alive = alive_;
+    busy_ = true;  // no decision before the re-attach check: it sets the state decided from
+    vm_.health([this, alive](VmHealth health, std::string why) {
+        if (alive.expired()) return;
+        busy_ = false;
+        pending_ = false;
+        if (health == VmHealth::running || health == VmHealth::paused_on_io_error) {
+            state_ = persisted_.last_state;
+            reason_ = "vmhad restarted; re-attached to the running VM";
+            observer_.note(reason_);
+        } else {
+            observer_.note(fmt::format("this node ran the VM before vmhad stopped, but it does not "
+                                       "run now ({}); deciding afresh", why));
+        }
+        poll();
+    });
+}
+
+void ModuleRunner::poll() {
+    std::weak_ptr<bool> alive = alive_;
+    refresh_imagesync([this] {
+        if (runs_vm(state_) && !busy_) check_vm();
+        repromote();
+        demote_if_idle();
+        retry_refused_link();
+        evaluate();
+        send_report();
+    });
+    poll_timer_ = clock_.after(config_.poll, [this, alive] {
+        if (alive.expired() || !*alive.lock()) return;
+        poll();
+    });
+}
+
+void ModuleRunner::refresh_imagesync(std::function<void()> then) {
+    std::weak_ptr<bool> alive = alive_;
+    if (!started_ && state_ == State::stop) {
+        imagesync_ = {};
+        then();
+        return;
+    }
+    imagesync_port_.status([this, alive, then = std::move(then)](ImagesyncStatus status) {
+        if (alive.expired()) return;
+        if (status.up && !imagesync_.up) imagesync_up_since_ = clock_.now();
+        imagesync_ = status;
+        remember_data();
+        then();
+    });
+}
+
+// The last known data state and generations survive imagesyncd's stop and vmhad's restart.
+void ModuleRunner::remember_data() {
+    if (!imagesync_.up) return;
+    if (persisted_.data == imagesync_.data && persisted_.generations == imagesync_.generations &&
+        persisted_.crashed_primary == imagesync_.crashed_primary) {
+        return;
+    }
+    persisted_.data = imagesync_.data;
+    persisted_.generations = imagesync_.generations;
+    persisted_.crashed_primary = imagesync_.crashed_primary;
+    if (auto st = store_.save(persisted_); !st) {
+        observer_.note(fmt::format("saving the module state failed: {}", st.error().message));
+    }
+}
+
+// imagesyncd is primary although this node does not run the VM (vmhad went away between a
+// promotion and the VM's start, or between the VM's stop and the demotion): demote it, or it
+// could neither receive the peer's writes nor let the peer's resync in.
+void ModuleRunner::demote_if_idle() {
+    if (runs_vm(state_) || busy_ || !imagesync_.up || !imagesync_.primary || demoting_) return;
+    demoting_ = true;
+    std::weak_ptr<bool> alive = alive_;
+    imagesync_port_.demote([this, alive](Status st) {
+        if (alive.expired()) return;
+        demoting_ = false;
+        if (!st) {
+            observer_.note(fmt::format("demoting imagesync on an idle node failed: {}", st.error().message));
+            return;
+        }
+        imagesync_.primary = false;
+        observer_.note("demoted imagesync: this node does not run the VM");
+        imagesync_port_.connect([](Status) {});
+    });
+}
+
+// A handshake refused for a reason that roles can change ("this secondary has the newer data;
+// promote it", no usable source yet) is tried again now and then. Split brain is not: the
+// operator decides.
+void ModuleRunner::retry_refused_link() {
+    if (!imagesync_.up || imagesync_.link != Link::refused || busy_) return;
+    if (clock_.now() - last_connect_retry_ < config_.refused_retry) return;
+    last_connect_retry_ = clock_.now();
+    imagesync_port_.connect([](Status) {});
+}
+
+// imagesyncd came back (restarted by its supervisor) as a secondary while this node runs the
+// VM: promote it again, so that the paused VM can be resumed onto writable disks.
+void ModuleRunner::repromote() {
+    if (!runs_vm(state_) || busy_ || !imagesync_.up || imagesync_.primary || repromoting_) return;
+    if (!may_start_vm_on(imagesync_.data)) return;  // decided by the table (rule 20 onwards)
+    // The peer may have taken the VM over while the disks here were away: promote again only
+    // knowing it did not (it reports not running it), or that it is gone while this copy was current.
+    const bool peer_idle = channel_up_ && report_ && !report_->runs();
+    const bool peer_gone = liveness_ == Liveness::lost && current_when_lost_;
+    const bool alone_before = liveness_ == Liveness::unknown && persisted_.may_start_alone &&
+                              clock_.now() - started_at_ >= config_.startup_grace;
+    if (!(peer_idle || peer_gone || alone_before)) return;
+    if (clock_.now() - imagesync_up_since_ < config_.imagesync_settle && imagesync_.link == Link::down) return;
+    repromoting_ = true;
+    std::weak_ptr<bool> alive = alive_;
+    imagesync_port_.promote([this, alive](Status st) {
+        if (alive.expired()) return;
+        repromoting_ = false;
+        if (!st) {
+            observer_.note(fmt::format("promoting the restarted imagesyncd failed: {}", st.error().message));
+            return;
+        }
+        imagesync_.primary = true;
+        observer_.note("promoted the restarted imagesyncd again");
+    });
+}
+
+void ModuleRunner::check_vm() {
+    std::weak_ptr<bool> alive = alive_;
+    vm_.health([this, alive](VmHealth health, std::string reason) {
+        if (alive.expired()) return;
+        on_vm_health(health, std::move(reason));
+    });
+}
+
+void ModuleRunner::on_vm_health(VmHealth health, std::string reason) {
+    if (!runs_vm(state_) || busy_) return;  // our own stops and starts are not failures
+    const bool was_paused = vm_paused_io_;
+    vm_paused_io_ = health == VmHealth::paused_on_io_error;
+    if (was_paused != vm_paused_io_) evaluate();
+    switch (health) {
+        case VmHealth::running:
+            return;
+        case VmHealth::unknown:
+            return;  // the hypervisor did not answer; the next poll asks again
+        case VmHealth::paused_on_io_error: {
+            if (!imagesync_.up || !imagesync_.primary || resuming_) return;
+            resuming_ = true;
+            std::weak_ptr<bool> alive = alive_;
+            vm_.resume([this, alive](Status st) {
+                if (alive.expired()) return;
+                resuming_ = false;
+                if (!st) observer_.note(fmt::format("resuming the VM failed: {}", st.error().message));
+                else observer_.note("resumed the VM after its disks came back");
+            });
+            return;
+        }
+        case VmHealth::stopped:
+            if (!vm_failed_) {
+                vm_failed_ = reason.empty() ? std::string("the VM stopped") : reason;
+                evaluate();
+            }
+            return;
+    }
+}
+
+void ModuleRunner::on_checker(const std::string& name, CheckerAction action, bool failed,
+                              std::string reason) {
+    auto& c = checkers_[name];
+    const bool changed = c.failed != failed;
+    c.action = action;
+    c.failed = failed;
+    c.reason = fmt::format("checker {}: {}", name, reason);
+    if (failed && action == CheckerAction::restart && runs_vm(state_) && !vm_failed_) {
+        vm_failed_ = c.reason;
+    }
+    if (changed) evaluate();
+}
+
+void ModuleRunner::on_peer_liveness(Liveness liveness) {
+    if (liveness == liveness_) return;
+    if (liveness == Liveness::lost) current_when_lost_ = current_with_peer();
+    liveness_ = liveness;
+    evaluate();
+}
+
+void ModuleRunner::on_peer_channel(bool up) {
+    if (up == channel_up_) return;
+    channel_up_ = up;
+    if (!up) {
+        report_.reset();
+    } else {
+        refused_.reset();
+        send_report();
+    }
+    evaluate();
+}
+
+void ModuleRunner::on_peer_refused(std::string reason) {
+    refused_ = std::move(reason);
+    evaluate();
+}
+
+void ModuleRunner::on_peer_message(const nlohmann::json& m) {
+    if (!m.is_object() || m.value("type", "") != "report") {
+        observer_.note(fmt::format("ignored a message from {} that is not a report", config_.peer));
+        return;
+    }
+    auto state = parse_state(m.value("state", ""));
+    auto data = parse_data_state(m.value("data", ""));
+    if (!state || !data) {
+        observer_.note(fmt::format("ignored a report from {} with an unknown state or data state",
+                                   config_.peer));
+        return;
+    }
+    PeerReport r;
+    r.state = *state;
+    r.data = *data;
+    r.fit = m.value("fit", true);
+    r.claim = read_id(m, "claim");
+    r.grant = read_id(m, "grant");
+    r.handing_over = m.value("handing_over", false);
+    r.disks_lost = m.value("vm_disks_lost", false);
+    peer_generations_ = read_generations(m);
+    peer_crashed_primary_ = m.value("crashed_primary", false);
+    peer_reason_ = m.value("reason", "");
+    report_ = r;
+    if (r.runs()) {
+        handing_over_ = false;  // the peer took it
+        if (persisted_.may_start_alone && !runs_vm(state_)) {
+            persisted_.may_start_alone = false;  // the peer runs it now: it is the last to run it
+            if (auto st = store_.save(persisted_); !st) {
+                observer_.note(fmt::format("saving the module state failed: {}", st.error().message));
+            }
+        }
+    }
+    evaluate();
+}
+
+Status ModuleRunner::op_start() {
+    if (started_) return {};
+    started_ = true;
+    persisted_.started = true;
+    if (auto st = store_.save(persisted_); !st) return st;
+    budget_.reset();
+    observer_.note("started by the operator");
+    std::weak_ptr<bool> alive = alive_;
+    refresh_imagesync([this, alive] { evaluate(); });
+    return {};
+}
+
+Status ModuleRunner::op_stop() {
+    if (!started_) return {};
+    started_ = false;
+    persisted_.started = false;
+    if (auto st = store_.save(persisted_); !st) return st;
+    observer_.note("stopped by the operator");
+    evaluate();
+    return {};
+}
+
+void ModuleRunner::op_swap(Done done) {
+    if (!runs_vm(state_)) {
+        done(Error(errc::invalid_argument,
+                   fmt::format("module \"{}\" does not run the VM on {} (it is {}); swap it from "
+                               "the node that runs it", config_.module, config_.self, to_string(state_))));
+        return;
+    }
+    Snapshot s = snapshot();
+    if (!peer_eligible(s)) {
+        done(Error(errc::busy, fmt::format("module \"{}\": {} cannot take the VM over now (it must "
+                                           "be SECOND, UpToDate, fit and in sync)",
+                                           config_.module, config_.peer)));
+        return;
+    }
+    swap_requested_ = true;
+    swap_waiters_.push_back(std::move(done));
+    evaluate();
+}
+
+Snapshot ModuleRunner::snapshot() const {
+    Snapshot s;
+    s.self = config_.self;
+    s.peer = config_.peer;
+    s.current = state_;
+    s.started = started_;
+    s.imagesync_up = imagesync_.up;
+    s.imagesync_settling = imagesync_.up && clock_.now() - imagesync_up_since_ < config_.imagesync_settle;
+    s.data = imagesync_.data;
+    s.link = imagesync_.link;
+    s.standing = standing();
+    s.liveness = liveness_;
+    s.silent_since_start =
+        liveness_ == Liveness::unknown && clock_.now() - started_at_ >= config_.startup_grace;
+    s.current_when_lost = current_when_lost_;
+    s.channel_up = channel_up_;
+    s.report = channel_up_ ? report_ : std::nullopt;
+    s.refused = refused_;
+    s.may_start_alone = persisted_.may_start_alone;
+    s.preferred = config_.preferred;
+    s.own_claim = own_claim_;
+    s.granted_to_peer = granted_;
+    s.handing_over = handing_over_;
+    for (const auto& [name, c] : checkers_) {
+        if (!c.failed) continue;
+        if (c.action == CheckerAction::wait && !s.unfit) s.unfit = c.reason;
+        if (c.action == CheckerAction::failover && !s.failover) s.failover = c.reason;
+    }
+    s.vm_failed = vm_failed_;
+    s.vm_disks_lost = vm_paused_io_ && !imagesync_.primary;
+    s.restart_left = const_cast<RestartBudget&>(budget_).left(clock_.now());
+    s.swap_requested = swap_requested_;
+    s.failback_due = config_.automatic_failback && !config_.preferred && peer_eligible_since_ &&
+                     clock_.now() - *peer_eligible_since_ >= config_.failback_stable;
+    return s;
+}
+
+void ModuleRunner::evaluate() {
+    if (busy_) {
+        pending_ = true;
+        return;
+    }
+    if (handing_over_ && clock_.now() - handing_over_since_ >= config_.handover_timeout) {
+        handing_over_ = false;
+        observer_.note(fmt::format("{} did not take the VM over within {} s; withdrawn",
+                                   config_.peer, config_.handover_timeout.count() / 1000));
+    }
+    // The peer outdated by our absence: it runs the VM alone while we hold an old copy.
+    // Or a split brain this node lost: the peer runs the VM on its own line of history.
+    const bool not_connected = imagesync_.link == Link::down || imagesync_.link == Link::split_brain ||
+                               imagesync_.link == Link::refused;
+    if (report_ && channel_up_ && report_->runs() && !runs_vm(state_) && !busy_ &&
+        imagesync_.up && !imagesync_.primary && imagesync_.data == DataState::up_to_date &&
+        not_connected && !outdating_) {
+        outdating_ = true;
+        std::weak_ptr<bool> alive = alive_;
+        imagesync_port_.outdate([this, alive](Status st) {
+            if (alive.expired()) return;
+            outdating_ = false;
+            if (!st) {
+                observer_.note(fmt::format("marking the data Outdated failed: {}", st.error().message));
+                return;
+            }
+            observer_.note(fmt::format("{} runs the VM without this node's copy: the data here is "
+                                       "now Outdated", config_.peer));
+            imagesync_.data = DataState::outdated;
+            evaluate();
+        });
+    }
+    Snapshot s = snapshot();
+    if (runs_vm(state_) && peer_eligible(s)) {
+        if (!peer_eligible_since_) peer_eligible_since_ = clock_.now();
+    } else {
+        peer_eligible_since_.reset();
+    }
+    Decision d = decide(s);
+    bool report_changed = false;
+    if (d.grant != granted_) {
+        granted_ = d.grant;
+        report_changed = true;
+    }
+    if (d.claim && own_claim_ == 0) {
+        own_claim_ = ++claim_counter_;
+        report_changed = true;
+    } else if (!d.claim && own_claim_ != 0 && !(runs_vm(d.next) && !runs_vm(state_))) {
+        own_claim_ = 0;
+        report_changed = true;
+    }
+    if (swap_requested_ && d.rule != 46) {
+        // The swap could not be carried out now (the peer stopped being eligible).
+        swap_requested_ = false;
+        while (!swap_waiters_.empty()) {
+            auto done = std::move(swap_waiters_.front());
+            swap_waiters_.pop_front();
+            done(Error(errc::busy, fmt::format("module \"{}\": the swap was abandoned: {}",
+                                               config_.module, d.reason)));
+        }
+    }
+    if (d.next != state_ || d.restart_vm || d.hand_over) {
+        apply(d);
+    } else {
+        if (d.reason != reason_ || d.rule != rule_) {
+            reason_ = d.reason;
+            rule_ = d.rule;
+            report_changed = true;
+        }
+    }
+    if (report_changed) send_report();
+}
+
+void ModuleRunner::apply(const Decision& d) {
+    const State from = state_;
+    const State to = d.next;
+    busy_ = true;
+    std::weak_ptr<bool> alive = alive_;
+    auto guard = [alive] { return !alive.expired(); };
+
+    if (d.restart_vm) {
+        const bool allowed = budget_.try_consume(clock_.now());
+        observer_.note(fmt::format("restarting the VM (attempt {} of {} in the window): {}",
+                                   budget_.used(clock_.now()), budget_.attempts(), d.reason));
+        if (!allowed) internal_error("rule 43 chose a restart without a restart left");
+        vm_.stop([this, guard, d](Status) {
+            if (!guard()) return;
+            observer_.starting_vm();
+            vm_.start([this, guard, d](Status st) {
+                if (!guard()) return;
+                if (st) {
+                    vm_failed_.reset();
+                    for (auto& [n, c] : checkers_) {
+                        if (c.action == CheckerAction::restart) c.failed = false;
+                    }
+                } else {
+                    vm_failed_ = fmt::format("the VM failed to restart: {}", st.error().message);
+                }
+                finish(state_, d);
+            });
+        });
+        return;
+    }
+
+    if (to == State::stop) {
+        // Stop the VM, demote, read imagesync's final data state and generations (the peer
+        // compares with them while this node is stopped), then stop imagesyncd.
+        auto stop_imagesync = [this, guard, d] {
+            imagesync_port_.status([this, guard, d](ImagesyncStatus last) {
+                if (!guard()) return;
+                imagesync_ = last;
+                remember_data();
+                imagesync_port_.stop([this, guard, d](Status st) {
+                    if (!guard()) return;
+                    if (!st) fail_effect("stopping imagesyncd", st);
+                    imagesync_ = {};
+                    finish(State::stop, d);
+                });
+            });
+        };
+        auto demote_then_stop = [this, guard, stop_imagesync] {
+            if (!imagesync_.primary) return stop_imagesync();
+            imagesync_port_.demote([this, guard, stop_imagesync](Status st) {
+                if (!guard()) return;
+                if (!st) fail_effect("demoting imagesync", st);
+                stop_imagesync();
+            });
+        };
+        if (runs_vm(from)) {
+            vm_.stop([this, guard, demote_then_stop](Status st) {
+                if (!guard()) return;
+                if (!st) fail_effect("stopping the VM", st);
+                demote_then_stop();
+            });
+        } else {
+            demote_then_stop();
+        }
+        return;
+    }
+
+    if (!runs_vm(to)) {
+        auto connect = [this, guard, d, to] {
+            imagesync_port_.connect([this, guard, d, to](Status st) {
+                if (!guard()) return;
+                if (!st) observer_.note(fmt::format("imagesync connect: {}", st.error().message));
+                finish(to, d);
+            });
+        };
+        if (runs_vm(from)) {
+            vm_.stop([this, guard, d, connect](Status st) {
+                if (!guard()) return;
+                if (!st) {
+                    // The VM still runs: demoting now would take its disks away. Stay.
+                    fail_effect("stopping the VM", st);
+                    finish(state_, d);
+                    return;
+                }
+                imagesync_port_.demote([this, guard, d, connect](Status dst) {
+                    if (!guard()) return;
+                    if (!dst) fail_effect("demoting imagesync", dst);
+                    if (!d.hand_over) {
+                        connect();
+                        return;
+                    }
+                    // Hand over only if the peer holds every write, now that none can come: the
+                    // link may have dropped while the VM was stopping.
+                    imagesync_port_.status([this, guard, connect](ImagesyncStatus now) {
+                        if (!guard()) return;
+                        imagesync_ = now;
+                        if (now.up && now.link == Link::connected) {
+                            handing_over_ = true;
+                            handing_over_since_ = clock_.now();
+                        } else {
+                            observer_.note(fmt::format("not handing the VM over: the replication link "
+                                                       "to {} is {}", config_.peer, to_string(now.link)));
+                        }
+                        connect();
+                    });
+                });
+            });
+        } else if (from == State::stop) {
+            imagesync_port_.ensure_running([this, guard, d, connect](Status st) {
+                if (!guard()) return;
+                if (!st) {
+                    fail_effect("starting imagesyncd", st);
+                    finish(State::wait, d);
+                    return;
+                }
+                connect();
+            });
+        } else {
+            connect();
+        }
+        return;
+    }
+
+    // To ALONE or PRIM.
+    if (runs_vm(from)) {
+        finish(to, d);  // a label change: the peer started or stopped receiving writes
+        return;
+    }
+    if (auto st = check_may_start_vm(imagesync_.data, config_.module, config_.self); !st) {
+        fail_effect("starting the VM", st);
+        finish(from, d);
+        return;
+    }
+    imagesync_port_.promote([this, guard, d, to, from](Status st) {
+        if (!guard()) return;
+        if (!st) {
+            fail_effect("promoting imagesync", st);
+            finish(from, d);
+            return;
+        }
+        own_claim_ = 0;
+        observer_.starting_vm();
+        vm_.start([this, guard, d, to](Status vst) {
+            if (!guard()) return;
+            if (!vst) vm_failed_ = fmt::format("the VM failed to start: {}", vst.error().message);
+            else vm_failed_.reset();
+            finish(to, d);
+        });
+    });
+}
+
+void ModuleRunner::finish(State next, const Decision& d) {
+    const State from = state_;
+    state_ = next;
+    if (next == d.next) {
+        reason_ = d.reason;
+        rule_ = d.rule;
+    }
+    if (from != next) observer_.transition(from, next, rule_, reason_);
+    // Persist what a restart of vmhad (or the node) must know.
+    Persisted p = persisted_;
+    p.last_state = next;
+    // "The last to run the VM, alone": set in ALONE; gone once the peer shares the data again,
+    // or this node is stopped (the peer may run the VM meanwhile).
+    if (next == State::alone) p.may_start_alone = true;
+    if (next == State::prim || next == State::second || next == State::stop) p.may_start_alone = false;
+    if (!(p.last_state == persisted_.last_state && p.may_start_alone == persisted_.may_start_alone)) {
+        if (auto st = store_.save(p); !st) observer_.note(fmt::format("saving the module state failed: {}", st.error().message));
+        persisted_ = p;
+    }
+    if (d.hand_over || d.rule == 46) {
+        swap_requested_ = false;
+        while (!swap_waiters_.empty()) {
+            auto done = std::move(swap_waiters_.front());
+            swap_waiters_.pop_front();
+            done({});
+        }
+    }
+    busy_ = false;
+    send_report();
+    if (pending_ || from != next) {
+        pending_ = false;
+        evaluate();
+    }
+}
+
+void ModuleRunner::fail_effect(const std::string& what, const Status& status) {
+    observer_.note(fmt::format("{} failed: {}", what, status.error().message));
+}
+
+nlohmann::json ModuleRunner::report() const {
+    bool fit = true;
+    for (const auto& [n, c] : checkers_) {
+        if (c.failed && c.action == CheckerAction::wait) fit = false;
+    }
+    return {{"type", "report"},
+            {"module", config_.module},
+            {"node", config_.self},
+            {"state", std::string(to_string(state_))},
+            {"reason", reason_},
+            {"data", std::string(to_string(imagesync_.up ? imagesync_.data : persisted_.data))},
+            {"fit", fit},
+            {"claim", optional_id(own_claim_)},
+            {"grant", optional_id(granted_)},
+            {"handing_over", handing_over_},
+            {"vm_disks_lost", runs_vm(state_) && vm_paused_io_ && !imagesync_.primary},
+            {"generations", generations_json(imagesync_.up ? imagesync_.generations : persisted_.generations)},
+            {"crashed_primary", imagesync_.up ? imagesync_.crashed_primary : persisted_.crashed_primary}};
+}
+
+// Whether this copy is known to be as new as the peer's right now.
+bool ModuleRunner::current_with_peer() const {
+    if (!imagesync_.up || imagesync_.data != DataState::up_to_date) return false;
+    if (imagesync_.link == Link::connected) return true;
+    if (runs_vm(state_)) return true;  // the writer's copy is the newest
+    if (!channel_up_ || !report_ || report_->runs()) return false;
+    const Standing st = standing();
+    return st == Standing::same || st == Standing::ahead;
+}
+
+Standing ModuleRunner::standing() const {
+    if (!channel_up_ || !report_ || !peer_generations_) return Standing::unknown;
+    imagesync::meta::NodeMeta self;
+    self.gen = imagesync_.up ? imagesync_.generations : persisted_.generations;
+    self.data_state = to_meta(imagesync_.up ? imagesync_.data : persisted_.data);
+    self.crashed_primary = imagesync_.up ? imagesync_.crashed_primary : persisted_.crashed_primary;
+    imagesync::meta::NodeMeta peer;
+    peer.gen = *peer_generations_;
+    peer.data_state = to_meta(report_->data);
+    peer.crashed_primary = peer_crashed_primary_;
+    imagesync::meta::Roles roles;
+    roles.self_primary = runs_vm(state_);
+    roles.peer_primary = runs_vm(report_->state);
+    roles.self_wins_ties = config_.preferred;
+    using imagesync::meta::SyncKind;
+    switch (imagesync::meta::decide(self, peer, roles).kind) {
+        case SyncKind::in_sync: return Standing::same;
+        case SyncKind::self_is_source_bitmap:
+        case SyncKind::self_is_source_full: return Standing::ahead;
+        case SyncKind::self_is_target_bitmap:
+        case SyncKind::self_is_target_full: return Standing::behind;
+        case SyncKind::split_brain: return Standing::diverged;
+        case SyncKind::unrelated:
+        case SyncKind::no_usable_source: break;
+    }
+    return Standing::unknown;
+}
+
+void ModuleRunner::send_report() {
+    if (channel_up_) peer_.send(report());
+}
+
+nlohmann::json ModuleRunner::status_json() const {
+    nlohmann::json peer = nullptr;
+    nlohmann::json j = {
+        {"name", config_.module},
+        {"state", std::string(to_string(state_))},
+        {"reason", reason_},
+        {"rule", rule_},
+        {"data_state", std::string(to_string(imagesync_.data))},
+        {"peer",
+         {{"node", config_.peer},
+          {"liveness", std::string(to_string(liveness_))},
+          {"channel", channel_up_ ? "up" : "down"},
+          {"state", report_ ? nlohmann::json(std::string(to_string(report_->state))) : nlohmann::json(nullptr)},
+          {"reason", report_ ? nlohmann::json(peer_reason_) : nlohmann::json(nullptr)},
+          {"data_state", report_ ? nlohmann::json(std::string(to_string(report_->data))) : nlohmann::json(nullptr)}}},
+        {"replication",
+         {{"connection", std::string(to_string(imagesync_.link))},
+          {"role", imagesync_.up ? (imagesync_.primary ? "primary" : "secondary") : "down"},
+          {"dirty_bytes", imagesync_.dirty_bytes},
+          {"resync", imagesync_.resync_total == 0
+                         ? nlohmann::json(nullptr)
+                         : nlohmann::json{{"bytes_done", imagesync_.resync_done},
+                                          {"bytes_total", imagesync_.resync_total}}}}},
+        {"restarts",
+         {{"used", const_cast<RestartBudget&>(budget_).used(clock_.now())},
+          {"attempts", budget_.attempts()},
+          {"window_seconds", std::chrono::duration_cast<std::chrono::seconds>(budget_.window()).count()}}},
+    };
+    nlohmann::json checkers = nlohmann::json::array();
+    for (const auto& [name, c] : checkers_) {
+        checkers.push_back({{"name", name}, {"verdict", c.failed ? "failed" : "healthy"}, {"reason", c.reason}});
+    }
+    j["checkers"] = std::move(checkers);
+    return j;
+}
+
+}  // namespace vmha::module
