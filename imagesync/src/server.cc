@@ -218,11 +218,14 @@ class Server {
         } else if (verb == "disconnect") {
             replicator_->disconnect();
             reply(ok(replicator_->status()));
+        } else if (verb == "outdate") {
+            auto s = replicator_->outdate();
+            reply(s ? ok(replicator_->status()) : error_reply(s.error()));
         } else {
             reply(error_reply(vmha::Error(vmha::errc::invalid_argument,
                                           fmt::format("unknown verb \"{}\"; the verbs are status, "
-                                                      "promote, demote, resync, verify, connect "
-                                                      "and disconnect",
+                                                      "promote, demote, resync, verify, connect, "
+                                                      "disconnect and outdate",
                                                       verb))));
         }
     }

@@ -179,6 +179,11 @@ TEST(Decide, Rule51_UnfitIdleNode) {
     Snapshot s = base(State::second);
     s.unfit = "checker br0";
     check(s, {51, State::wait});
+    Snapshot v = base(State::wait);
+    v.preferred = true;
+    v.vm_failed = "the VM failed to start";
+    v.restart_left = false;
+    check(v, {51, State::wait});
 }
 
 TEST(Decide, Rule52_PeerRunsTheVm) {
@@ -188,6 +193,20 @@ TEST(Decide, Rule52_PeerRunsTheVm) {
     check(s, {52, State::second});
     s.report->disks_lost = true;  // a peer whose VM lost its disks does not count as running
     EXPECT_NE(decide(s).rule, 52);
+}
+
+TEST(Decide, Rule63_ANewPairDeclaresThePreferredNodesImages) {
+    Snapshot s = base(State::wait);
+    s.data = DataState::inconsistent;
+    s.fresh_pair = true;
+    s.preferred = true;
+    Decision d = decide(s);
+    EXPECT_EQ(d.rule, 63);
+    EXPECT_EQ(d.next, State::wait);
+    EXPECT_TRUE(d.declare_initial);
+    s.preferred = false;  // the other node waits for the full resync
+    EXPECT_EQ(decide(s).rule, 53);
+    EXPECT_FALSE(decide(s).declare_initial);
 }
 
 TEST(Decide, Rule53_NotUpToDateOrBehind) {
@@ -296,7 +315,7 @@ TEST(Decide, Rule61_ThePeerShouldRunIt) { check(base(State::wait), {61, State::s
 TEST(Decide, EveryRuleIsReachedByTheTests) {
     // The rule numbers of the table in decide.h; the tests above reach each.
     const std::set<int> table = {10, 20, 21, 30, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50,
-                                 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61};
+                                 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 63};
     std::set<int> seen;
     std::mt19937_64 rng(7);
     auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<std::uint64_t>(n)); };
@@ -305,6 +324,8 @@ TEST(Decide, EveryRuleIsReachedByTheTests) {
         s.started = pick(10) != 0;
         s.imagesync_up = pick(10) != 0;
         s.imagesync_settling = pick(8) == 0;
+        s.imagesync_primary = pick(4) != 0;
+        s.fresh_pair = pick(8) == 0;
         s.data = static_cast<DataState>(pick(4));
         s.link = static_cast<Link>(pick(6));
         s.standing = static_cast<Standing>(pick(5));

@@ -24,8 +24,15 @@
 
 namespace vmha::sim {
 
+enum class Scenario {
+    random_faults,  // seeded random faults for fault_seconds
+    primary_crash,  // no random faults: the node running the VM crashes at 20 s; the other
+                    // must run it within 20 s, and the crashed node rejoins at 60 s
+};
+
 struct Options {
     std::uint64_t seed = 1;
+    Scenario scenario = Scenario::random_faults;
     int fault_seconds = 300;    // faults are injected during this much virtual time
     int settle_seconds = 180;   // then the network heals, every node is up, and it must settle
     bool trace = false;         // keep the full trace (else only the last lines)

@@ -62,6 +62,20 @@ TEST(Simulation, SeededSchedulesKeepTheInvariants) {
     EXPECT_EQ(failed, 0);
 }
 
+TEST(Simulation, TheSurvivorTakesTheVmOverWhenThePrimaryCrashes) {
+    for (std::uint64_t seed = 1; seed <= 200; ++seed) {
+        vmha::sim::Options o;
+        o.seed = seed;
+        o.scenario = vmha::sim::Scenario::primary_crash;
+        auto out = vmha::sim::run(o);
+        if (!out.violations.empty()) {
+            std::string trace;
+            for (const auto& l : out.trace) trace += l + "\n";
+            FAIL() << "seed " << seed << ": " << out.violations.front() << "\n" << trace;
+        }
+    }
+}
+
 TEST(Simulation, ASeedReplaysExactly) {
     vmha::sim::Options o;
     o.seed = 42;

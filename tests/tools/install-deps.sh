@@ -12,6 +12,7 @@ packages=(
   libvirt-dev liburing-dev libyaml-cpp-dev libspdlog-dev libfmt-dev libboost-dev
   libssl-dev libxxhash-dev nlohmann-json3-dev libcli11-dev
   googletest libgtest-dev libgmock-dev
+  libxml2-dev libxml2-utils  # hypervisor: domain XML rewrite; virt-xml-validate needs xmllint
   # hypervisor and data-path peers used by tests, benchmarks and the demo
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
   fio libnbd-bin nbdkit iproute2 procps psmisc util-linux busybox-static cpio

@@ -5,6 +5,7 @@
 
 #include <vmha/log.h>
 
+#include "admin_client.h"
 #include "commands.h"
 
 int main(int argc, char** argv) {
@@ -27,6 +28,34 @@ int main(int argc, char** argv) {
     check->add_flag("--json", check_options.json, "Print the findings as JSON");
     check->add_flag("-q,--quiet", check_options.quiet, "Print only the findings");
 
+    vmha::cli::AdminOptions admin;
+    admin.socket = vmha::cli::default_admin_socket;
+    app.add_option("--socket", admin.socket, "vmhad's admin socket")
+        ->envname("VMHA_ADMIN_SOCKET")
+        ->capture_default_str();
+    app.add_option("--timeout", admin.timeout_seconds,
+                   "Seconds to wait for vmhad's answer (default: status 10, commands 900)")
+        ->check(CLI::PositiveNumber);
+
+    std::string status_module;
+    bool status_json = false;
+    auto* status = app.add_subcommand(
+        "status", "Both nodes' states and reasons, data state, VM, resync progress.\n"
+                  "Exit status: 0 done, 1 vmhad refused, 2 vmhad unreachable, 64 usage.");
+    status->add_option("MODULE", status_module, "Only this module");
+    status->add_flag("--json", status_json, "Print vmhad's result object as JSON");
+    std::string command_module;
+    std::vector<std::pair<CLI::App*, std::string>> commands;
+    for (const auto& [verb, help] : {std::pair<const char*, const char*>{"start", "Start a stopped module"},
+                                     {"stop", "Stop a module: its VM and imagesyncd on this node"},
+                                     {"swap", "Move the VM to the other node (stop here, start there)"}}) {
+        auto* sub = app.add_subcommand(verb, std::string(help) +
+                                                 ".\nExit status: 0 done, 1 vmhad refused, 2 "
+                                                 "vmhad unreachable, 64 usage.");
+        sub->add_option("MODULE", command_module, "The module")->required();
+        commands.emplace_back(sub, verb);
+    }
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -42,5 +71,9 @@ int main(int argc, char** argv) {
     vmha::init_logging("vmha", *vmha::parse_log_level(log_level));
 
     if (*check) return vmha::cli::config_check(check_options);
+    if (*status) return vmha::cli::admin_status(admin, status_module, status_json);
+    for (const auto& [sub, verb] : commands) {
+        if (*sub) return vmha::cli::admin_command(admin, verb, command_module);
+    }
     return vmha::cli::exit_usage;
 }

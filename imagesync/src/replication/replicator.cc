@@ -1885,6 +1885,32 @@ void Replicator::demote(std::function<void(vmha::Status)> done) {
     (*self_check)();
 }
 
+vmha::Status Replicator::outdate() {
+    if (role_ != Role::secondary) {
+        return vmha::Error(vmha::errc::busy,
+                           "this node is primary; only a secondary's data can be marked Outdated");
+    }
+    if (session_ && session_->handshaken()) {
+        return vmha::Error(vmha::errc::busy,
+                           fmt::format("primary \"{}\" is connected; the handshake decides which "
+                                       "copy is newer, not outdate",
+                                       peer_node_));
+    }
+    const meta::DataState before = meta_.data_state;
+    meta_.mark_outdated();
+    if (meta_.data_state == before) {
+        spdlog::info("outdate: the data here is {} already", meta::to_string(before));
+        return {};
+    }
+    if (auto s = save_meta("outdate"); !s) {
+        meta_.data_state = before;
+        return s;
+    }
+    spdlog::info("data marked Outdated (was {}): the peer went on without this node",
+                 meta::to_string(before));
+    return {};
+}
+
 void Replicator::connect() {
     if (link_ != LinkState::standalone) return;
     fire(LinkEvent::connect_command, "operator: connect");

@@ -114,6 +114,10 @@ public:
     // Primary, connected: copy what the dirty map holds now (after a verify without --mark,
     // say); with `full`, every chunk of every export.
     vmha::Status resync(bool full);
+    // Secondary, not connected: the peer went on alone without us, so this copy is no longer
+    // the newest; mark it Outdated durably (an Inconsistent copy stays Inconsistent). Refused
+    // on a primary and while a peer is connected (the handshake then knows better).
+    vmha::Status outdate();
 
     nlohmann::json status() const;
 

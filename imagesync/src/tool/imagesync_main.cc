@@ -2,7 +2,7 @@
 //
 //   imagesync --control-socket PATH status [--json]
 //   imagesync --control-socket PATH promote [--force]
-//   imagesync --control-socket PATH demote | connect | disconnect
+//   imagesync --control-socket PATH demote | connect | disconnect | outdate
 //   imagesync --control-socket PATH verify [--mark]
 //   imagesync --control-socket PATH resync [--full] [--watch]
 //
@@ -201,6 +201,8 @@ int main(int argc, char** argv) {
     resync->add_flag("--watch", watch, "Show progress until the pair is in sync");
     app.add_subcommand("connect", "Connect to the peer (after disconnect)");
     app.add_subcommand("disconnect", "Close the replication link (a primary records writes dirty)");
+    app.add_subcommand("outdate",
+                       "Secondary, not connected: mark this copy Outdated (the peer went on alone)");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {

@@ -76,6 +76,10 @@ Decision decide_running(const Snapshot& s) {
         d.hand_over = true;
         return d;
     }
+    if (s.vm_failed && s.restart_left && !s.imagesync_primary) {
+        return make(cur, 43, fmt::format("{}; restarting the VM once imagesync serves its disks "
+                                         "writable again", *s.vm_failed));
+    }
     if (s.vm_failed && s.restart_left) {
         Decision d = make(cur, 43, fmt::format("restarting the VM here: {}", *s.vm_failed));
         d.restart_vm = true;
@@ -120,11 +124,20 @@ Decision decide_idle(const Snapshot& s, std::uint64_t grant) {
                                 "copy to keep with `vmha prim --force` on its node", s.peer));
     }
     if (s.unfit) return make(State::wait, 51, fmt::format("{}; this node is unfit to run the VM", *s.unfit));
+    if (s.vm_failed && !s.restart_left) {
+        return make(State::wait, 51, fmt::format("{}; no restart is left on this node", *s.vm_failed));
+    }
     if (peer_reports_running(s)) {
         std::string why = s.link == Link::sync_target
                               ? fmt::format("{} runs the VM; resyncing from it", s.peer)
                               : fmt::format("{} runs the VM; receiving its writes", s.peer);
         return make(State::second, 52, std::move(why));
+    }
+    if (s.fresh_pair && s.channel_up && s.report && s.preferred) {
+        Decision d = make(State::wait, 63, fmt::format("neither copy holds data yet: the images here, "
+                                                       "on the preferred node, become the initial data"));
+        d.declare_initial = true;
+        return d;
     }
     if (!may_start_vm_on(s.data)) {
         return make(State::wait, 53, fmt::format("the data here is {}; waiting for an UpToDate peer",

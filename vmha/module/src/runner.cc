@@ -94,7 +94,7 @@ void ModuleRunner::start() {
 void ModuleRunner::poll() {
     std::weak_ptr<bool> alive = alive_;
     refresh_imagesync([this] {
-        if (runs_vm(state_) && !busy_) check_vm();
+        if (!busy_ && started_) check_vm();  // idle nodes too: status shows where the VM is
         repromote();
         demote_if_idle();
         retry_refused_link();
@@ -117,6 +117,8 @@ void ModuleRunner::refresh_imagesync(std::function<void()> then) {
     imagesync_port_.status([this, alive, then = std::move(then)](ImagesyncStatus status) {
         if (alive.expired()) return;
         if (status.up && !imagesync_.up) imagesync_up_since_ = clock_.now();
+        // This side broke the link (imagesyncd went away): the peer went on alone at once.
+        if (!status.up || (status.up && !imagesync_.up)) last_in_sync_.reset();
         imagesync_ = status;
         remember_data();
         then();
@@ -249,7 +251,16 @@ void ModuleRunner::on_checker(const std::string& name, CheckerAction action, boo
 
 void ModuleRunner::on_peer_liveness(Liveness liveness) {
     if (liveness == liveness_) return;
-    if (liveness == Liveness::lost) current_when_lost_ = current_with_peer();
+    if (liveness == Liveness::lost) {
+        // Current when the peer was last heard (about a heartbeat timeout ago): in sync now, or
+        // in sync until about when the peer fell silent — a node that dies takes its heartbeats
+        // and its replication connection down together. A peer heard well after this node
+        // stopped being in sync may have gone on alone meanwhile.
+        const TimePoint last_heard = clock_.now() - config_.heartbeat_timeout;
+        current_when_lost_ = current_with_peer() ||
+                             (last_in_sync_ && last_heard <= *last_in_sync_ + config_.poll +
+                                                                2 * config_.heartbeat_interval);
+    }
     liveness_ = liveness;
     evaluate();
 }
@@ -308,7 +319,14 @@ void ModuleRunner::on_peer_message(const nlohmann::json& m) {
 }
 
 Status ModuleRunner::op_start() {
-    if (started_) return {};
+    if (started_) {
+        // Started already: the operator asks to try again. The restart attempts start over.
+        budget_.reset();
+        if (vm_failed_ && !runs_vm(state_)) vm_failed_.reset();
+        observer_.note("start: the restart attempts start over");
+        evaluate();
+        return {};
+    }
     started_ = true;
     persisted_.started = true;
     if (auto st = store_.save(persisted_); !st) return st;
@@ -359,6 +377,8 @@ Snapshot ModuleRunner::snapshot() const {
     s.data = imagesync_.data;
     s.link = imagesync_.link;
     s.standing = standing();
+    s.fresh_pair = imagesync_.up && imagesync_.generations.current == imagesync::meta::kJustCreated &&
+                   peer_generations_ && peer_generations_->current == imagesync::meta::kJustCreated;
     s.liveness = liveness_;
     s.silent_since_start =
         liveness_ == Liveness::unknown && clock_.now() - started_at_ >= config_.startup_grace;
@@ -378,7 +398,8 @@ Snapshot ModuleRunner::snapshot() const {
     }
     s.vm_failed = vm_failed_;
     s.vm_disks_lost = vm_paused_io_ && !imagesync_.primary;
-    s.restart_left = const_cast<RestartBudget&>(budget_).left(clock_.now());
+    s.imagesync_primary = imagesync_.primary;
+    s.restart_left = budget_.remaining(clock_.now()) > 0;
     s.swap_requested = swap_requested_;
     s.failback_due = config_.automatic_failback && !config_.preferred && peer_eligible_since_ &&
                      clock_.now() - *peer_eligible_since_ >= config_.failback_stable;
@@ -399,7 +420,10 @@ void ModuleRunner::evaluate() {
     // Or a split brain this node lost: the peer runs the VM on its own line of history.
     const bool not_connected = imagesync_.link == Link::down || imagesync_.link == Link::split_brain ||
                                imagesync_.link == Link::refused;
-    if (report_ && channel_up_ && report_->runs() && !runs_vm(state_) && !busy_ &&
+    // The report must say ALONE: a PRIM report is from before the link broke (the peer had us
+    // in sync), and the link may have broken because the peer died.
+    if (report_ && channel_up_ && report_->state == State::alone && report_->runs() &&
+        !runs_vm(state_) && !busy_ &&
         imagesync_.up && !imagesync_.primary && imagesync_.data == DataState::up_to_date &&
         not_connected && !outdating_) {
         outdating_ = true;
@@ -417,6 +441,7 @@ void ModuleRunner::evaluate() {
             evaluate();
         });
     }
+    if (liveness_ != Liveness::lost && current_with_peer()) last_in_sync_ = clock_.now();
     Snapshot s = snapshot();
     if (runs_vm(state_) && peer_eligible(s)) {
         if (!peer_eligible_since_) peer_eligible_since_ = clock_.now();
@@ -445,6 +470,17 @@ void ModuleRunner::evaluate() {
             done(Error(errc::busy, fmt::format("module \"{}\": the swap was abandoned: {}",
                                                config_.module, d.reason)));
         }
+    }
+    if (d.declare_initial) {
+        busy_ = true;
+        observer_.note(d.reason);
+        std::weak_ptr<bool> alive = alive_;
+        imagesync_port_.declare_initial_data([this, alive, d](Status st) {
+            if (alive.expired()) return;
+            if (!st) fail_effect("declaring the initial data", st);
+            finish(state_, d);
+        });
+        return;
     }
     if (d.next != state_ || d.restart_vm || d.hand_over) {
         apply(d);
@@ -501,6 +537,7 @@ void ModuleRunner::apply(const Decision& d) {
                     if (!guard()) return;
                     if (!st) fail_effect("stopping imagesyncd", st);
                     imagesync_ = {};
+                    last_in_sync_.reset();
                     finish(State::stop, d);
                 });
             });
@@ -602,8 +639,13 @@ void ModuleRunner::apply(const Decision& d) {
         observer_.starting_vm();
         vm_.start([this, guard, d, to](Status vst) {
             if (!guard()) return;
-            if (!vst) vm_failed_ = fmt::format("the VM failed to start: {}", vst.error().message);
-            else vm_failed_.reset();
+            if (!vst) {
+                // A failed start counts as a restart attempt: the budget bounds the retries.
+                vm_failed_ = fmt::format("the VM failed to start: {}", vst.error().message);
+                (void)budget_.try_consume(clock_.now());
+            } else {
+                vm_failed_.reset();
+            }
             finish(to, d);
         });
     });
@@ -649,7 +691,8 @@ void ModuleRunner::fail_effect(const std::string& what, const Status& status) {
 }
 
 nlohmann::json ModuleRunner::report() const {
-    bool fit = true;
+    // Unfit: a "wait" checker failed, or the VM failed here with no restart left.
+    bool fit = !(vm_failed_ && budget_.remaining(clock_.now()) == 0);
     for (const auto& [n, c] : checkers_) {
         if (c.failed && c.action == CheckerAction::wait) fit = false;
     }
@@ -734,7 +777,7 @@ nlohmann::json ModuleRunner::status_json() const {
                          : nlohmann::json{{"bytes_done", imagesync_.resync_done},
                                           {"bytes_total", imagesync_.resync_total}}}}},
         {"restarts",
-         {{"used", const_cast<RestartBudget&>(budget_).used(clock_.now())},
+         {{"used", budget_.used(clock_.now())},
           {"attempts", budget_.attempts()},
           {"window_seconds", std::chrono::duration_cast<std::chrono::seconds>(budget_.window()).count()}}},
     };

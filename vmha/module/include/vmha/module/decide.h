@@ -38,6 +38,7 @@
 // |  42  | runs, failover wanted (failover checker, or VM failed    | SECOND, hand over        |
 // |      |   with no restart left), eligible peer                   |                          |
 // |  43  | runs, the VM failed, a restart is left in the window     | cur, restart the VM      |
+// |      |   (imagesync not primary yet: cur, wait for it first)    |                          |
 // |  44  | runs, the VM failed, no restart left, no eligible peer   | WAIT                     |
 // |  45  | runs, failover checker failed, no eligible peer          | cur                      |
 // |  46  | runs, the operator asked for a swap, eligible peer       | SECOND, hand over        |
@@ -45,8 +46,11 @@
 // |  48  | runs, the peer receives every write                      | PRIM                     |
 // |  49  | runs                                                     | ALONE                    |
 // |  50  | imagesync reports split brain                            | WAIT                     |
-// |  51  | a "wait" checker failed: node unfit                      | WAIT                     |
+// |  51  | a "wait" checker failed, or the VM failed here with no   | WAIT                     |
+// |      |   restart left: node unfit                               |                          |
 // |  52  | the peer reports running the VM                          | SECOND                   |
+// |  63  | (evaluated here) neither copy ever held data (both       | WAIT; this node's images |
+// |      |   JustCreated), the channel up, this node preferred      |   become the initial data|
 // |  53  | data here not UpToDate; or the generations show the      | WAIT                     |
 // |      |   peer's copy newer, or both diverged                    |                          |
 // | 53b  | imagesyncd just (re)started, not yet connected           | WAIT (it may find the    |
@@ -100,10 +104,13 @@ struct Snapshot {
 
     // imagesync
     bool imagesync_up = false;
+    bool imagesync_primary = true;  // imagesyncd serves the disks writable (a restarted one is
+                                    // secondary until promoted again)
     bool imagesync_settling = false;  // just (re)started: it has not had time to reach the peer's
     DataState data = DataState::unknown;
     Link link = Link::down;
     Standing standing = Standing::unknown;  // against the peer's reported generations
+    bool fresh_pair = false;  // neither copy ever held data (both generations JustCreated)
 
     // the peer
     Liveness liveness = Liveness::unknown;
@@ -141,6 +148,7 @@ struct Decision {
     bool restart_vm = false;  // rule 43: restart the VM where it is
     bool hand_over = false;   // rules 42, 46, 47: stop the VM, demote, let the peer take it
     bool claim = false;       // rule 60: ask the peer's grant (a fresh id if none stands)
+    bool declare_initial = false;  // rule 63: declare this node's images the initial data
     std::uint64_t grant = 0;  // the peer's claim id this node grants now; 0 = none
 };
 

@@ -60,6 +60,9 @@ public:
     virtual void demote(Done done) = 0;   // drains, flushes, then refuses writes
     virtual void connect(Done done) = 0;
     virtual void outdate(Done done) = 0;  // the peer wrote without us: mark Outdated
+    // A new pair, where neither copy ever held data: this node's images become the data
+    // (imagesync's forced promotion of a JustCreated copy, then a demotion).
+    virtual void declare_initial_data(Done done) = 0;
 };
 
 // The VM as the runner sees it (the Hypervisor backend plus the domain definition).

@@ -1,6 +1,8 @@
-// Local restarts allowed in a trailing window (SafeKit's maxloop: 3 in 24 h by default); once
-// used up, a failing VM fails over to an UpToDate peer instead. Time is passed in, so the
-// simulation's virtual clock drives it like the real one.
+// RestartBudget: how many local restarts a module may still attempt (SafeKit's default is 3
+// in 24 h); once spent, the module fails over to an UpToDate peer instead.
+//
+// Pure: the clock is passed in, so the deterministic simulation can use virtual time. An
+// attempt made at time t counts while now - t < window. Not thread-safe; owned by its module.
 #pragma once
 
 #include <chrono>
@@ -9,38 +11,28 @@
 namespace vmha::module {
 
 class RestartBudget {
-public:
-    using TimePoint = std::chrono::steady_clock::time_point;
-    using Duration = std::chrono::steady_clock::duration;
+  public:
+    using Clock = std::chrono::steady_clock;
 
-    RestartBudget(unsigned attempts, Duration window) : attempts_(attempts), window_(window) {}
+    RestartBudget(unsigned attempts, Clock::duration window);
 
-    // Records an attempt if fewer than `attempts` were made in the trailing window.
-    bool try_consume(TimePoint now) {
-        expire(now);
-        if (used_.size() >= attempts_) return false;
-        used_.push_back(now);
-        return true;
-    }
-    bool left(TimePoint now) {
-        expire(now);
-        return used_.size() < attempts_;
-    }
-    unsigned used(TimePoint now) {
-        expire(now);
-        return static_cast<unsigned>(used_.size());
-    }
+    // Records an attempt at `now` and returns true when fewer than `attempts` were made in the
+    // trailing window; otherwise records nothing and returns false.
+    bool try_consume(Clock::time_point now);
+    // Attempts made in the trailing window ending at `now`.
+    unsigned used(Clock::time_point now) const;
+    // Attempts still allowed at `now`.
+    unsigned remaining(Clock::time_point now) const { return attempts_ - used(now); }
+    // Forgets every attempt (an operator restarted the module).
+    void reset() { made_.clear(); }
+
     unsigned attempts() const { return attempts_; }
-    Duration window() const { return window_; }
-    void reset() { used_.clear(); }
+    Clock::duration window() const { return window_; }
 
-private:
-    void expire(TimePoint now) {
-        while (!used_.empty() && now - used_.front() >= window_) used_.pop_front();
-    }
+  private:
     unsigned attempts_;
-    Duration window_;
-    std::deque<TimePoint> used_;
+    Clock::duration window_;
+    std::deque<Clock::time_point> made_;  // oldest first
 };
 
 }  // namespace vmha::module

@@ -44,6 +44,9 @@ struct RunnerConfig {
     Duration handover_timeout{60000}; // a hand-over the peer does not take is withdrawn
     Duration imagesync_settle{10000}; // a (re)started imagesyncd gets this long to reach its peer
     Duration refused_retry{5000};     // a refused replication handshake is tried again this often
+    Duration heartbeat_timeout{3000};   // heartbeat.timeout
+    Duration replication_timeout{5000}; // replication.timeout
+    Duration heartbeat_interval{500};   // heartbeat.interval
     unsigned restart_attempts = 3;
     Duration restart_window{24 * 3600 * 1000};
     bool automatic_failback = false;  // to the peer, when it is the preferred node
@@ -129,6 +132,7 @@ private:
     Liveness liveness_ = Liveness::unknown;
     bool channel_up_ = false;
     bool current_when_lost_ = false;
+    std::optional<TimePoint> last_in_sync_;
     std::optional<PeerReport> report_;
     std::string peer_reason_;
     std::optional<imagesync::meta::Generations> peer_generations_;

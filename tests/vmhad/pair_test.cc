@@ -1,0 +1,107 @@
+// Two real vmhad on loopback (libvirt's test:///default driver as each node's hypervisor, real
+// imagesyncd replicating between the nodes): pairing, roles, the health endpoints, failover when
+// a node dies, its return, swap, and the refusals (wrong certificate, different config).
+#include "cluster.h"
+
+namespace vmhad_test {
+namespace {
+
+void start_both(Cluster& c) {
+    for (const char* n : {"hv1", "hv2"}) c.start_vmhad(n);
+    for (const char* n : {"hv1", "hv2"}) ASSERT_TRUE(c.wait_admin(n));
+    for (const char* n : {"hv1", "hv2"}) {
+        auto r = c.run_vmha(n, {"start", "web1"});
+        ASSERT_EQ(r.exit_code, 0) << r.output;
+    }
+}
+
+TEST(VmhadPair, PairsRunsTheVmOnThePreferredNodeAndAnswersHealthChecks) {
+    Cluster c;
+    start_both(c);
+    ASSERT_TRUE(c.wait_state("hv1", "PRIM"));
+    ASSERT_TRUE(c.wait_state("hv2", "SECOND"));
+    auto s1 = c.module_status("hv1");
+    EXPECT_EQ(s1["data_state"], "UpToDate");
+    EXPECT_EQ(s1["peer"]["state"], "SECOND");
+    EXPECT_EQ(s1["peer"]["liveness"], "alive");
+    EXPECT_TRUE(poll_until(30s, [&] { return c.module_status("hv1")["vm"]["state"] == "running"; }));
+    EXPECT_TRUE(poll_until(30s, [&] { return c.module_status("hv2")["vm"]["state"] == "absent"; }))
+        << c.module_status("hv2").dump();
+    EXPECT_EQ(s1["replication"]["connection"], "connected");
+    ASSERT_TRUE(poll_until(30s, [&] { return c.module_status("hv2")["data_state"] == "UpToDate"; }));
+
+    EXPECT_EQ(c.http("hv1", "/health/web1"), 200);
+    EXPECT_EQ(c.http("hv2", "/health/web1"), 503);
+    EXPECT_EQ(c.http("hv1", "/var/modules/web1/ready.txt"), 200);
+    EXPECT_EQ(c.http("hv2", "/var/modules/web1/ready.txt"), 404);
+    EXPECT_EQ(c.http("hv1", "/health/nosuch"), 404);
+
+    // The human status names both nodes' states.
+    auto human = c.run_vmha("hv1", {"status"});
+    EXPECT_EQ(human.exit_code, 0);
+    EXPECT_NE(human.output.find("PRIM"), std::string::npos) << human.output;
+    EXPECT_NE(human.output.find("hv2 SECOND"), std::string::npos) << human.output;
+}
+
+TEST(VmhadPair, FailsOverWhenTheRunningNodeDiesAndTakesItBackBySwap) {
+    Cluster c;
+    start_both(c);
+    ASSERT_TRUE(c.wait_state("hv1", "PRIM"));
+    ASSERT_TRUE(c.wait_state("hv2", "SECOND"));
+    ASSERT_TRUE(poll_until(30s, [&] { return c.module_status("hv2")["data_state"] == "UpToDate"; }));
+
+    // hv1 dies as a whole: vmhad and imagesyncd (its test-driver VM lives inside vmhad).
+    c.kill_vmhad("hv1", SIGKILL);
+    c.kill_imagesyncd("hv1");
+    ASSERT_TRUE(c.wait_state("hv2", "ALONE", 60s));
+    EXPECT_TRUE(poll_until(30s, [&] { return c.module_status("hv2")["vm"]["state"] == "running"; }))
+        << c.module_status("hv2").dump();
+    EXPECT_EQ(c.http("hv2", "/health/web1"), 200);
+    EXPECT_EQ(c.module_status("hv2")["peer"]["liveness"], "lost");
+
+    // hv1 returns: SECOND, resynced from hv2, then the pair is PRIM/SECOND again.
+    c.start_vmhad("hv1");
+    ASSERT_TRUE(c.wait_admin("hv1"));
+    ASSERT_TRUE(c.wait_state("hv1", "SECOND", 90s));
+    ASSERT_TRUE(c.wait_state("hv2", "PRIM", 60s));
+    ASSERT_TRUE(poll_until(60s, [&] { return c.module_status("hv1")["data_state"] == "UpToDate"; }));
+
+    // Swap back to hv1 by command.
+    auto swap = c.run_vmha("hv2", {"swap", "web1"});
+    ASSERT_EQ(swap.exit_code, 0) << swap.output;
+    ASSERT_TRUE(c.wait_state("hv1", "PRIM", 60s));
+    ASSERT_TRUE(c.wait_state("hv2", "SECOND", 60s));
+    EXPECT_EQ(c.http("hv1", "/health/web1"), 200);
+    EXPECT_EQ(c.http("hv2", "/health/web1"), 503);
+}
+
+TEST(VmhadPair, RefusesAPeerWithACertificateFromAnotherCa) {
+    Cluster c;
+    c.use_foreign_certificate("hv2");
+    start_both(c);
+    ASSERT_TRUE(poll_until(30s, [&] {
+        auto s = c.module_status("hv1");
+        return s.is_object() && s["peer"].value("channel_reason", "").find("certificate") != std::string::npos;
+    })) << c.module_status("hv1").dump();
+    // Neither runs the VM: the peer is unknown to both.
+    EXPECT_EQ(c.state("hv1"), "WAIT");
+    EXPECT_EQ(c.state("hv2"), "WAIT");
+    EXPECT_EQ(c.module_status("hv1")["peer"]["channel"], "down");
+}
+
+TEST(VmhadPair, RefusesToPairModulesWhoseConfigsDiffer) {
+    ClusterOptions o;
+    o.module_suffix["hv2"] = "failback:\n  mode: manual\n";
+    Cluster c(o);
+    start_both(c);
+    for (const char* n : {"hv1", "hv2"}) {
+        ASSERT_TRUE(poll_until(30s, [&] {
+            auto s = c.module_status(n);
+            return s.is_object() && s["peer"].value("refused", "").find("failback.mode") != std::string::npos;
+        })) << n << ": " << c.module_status(n).dump();
+        EXPECT_EQ(c.state(n), "WAIT");
+    }
+}
+
+}  // namespace
+}  // namespace vmhad_test

@@ -1,0 +1,88 @@
+#include "file_store.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+namespace vmha::daemon {
+namespace {
+
+Status sync_path(const std::filesystem::path& p, int flags) {
+    const int fd = ::open(p.c_str(), flags | O_CLOEXEC);
+    if (fd < 0) return Error(errc_from_errno(errno), fmt::format("cannot open \"{}\": {}", p.string(), std::strerror(errno)));
+    const int rc = ::fsync(fd);
+    const int err = errno;
+    ::close(fd);
+    if (rc != 0) return Error(errc_from_errno(err), fmt::format("cannot sync \"{}\": {}", p.string(), std::strerror(err)));
+    return {};
+}
+
+}  // namespace
+
+module::Persisted FileStore::load() {
+    module::Persisted p;
+    std::ifstream in(path_);
+    if (!in) return p;  // never saved: a module never started here
+    std::stringstream text;
+    text << in.rdbuf();
+    const auto j = nlohmann::json::parse(text.str(), nullptr, false);
+    if (j.is_discarded() || !j.is_object()) {
+        spdlog::error("module state file \"{}\" is not valid JSON; the module starts stopped", path_.string());
+        return p;
+    }
+    p.started = j.value("started", false);
+    p.may_start_alone = j.value("may_start_alone", false);
+    p.last_state = module::parse_state(j.value("last_state", "STOP")).value_or(module::State::stop);
+    p.data = module::parse_data_state(j.value("data", "Unknown")).value_or(module::DataState::unknown);
+    p.crashed_primary = j.value("crashed_primary", false);
+    if (auto g = j.find("generations"); g != j.end() && g->is_object()) {
+        p.generations.current = g->value("current", std::uint64_t{0});
+        p.generations.bitmap = g->value("bitmap", std::uint64_t{0});
+        if (auto h = g->find("history"); h != g->end() && h->is_array()) {
+            for (std::size_t i = 0; i < h->size() && i < p.generations.history.size(); ++i) {
+                if ((*h)[i].is_number_unsigned()) p.generations.history[i] = (*h)[i].get<std::uint64_t>();
+            }
+        }
+    }
+    return p;
+}
+
+Status FileStore::save(const module::Persisted& p) {
+    std::error_code ec;
+    std::filesystem::create_directories(path_.parent_path(), ec);
+    if (ec) {
+        return Error(errc_from_errno(ec.value()),
+                     fmt::format("cannot create \"{}\": {}", path_.parent_path().string(), ec.message()));
+    }
+    const nlohmann::json j = {
+        {"version", 1},
+        {"started", p.started},
+        {"may_start_alone", p.may_start_alone},
+        {"last_state", std::string(module::to_string(p.last_state))},
+        {"data", std::string(module::to_string(p.data))},
+        {"crashed_primary", p.crashed_primary},
+        {"generations", {{"current", p.generations.current}, {"bitmap", p.generations.bitmap}, {"history", p.generations.history}}},
+    };
+    const std::filesystem::path tmp = path_.string() + ".tmp";
+    {
+        std::ofstream out(tmp, std::ios::trunc);
+        out << j.dump(2) << "\n";
+        out.flush();
+        if (!out) return Error(errc::io_error, fmt::format("cannot write \"{}\"", tmp.string()));
+    }
+    if (auto st = sync_path(tmp, O_RDONLY); !st) return st;
+    if (::rename(tmp.c_str(), path_.c_str()) != 0) {
+        return Error(errc_from_errno(errno), fmt::format("cannot rename \"{}\" to \"{}\": {}", tmp.string(),
+                                                         path_.string(), std::strerror(errno)));
+    }
+    return sync_path(path_.parent_path(), O_RDONLY | O_DIRECTORY);
+}
+
+}  // namespace vmha::daemon

@@ -1,0 +1,64 @@
+// One mirror module inside vmhad: its ModuleRunner (vmha/module) and the real ports it runs
+// through — imagesyncd supervised and driven over its control socket, the VM through the
+// Hypervisor backend (blocking calls on the worker pool), the peer through the PeerHub, the
+// module state in a file — plus its checkers.
+//
+// Threading: owned by the daemon's io_context thread; every callback lands there. Hypervisor
+// calls run on the worker pool and post their results back.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <vmha/services/asio.h>
+
+#include <boost/asio/thread_pool.hpp>
+#include <nlohmann/json.hpp>
+
+#include <checkers/checker.h>
+#include <checkers/domain_events.h>
+#include <vmha/config/config.h>
+#include <vmha/hypervisor/hypervisor.h>
+#include <vmha/module/runner.h>
+#include <vmha/peer/peer.h>
+#include <vmha/services/imagesync_supervisor.h>
+
+namespace vmha::daemon {
+
+struct ModuleSetup {
+    config::Module module;
+    std::string module_yaml;  // the file's text (the peer compares fingerprints of it)
+    std::string domain_xml;   // the domain definition the module names
+    config::Node node;
+    services::SupervisorOptions supervisor;
+};
+
+class ModuleHost {
+public:
+    ModuleHost(boost::asio::io_context& io, boost::asio::thread_pool& pool, ModuleSetup setup,
+               hv::Hypervisor& hypervisor, checkers::DomainEvents& events, peer::PeerHub& hub);
+    ~ModuleHost();
+    ModuleHost(const ModuleHost&) = delete;
+    ModuleHost& operator=(const ModuleHost&) = delete;
+
+    // Re-attaches to (or spawns) imagesyncd, opens the peer channel, starts the checkers and
+    // the runner. Errors are what no retry can fix.
+    Status start();
+    // vmhad is going away: leave imagesyncd and the VM running, stop everything else.
+    void shutdown();
+
+    const std::string& name() const;
+    module::ModuleRunner& runner();
+    nlohmann::json status() const;
+    void swap(std::function<void(Status)> done);
+    Status start_module();  // `vmha start`
+    Status stop_module();   // `vmha stop`
+
+    struct Ports;
+
+private:
+    std::unique_ptr<Ports> ports_;
+};
+
+}  // namespace vmha::daemon
