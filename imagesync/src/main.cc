@@ -60,6 +60,9 @@ int main(int argc, char** argv) {
                    "While the VM writes, a resync yields to it down to this rate (K/M/G; 0 = "
                    "never yield)")
         ->capture_default_str();
+    app.add_flag("--fence", config.fence,
+                 "After losing the peer, hold write replies until `imagesync resume-io` (vmhad "
+                 "sends it once the peer is Outdated or gone) or the peer reconnects");
     app.add_flag("--disconnected", config.start_disconnected,
                  "Start without connecting to the peer (imagesync connect starts it)");
     app.add_option("--control-socket", config.control_socket,

@@ -148,6 +148,7 @@ class Server {
         rc.timeout = config_.timeout;
         rc.meta_dir = config_.meta_dir;
         rc.start_disconnected = config_.start_disconnected;
+        rc.fence = config_.fence;
         rc.resync_rate = config_.resync_rate;
         rc.resync_min_rate = config_.resync_min_rate;
         if (!config_.listen.empty()) {
@@ -221,10 +222,13 @@ class Server {
         } else if (verb == "outdate") {
             auto s = replicator_->outdate();
             reply(s ? ok(replicator_->status()) : error_reply(s.error()));
+        } else if (verb == "resume-io") {
+            auto s = replicator_->release_fence();
+            reply(s ? ok(replicator_->status()) : error_reply(s.error()));
         } else {
             reply(error_reply(vmha::Error(vmha::errc::invalid_argument,
                                           fmt::format("unknown verb \"{}\"; the verbs are status, "
-                                                      "promote, demote, resync, verify, connect, "
+                                                      "promote, demote, resync, verify, connect, resume-io, "
                                                       "disconnect and outdate",
                                                       verb))));
         }

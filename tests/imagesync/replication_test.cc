@@ -757,5 +757,83 @@ TEST_F(Pair, MismatchedExportSizesAreRefusedWithTheReason) {
         << a.daemon->log();
 }
 
+// With --fence (vmhad's setting), a primary that loses its peer holds the replies of the writes
+// it records dirty until `resume-io` (the peer is Outdated or gone) or a reconnect; a demotion
+// answers them with an error. So nothing is acknowledged that only this copy holds while the
+// peer might still start the VM on its own copy.
+TEST_F(Pair, AFencingPrimaryHoldsRepliesUntilResumeIoOrReconnectAndFailsThemOnDemotion) {
+    make_zero_file(a.image, 64 * kMiB);
+    make_zero_file(b.image, 64 * kMiB);
+    b.start("secondary", a.port);
+    ASSERT_TRUE(b.daemon->wait_ready());
+    a.start("primary", b.port, {"--fence"});
+    ASSERT_TRUE(a.daemon->wait_ready());
+    ASSERT_TRUE(connected());
+    EXPECT_FALSE(a.status().value("fencing", true));
+
+    // Writers still running when the test ends (it failed) are ended here, by PID.
+    struct Writers {
+        std::vector<pid_t> pids;
+        ~Writers() {
+            for (pid_t p : pids) {
+                if (::kill(p, SIGKILL) == 0) ::waitpid(p, nullptr, 0);
+            }
+        }
+    } writers;
+    auto held_write = [&](const std::string& pattern, const std::string& offset, const std::string& name) {
+        const pid_t pid = spawn({"qemu-io", "-f", "raw", uri(a), "-c", "write -P " + pattern + " " + offset + " 4k"},
+                                a.dir / name);
+        writers.pids.push_back(pid);
+        return pid;
+    };
+    auto fenced = [&](std::uint64_t replies) {
+        return eventually([&] {
+            auto s = a.status();
+            return s.value("fencing", false) && u64(s, "fenced_replies") >= replies;
+        });
+    };
+
+    // 1. The peer dies: the write is recorded dirty but its reply waits for resume-io.
+    ASSERT_TRUE(b.daemon->stop(SIGKILL));
+    const pid_t w1 = held_write("0x51", "1M", "w1.out");
+    ASSERT_TRUE(fenced(1)) << a.status().dump(2);
+    EXPECT_FALSE(wait_for(w1, std::chrono::milliseconds(0)).has_value()) << "the reply went out while fencing";
+    EXPECT_TRUE(a.command("resume-io").value("ok", false));
+    auto s1 = wait_for(w1, std::chrono::seconds(60));
+    ASSERT_TRUE(s1 && WIFEXITED(*s1) && WEXITSTATUS(*s1) == 0) << read_file(a.dir / "w1.out");
+    EXPECT_EQ(read_file(a.dir / "w1.out").find("error"), std::string::npos) << read_file(a.dir / "w1.out");
+    EXPECT_FALSE(a.status().value("fencing", true));
+    // After the release, writes alone are acknowledged once recorded dirty (no new fence).
+    ASSERT_EQ(qemu_io(a, {"write -P 0x52 2M 4k"}).exit_code, 0);
+    EXPECT_FALSE(a.command("resume-io").value("ok", true)) << "resume-io with nothing held";
+
+    // 2. The peer comes back: the pair reconnects, resyncs; the next loss fences again, and the
+    //    reconnect itself releases the held reply.
+    b.start("secondary", a.port);
+    ASSERT_TRUE(b.daemon->wait_ready());
+    ASSERT_TRUE(connected());
+    ASSERT_TRUE(b.daemon->stop(SIGKILL));
+    const pid_t w2 = held_write("0x53", "3M", "w2.out");
+    ASSERT_TRUE(fenced(1)) << a.status().dump(2);
+    b.start("secondary", a.port);
+    ASSERT_TRUE(b.daemon->wait_ready());
+    auto s2 = wait_for(w2, std::chrono::seconds(60));
+    ASSERT_TRUE(s2 && WIFEXITED(*s2) && WEXITSTATUS(*s2) == 0) << read_file(a.dir / "w2.out");
+    ASSERT_TRUE(connected());
+    EXPECT_TRUE(eventually([&] { return u64(a.status(), "dirty_bytes") == 0; }));
+    EXPECT_TRUE(identical(a.image, b.image));
+
+    // 3. Fencing, then a demotion: the held write fails (it was never acknowledged).
+    ASSERT_TRUE(b.daemon->stop(SIGKILL));
+    const pid_t w3 = held_write("0x54", "4M", "w3.out");
+    ASSERT_TRUE(fenced(1)) << a.status().dump(2);
+    EXPECT_TRUE(a.command("demote").value("ok", false));
+    auto s3 = wait_for(w3, std::chrono::seconds(60));
+    ASSERT_TRUE(s3.has_value());
+    EXPECT_NE(read_file(a.dir / "w3.out").find("error"), std::string::npos)
+        << "the held write was reported written: " << read_file(a.dir / "w3.out");
+    EXPECT_EQ(a.status().value("role", ""), "secondary");
+}
+
 }  // namespace
 }  // namespace imagesync_test

@@ -133,6 +133,7 @@ TEST_F(SupervisorTest, CommandLine) {
     EXPECT_TRUE(has("--image", "web1=" + image.string()));
     EXPECT_TRUE(has("--image", "data=/var/lib/vm/web1-data.qcow2"));
     EXPECT_NE(std::find(argv->begin(), argv->end(), "--growable"), argv->end());
+    EXPECT_NE(std::find(argv->begin(), argv->end(), "--fence"), argv->end());
 
     node.name = "hv9";
     auto refused = vmha::services::imagesyncd_argv(module, node, "/usr/sbin/imagesyncd");

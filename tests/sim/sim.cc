@@ -68,6 +68,10 @@ struct Node {
     bool alone_generation_minted = false;
     std::vector<std::uint64_t> writes;  // the copy: every write it holds, in order
     Link link = Link::down;
+    // fencing (imagesyncd --fence, as vmhad runs it): after losing the peer, a primary applies
+    // writes but holds their replies until vmhad's resume-io, a reconnect, or (failed) demotion
+    bool fencing = false;
+    std::vector<std::uint64_t> fenced;
     // the VM
     bool vm_running = false;
     bool vm_paused_io = false;
@@ -120,11 +124,6 @@ public:
         }
     }
     void violation(std::string what) {
-        if (now_ - last_unfenced_ < 60000) {
-            log("FENCING GAP: " + what);
-            if (out_.fencing_gaps.size() < 20) out_.fencing_gaps.push_back(fmt::format("t={}ms: {}", now_, what));
-            return;
-        }
         log("VIOLATION: " + what);
         if (out_.violations.size() < 20) out_.violations.push_back(fmt::format("t={}ms: {}", now_, what));
     }
@@ -139,6 +138,7 @@ public:
     // imagesync model
     void update_link();
     void connect_command();
+    void release_fence(Node& n, const char* why);
     void break_link(Ms detect_after);
     module::ImagesyncStatus imagesync_status(const Node& n) const;
     Status promote(Node& n);
@@ -191,7 +191,6 @@ private:
     Ms whole_since_ = 0;       // the network has been whole since then
     bool split_happened_ = false;  // both ran the VM in a full partition since the last heal
     Ms full_heal_at_ = -100000;
-    Ms last_unfenced_ = -100000;
     Ms both_vmhad_since_ = 0;  // both vmhad have been running since then
     // Both nodes ran the VM during a partition, and the two vmhad have not met since: every
     // write now may be on one line of history only.
@@ -300,6 +299,13 @@ struct Incarnation {
         }
         void outdate(module::Done done) override {
             i.later(5, 50, [this, done] { done(i.w.outdate(i.n)); });
+        }
+        void resume_io(module::Done done) override {
+            i.later(5, 50, [this, done] {
+                if (!i.n.is_up || !i.n.fencing) return done(Error(errc::invalid_argument, "not fencing"));
+                i.w.release_fence(i.n, "resume-io");
+                done({});
+            });
         }
         void declare_initial_data(module::Done done) override {
             i.later(5, 50, [this, done] {
@@ -413,6 +419,7 @@ module::ImagesyncStatus World::imagesync_status(const Node& n) const {
     s.link = n.link;
     s.generations = n.meta.gen;
     s.crashed_primary = n.meta.crashed_primary;
+    s.fencing = n.fencing;
     return s;
 }
 
@@ -421,6 +428,8 @@ void World::imagesync_start(Node& n) {
     n.is_primary = false;
     n.link = Link::down;
     n.alone_generation_minted = false;
+    n.fencing = false;
+    n.fenced.clear();  // never acknowledged: lost with the process
     n.meta.note_start();
     log(fmt::format("{}: imagesyncd started (secondary{})", n.name,
                     n.meta.crashed_primary ? ", crashed while primary" : ""));
@@ -458,6 +467,11 @@ Status World::promote(Node& n) {
 Status World::demote(Node& n) {
     if (!n.is_up) return Error(errc::connection_lost, "imagesyncd is not running");
     if (n.is_primary) {
+        if (n.fencing) {
+            log(fmt::format("{}: demoted while fencing: {} held writes fail", n.name, n.fenced.size()));
+            n.fencing = false;
+            n.fenced.clear();
+        }
         n.is_primary = false;
         n.meta.demote_cleanly();
         log(fmt::format("{}: imagesync demoted", n.name));
@@ -503,6 +517,17 @@ void World::update_link() {
     }
 }
 
+void World::release_fence(Node& n, const char* why) {
+    if (!n.fencing) return;
+    log(fmt::format("{}: fencing ends ({}): {} held writes acknowledged", n.name, why, n.fenced.size()));
+    for (std::uint64_t id : n.fenced) {
+        acked_.push_back({id, in_split()});
+        ++out_.acked_writes;
+    }
+    n.fenced.clear();
+    n.fencing = false;
+}
+
 // `imagesync connect`: a refused link handshakes again (and may be refused again).
 void World::connect_command() {
     Node& a = nodes_[0];
@@ -527,6 +552,10 @@ void World::break_link(Ms detect_after) {
         ++link_epoch_;
         for (auto& n : nodes_) {
             if (n.link != Link::down) log(fmt::format("{}: replication link lost", n.name));
+            if (n.link != Link::down && n.is_up && n.is_primary && !n.fencing) {
+                n.fencing = true;
+                log(fmt::format("{}: fencing: write replies wait", n.name));
+            }
             if (n.link == Link::sync_target) {
                 // An interrupted resync target stays Inconsistent until it resumes.
             }
@@ -543,8 +572,12 @@ void World::break_link(Ms detect_after) {
                         h.alone_generation_minted = true;
                     }
                     h.writes.push_back(id);
-                    acked_.push_back({id, in_split()});
-                    ++out_.acked_writes;
+                    if (h.fencing) {
+                        h.fenced.push_back(id);
+                    } else {
+                        acked_.push_back({id, in_split()});
+                        ++out_.acked_writes;
+                    }
                 }
             }
             held_.clear();
@@ -581,6 +614,7 @@ void World::handshake() {
             a.link = b.link = Link::connected;
             for (auto& n : nodes_) {
                 if (!n.is_primary) n.meta.data_state = meta::DataState::UpToDate;
+                release_fence(n, "the peer reconnected in sync");
             }
             log("replication link up: in sync");
             return;
@@ -607,6 +641,7 @@ void World::handshake() {
     }
     source->link = Link::sync_source;
     target->link = Link::sync_target;
+    release_fence(*source, "the peer reconnected as the resync target");
     log(fmt::format("replication link up: resync {} -> {} ({})", source->name, target->name, meta::to_string(d.kind)));
     const std::uint64_t epoch = link_epoch_;
     const int src = source->id;
@@ -635,15 +670,9 @@ Status World::vm_start(Node& n) {
     // The invariant: the copy holds every write ever acknowledged to the guest (split-brain
     // writes aside).
     std::set<std::uint64_t> have(n.writes.begin(), n.writes.end());
-    const bool gap = now_ - last_unfenced_ < 60000;
-    for (Acked& a : acked_) {
+    for (const Acked& a : acked_) {
         if (!a.split && !have.count(a.id)) {
             violation(fmt::format("VM started on {} whose copy lacks acknowledged write {}", n.name, a.id));
-            if (!gap) break;
-            // Lost to the fencing gap: counted once there, not again at every later start.
-            for (Acked& b : acked_) {
-                if (!b.split && !have.count(b.id)) b.split = true;
-            }
             break;
         }
     }
@@ -705,6 +734,10 @@ void World::write_tick() {
             n.alone_generation_minted = true;
         }
         n.writes.push_back(id);
+        if (n.fencing) {
+            n.fenced.push_back(id);
+            continue;
+        }
         acked_.push_back({id, split});
         ++out_.acked_writes;
     }
@@ -957,20 +990,17 @@ Outcome World::run() {
         now_ = e.at;
         e.fn();
         if (!(nodes_[0].vmhad_up && nodes_[1].vmhad_up)) both_vmhad_since_ = now_;
+        // Two primaries (each side took the VM, not knowing of the other: a partition) start
+        // two lines of history; the split stays unresolved until the two vmhad meet again.
+        if (!split_unresolved_ && nodes_[0].is_up && nodes_[0].is_primary && nodes_[1].is_up &&
+            nodes_[1].is_primary && !network_whole()) {
+            split_unresolved_ = true;
+            log("two primaries while the network is split (split brain)");
+        }
         if (split_unresolved_ && network_whole() &&
             now_ - std::max(whole_since_, both_vmhad_since_) >= 2 * kHeartbeatTimeout) {
             split_unresolved_ = false;
             log("the two vmhad met again after the split brain");
-        }
-        for (const auto& n : nodes_) {
-            // A primary writing alone while its peer's vmhad runs and the peer's copy is not yet
-            // marked Outdated: nothing fences either side yet (imagesync acknowledges writes
-            // alone before vmhad has outdated the peer; the witness and fencing work closes it).
-            const Node& p = peer_of(n);
-            if (p.vmhad_up && p.meta.data_state == meta::DataState::UpToDate && !p.is_primary &&
-                n.is_up && n.is_primary && n.link == Link::down && n.alone_generation_minted) {
-                last_unfenced_ = now_;
-            }
         }
         if (nodes_[0].vm_running && nodes_[1].vm_running) check_two_runners();
     }

@@ -40,10 +40,6 @@ struct Options {
 
 struct Outcome {
     std::vector<std::string> violations;
-    // Violations within a minute of a primary imagesyncd going on alone while its vmhad was
-    // down: nothing fences that node yet (the witness and self-fencing work), so they are
-    // counted apart, not hidden.
-    std::vector<std::string> fencing_gaps;
     std::vector<std::string> trace;  // the last lines of the trace (all with Options::trace)
     int transitions = 0;
     int faults = 0;

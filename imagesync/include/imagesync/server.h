@@ -59,6 +59,7 @@ struct ServerConfig {
     std::string peer;                  // "HOST:PORT": the primary dials its secondary here
     std::chrono::milliseconds timeout{5000};  // peer silent this long: go on alone
     bool start_disconnected = false;
+    bool fence = false;  // hold write replies after losing the peer until `resume-io` (vmhad)
     std::uint64_t resync_rate = 0;  // bytes per second a resync may use; 0 = no limit
     std::uint64_t resync_min_rate = 8u << 20;  // while the VM writes; 0 = never yield
     std::filesystem::path control_socket;  // status and commands (imagesync tool, vmhad)

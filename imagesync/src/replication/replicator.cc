@@ -796,6 +796,7 @@ bool Replicator::on_hello(Session& session, const peer::Hello& hello) {
                 meta_.data_state = meta::DataState::UpToDate;
                 (void)save_meta("in sync with the primary");
             }
+            end_fence("the peer reconnected in sync");
             release_held_writes();
             return true;
         case meta::SyncKind::self_is_source_bitmap:
@@ -818,6 +819,7 @@ bool Replicator::on_hello(Session& session, const peer::Hello& hello) {
             // per export); they join the resync before it starts.
             awaiting_peer_extents_ = decision.peer_activity_log_joins ? exports_.size() : 0;
             if (awaiting_peer_extents_ == 0) begin_resync();
+            end_fence("the peer reconnected as the resync target");
             release_held_writes();
             return true;
         case meta::SyncKind::self_is_target_bitmap:
@@ -864,6 +866,11 @@ void Replicator::detach_session(const std::string& reason) {
     std::shared_ptr<Session> old = std::move(session_);
     peer_data_state_ = meta::DataState::Unknown;
     if (is_linked(link_)) {
+        if (config_.fence && role_ == Role::primary && !fencing_) {
+            fencing_ = true;
+            spdlog::warn("fencing: the replies of writes from now on wait until the peer is "
+                         "known Outdated or gone (imagesync resume-io) or it reconnects");
+        }
         fire(LinkEvent::link_lost, reason);
     } else {
         spdlog::info("peer connection {} closed: {}", old ? old->remote() : "-", reason);
@@ -1077,7 +1084,45 @@ void Replicator::record_dirty(std::size_t export_index, const WriteOp& op,
         return;
     }
     ++writes_recorded_dirty_;
-    parts_->maps[export_index]->mark(op.offset, op.length, std::move(done));
+    if (!fencing_) {
+        parts_->maps[export_index]->mark(op.offset, op.length, std::move(done));
+        return;
+    }
+    parts_->maps[export_index]->mark(op.offset, op.length, [this, done = std::move(done)](vmha::Status st) mutable {
+        if (!fencing_) {
+            done(std::move(st));
+            return;
+        }
+        fenced_.push_back(FencedReply{std::move(done), std::move(st)});
+    });
+}
+
+vmha::Status Replicator::release_fence() {
+    if (!fencing_) {
+        return vmha::Error(vmha::errc::invalid_argument, "no write reply is held back: not fencing");
+    }
+    end_fence("released: the peer is Outdated or gone");
+    return {};
+}
+
+void Replicator::end_fence(const std::string& why) {
+    if (!fencing_) return;
+    fencing_ = false;
+    auto replies = std::move(fenced_);
+    fenced_.clear();
+    spdlog::info("fencing ends ({}): {} held write replies go out", why, replies.size());
+    for (auto& r : replies) r.done(std::move(r.status));
+}
+
+void Replicator::fail_fenced(const std::string& why) {
+    if (!fencing_) return;
+    fencing_ = false;
+    auto replies = std::move(fenced_);
+    fenced_.clear();
+    if (!replies.empty()) {
+        spdlog::warn("fencing ends ({}): {} held writes are answered with an I/O error", why, replies.size());
+    }
+    for (auto& r : replies) r.done(vmha::Error(vmha::errc::io_error, why));
 }
 
 // ---- Messages after the handshake ---------------------------------------------------------------
@@ -1832,6 +1877,9 @@ void Replicator::demote(std::function<void(vmha::Status)> done) {
     }
     for (Export* e : exports_) e->set_read_only(true);  // new writes get EPERM
     demoting_ = true;  // and the resync takes no new range
+    // Writes whose replies wait for fencing were never acknowledged: they fail, so that nothing
+    // this copy alone holds is ever reported written (the peer may take the VM over).
+    fail_fenced("demoted while the write waited for the peer to be fenced");
     auto self_check = std::make_shared<std::function<void()>>();
     auto timer = std::make_shared<asio::steady_timer>(io_);
     auto started = Clock::now();
@@ -2003,6 +2051,8 @@ nlohmann::json Replicator::status() const {
         {"bytes_resynced", bytes_resynced_},
         {"writes_recorded_dirty", writes_recorded_dirty_},
         {"crashed_primary", meta_.crashed_primary},
+        {"fencing", fencing_},
+        {"fenced_replies", fenced_.size()},
         {"generations",
          {{"current", meta::format_generation(meta_.gen.current)},
           {"bitmap", meta::format_generation(meta_.gen.bitmap)},

@@ -72,6 +72,11 @@ struct ReplicatorConfig {
     // While the VM writes (a write in the last 100 ms), a resync yields: one request in flight
     // and at most this rate (DRBD's c-min-rate). 0 = never yield.
     std::uint64_t resync_min_rate = 8u << 20;
+    // Fencing (DRBD's "fencing resource-only" with frozen I/O): after losing the peer, a primary
+    // records writes dirty as always but holds their replies until release_fence() (vmhad: the
+    // peer's copy is now Outdated, or the peer is gone) or a reconnect. So no write is ever
+    // acknowledged alone while the peer could still start the VM on a copy that lacks it.
+    bool fence = false;
 };
 
 class Replicator {
@@ -118,6 +123,9 @@ public:
     // the newest; mark it Outdated durably (an Inconsistent copy stays Inconsistent). Refused
     // on a primary and while a peer is connected (the handshake then knows better).
     vmha::Status outdate();
+    // Fencing done (the peer is Outdated or gone): the held replies go out, in order, and later
+    // writes are acknowledged once recorded dirty. An error when nothing is held back.
+    vmha::Status release_fence();
 
     nlohmann::json status() const;
 
@@ -263,6 +271,16 @@ private:
 
     std::unique_ptr<VerifyRun> verify_;
     std::vector<HeldWrite> held_;
+    // Fencing (ReplicatorConfig::fence): set when the link is lost while primary; the replies of
+    // writes recorded dirty since wait in fenced_ until release_fence() or a reconnect.
+    bool fencing_ = false;
+    struct FencedReply {
+        std::function<void(vmha::Status)> done;
+        vmha::Status status;
+    };
+    std::vector<FencedReply> fenced_;
+    void end_fence(const std::string& why);
+    void fail_fenced(const std::string& why);
     meta::Generations hello_generations_;  // what this node's last HELLO said
     std::function<void()> stop_done_;
     bool stopping_ = false;

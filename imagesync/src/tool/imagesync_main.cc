@@ -203,6 +203,9 @@ int main(int argc, char** argv) {
     app.add_subcommand("disconnect", "Close the replication link (a primary records writes dirty)");
     app.add_subcommand("outdate",
                        "Secondary, not connected: mark this copy Outdated (the peer went on alone)");
+    app.add_subcommand("resume-io",
+                       "Primary started with --fence that lost its peer: the peer is Outdated or "
+                       "gone, send the held write replies");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {

@@ -24,10 +24,7 @@ Result<std::string> read_file(const std::string& path, const std::string& what) 
 
 Daemon::Daemon(DaemonOptions options) : options_(std::move(options)) {}
 
-Daemon::~Daemon() {
-    stop();
-    pool_.join();
-}
+Daemon::~Daemon() { stop(); }
 
 Result<hv::Hypervisor*> Daemon::hypervisor_for(const std::string& uri) {
     auto it = hypervisors_.find(uri);
@@ -132,9 +129,14 @@ int Daemon::run() {
 }
 
 void Daemon::stop() {
+    if (stopped_) return;
+    stopped_ = true;
     if (admin_) admin_->stop();
     if (health_) health_->stop();
     for (auto& m : modules_) m->shutdown();
+    // Hypervisor calls in flight finish first (their results are then dropped): the pool joins
+    // before the modules and hypervisors they use go away.
+    pool_.join();
     modules_.clear();
     hub_.reset();
     signals_.cancel();

@@ -66,6 +66,7 @@ private:
     std::vector<std::unique_ptr<ModuleHost>> modules_;
     std::unique_ptr<services::AdminServer> admin_;
     std::unique_ptr<services::HealthServer> health_;
+    bool stopped_ = false;
 };
 
 }  // namespace vmha::daemon

@@ -37,6 +37,17 @@ module::Persisted FileStore::load() {
         spdlog::error("module state file \"{}\" is not valid JSON; the module starts stopped", path_.string());
         return p;
     }
+    try {
+        read(j, p);
+    } catch (const nlohmann::json::exception& e) {
+        spdlog::error("module state file \"{}\" has a malformed field ({}); the module starts stopped",
+                      path_.string(), e.what());
+        return module::Persisted{};
+    }
+    return p;
+}
+
+void FileStore::read(const nlohmann::json& j, module::Persisted& p) {
     p.started = j.value("started", false);
     p.may_start_alone = j.value("may_start_alone", false);
     p.last_state = module::parse_state(j.value("last_state", "STOP")).value_or(module::State::stop);
@@ -51,7 +62,6 @@ module::Persisted FileStore::load() {
             }
         }
     }
-    return p;
 }
 
 Status FileStore::save(const module::Persisted& p) {

@@ -5,6 +5,8 @@
 
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
 #include <vmha/module/ports.h>
 
 namespace vmha::daemon {
@@ -17,6 +19,7 @@ public:
     const std::filesystem::path& path() const { return path_; }
 
 private:
+    static void read(const nlohmann::json& j, module::Persisted& p);
     std::filesystem::path path_;
 };
 

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include <boost/asio/post.hpp>
 #include <fmt/format.h>
@@ -49,6 +50,7 @@ module::ImagesyncStatus fold_status(const nlohmann::json& j) {
         s.resync_done = r->value("done_bytes", std::uint64_t{0});
     }
     s.crashed_primary = j.value("crashed_primary", false);
+    s.fencing = j.value("fencing", false);
     if (auto g = j.find("generations"); g != j.end() && g->is_object()) {
         s.generations.current = parse_generation(g->value("current", nlohmann::json()));
         s.generations.bitmap = parse_generation(g->value("bitmap", nlohmann::json()));
@@ -106,12 +108,16 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
     struct Vm final : module::VmPort {
         Ports& p;
         explicit Vm(Ports& ports) : p(ports) {}
+        // `work` runs on the pool and must capture only values and the Hypervisor (which the
+        // daemon keeps until the pool is joined), never `this`: the module may be gone by the
+        // time it runs. `done` runs on the loop, only while the module lives.
         template <typename Work, typename Done>
         void blocking(Work work, Done done) {
             std::weak_ptr<bool> live = p.live;
-            boost::asio::post(p.pool, [this, live, work = std::move(work), done = std::move(done)]() mutable {
+            boost::asio::io_context& io = p.io;
+            boost::asio::post(p.pool, [&io, live, work = std::move(work), done = std::move(done)]() mutable {
                 auto result = work();
-                boost::asio::post(p.io, [live, done = std::move(done), result = std::move(result)]() mutable {
+                boost::asio::post(io, [live, done = std::move(done), result = std::move(result)]() mutable {
                     if (live.expired()) return;
                     done(std::move(result));
                 });
@@ -135,11 +141,11 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
         }
         void start(module::Done done) override {
             if (p.vm_checker) p.vm_checker->suspend();
-            blocking([this, spec = spec()]() -> Status {
-                auto st = p.hypervisor.status(spec.name);
+            blocking([hv = &p.hypervisor, spec = spec()]() -> Status {
+                auto st = hv->status(spec.name);
                 if (st && st->runs()) return {};
-                if (auto d = p.hypervisor.define(spec); !d) return d;
-                return p.hypervisor.start(spec.name);
+                if (auto d = hv->define(spec); !d) return d;
+                return hv->start(spec.name);
             }, [this, done](Status st) {
                 if (p.vm_checker) p.vm_checker->resume();
                 done(std::move(st));
@@ -148,20 +154,20 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
         void stop(module::Done done) override {
             if (p.vm_checker) p.vm_checker->suspend();
             const auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(p.setup.module.vm.shutdown_timeout);
-            blocking([this, timeout]() -> Status {
-                return p.hypervisor.shutdown(p.setup.module.vm.name, timeout);
+            blocking([hv = &p.hypervisor, name = p.setup.module.vm.name, timeout]() -> Status {
+                return hv->shutdown(name, timeout);
             }, [this, done](Status st) {
                 if (p.vm_checker) p.vm_checker->resume();
                 done(std::move(st));
             });
         }
         void resume(module::Done done) override {
-            blocking([this]() -> Status {
-                return hv::recover_paused_guest(p.hypervisor, p.setup.module.vm.name, std::chrono::seconds(30));
+            blocking([hv = &p.hypervisor, name = p.setup.module.vm.name]() -> Status {
+                return hv::recover_paused_guest(*hv, name, std::chrono::seconds(30));
             }, std::move(done));
         }
         void health(std::function<void(module::VmHealth, std::string)> done) override {
-            blocking([this]() { return p.hypervisor.status(p.setup.module.vm.name); },
+            blocking([hv = &p.hypervisor, name = p.setup.module.vm.name]() { return hv->status(name); },
                      [this, done](Result<hv::DomainStatus> st) {
                          if (!st) {
                              p.vm_json = {{"state", "unknown"}, {"reason", st.error().message}};
@@ -208,6 +214,7 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
         c.replication_timeout = std::chrono::duration_cast<module::Duration>(setup.module.replication.timeout);
         c.heartbeat_interval = std::chrono::duration_cast<module::Duration>(setup.module.heartbeat.interval);
         c.restart_attempts = setup.module.restart.attempts;
+        c.claim_seed = std::random_device{}();
         c.restart_window = std::chrono::duration_cast<module::Duration>(setup.module.restart.window);
         c.automatic_failback = setup.module.failback.mode == config::FailbackMode::automatic &&
                                !setup.module.failback.preferred_node.empty();
@@ -267,6 +274,9 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
     void demote(module::Done done) override { supervisor.control().demote(to_status(std::move(done))); }
     void connect(module::Done done) override { supervisor.control().connect(to_status(std::move(done))); }
     void outdate(module::Done done) override { supervisor.control().outdate(to_status(std::move(done))); }
+    void resume_io(module::Done done) override {
+        supervisor.control().request({{"verb", "resume-io"}}, to_status(std::move(done)));
+    }
     void declare_initial_data(module::Done done) override {
         spdlog::warn("module \"{}\": neither copy holds data yet; the images on {} become the data",
                      setup.module.name, self);

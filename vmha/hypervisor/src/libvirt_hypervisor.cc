@@ -58,7 +58,6 @@ void on_close(virConnectPtr /*conn*/, int /*reason*/, void* opaque) {
     static_cast<std::shared_ptr<std::atomic<bool>>*>(opaque)->get()->store(true);
 }
 
-void free_flag(void* opaque) { delete static_cast<std::shared_ptr<std::atomic<bool>>*>(opaque); }
 
 class LibvirtHypervisor final : public Hypervisor {
 public:
@@ -244,11 +243,12 @@ private:
         virConnSetErrorFunc(conn, nullptr, silent);
         virConnectSetKeepAlive(conn, 5, 3);  // not supported by local drivers: ignored
         dropped_ = std::make_shared<std::atomic<bool>>(false);
-        auto* flag = new std::shared_ptr<std::atomic<bool>>(dropped_);
-        if (virConnectRegisterCloseCallback(conn, on_close, flag, free_flag) < 0) {
-            delete flag;  // local drivers cannot close: nothing to watch
-        } else {
+        // The callback's opaque is ours: libvirt 9.0 does not call a free function when the
+        // callback is unregistered (LeakSanitizer saw it), so we free it after unregistering.
+        auto flag = std::make_unique<std::shared_ptr<std::atomic<bool>>>(dropped_);
+        if (virConnectRegisterCloseCallback(conn, on_close, flag.get(), nullptr) >= 0) {
             close_registered_ = true;
+            close_flag_ = std::move(flag);
         }
         virResetLastError();
         conn_ = conn;
@@ -280,6 +280,7 @@ private:
         if (close_registered_) virConnectUnregisterCloseCallback(conn_, on_close);
         lifecycle_id_ = -1;
         close_registered_ = false;
+        close_flag_.reset();
         virConnectClose(conn_);
         conn_ = nullptr;
         virResetLastError();
@@ -351,6 +352,7 @@ private:
     virConnectPtr conn_ = nullptr;
     std::shared_ptr<std::atomic<bool>> dropped_ = std::make_shared<std::atomic<bool>>(false);
     bool close_registered_ = false;
+    std::unique_ptr<std::shared_ptr<std::atomic<bool>>> close_flag_;  // the close callback's opaque
     int lifecycle_id_ = -1;
     bool watching_ = false;
 };

@@ -150,6 +150,12 @@ Decision decide_idle(const Snapshot& s, std::uint64_t grant) {
         return make(State::wait, 53, fmt::format("split brain with {}: both wrote without the "
                                                  "other", s.peer));
     }
+    // A standing grant, or a hand-over in progress, binds even if the heartbeats fall silent
+    // while the channel is still up: the peer may be starting the VM on it.
+    if (grant != 0) return make(State::second, 58, fmt::format("{} is taking the VM over", s.peer));
+    if (s.handing_over && s.channel_up && s.report) {
+        return make(State::second, 59, fmt::format("handing the VM over to {}", s.peer));
+    }
     if (s.imagesync_settling && s.link == Link::down) {
         return make(State::wait, 53, fmt::format("imagesyncd has just started; waiting for it to "
                                                  "reach {}'s", s.peer));

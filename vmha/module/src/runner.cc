@@ -55,7 +55,7 @@ ModuleRunner::ModuleRunner(RunnerConfig config, Clock& clock, ImagesyncPort& ima
       observer_(observer),
       budget_(config_.restart_attempts, config_.restart_window) {
     // Claim ids differ between the two nodes and between runs of one node.
-    claim_counter_ = (std::hash<std::string>{}(config_.self) & 0xffffu) << 40;
+    claim_counter_ = ((std::hash<std::string>{}(config_.self) ^ config_.claim_seed) & 0xffffffu) << 32;
 }
 
 ModuleRunner::~ModuleRunner() { *alive_ = false; }
@@ -66,21 +66,39 @@ void ModuleRunner::start() {
     started_at_ = clock_.now();
     state_ = State::stop;
     reason_ = started_ ? "vmhad starting" : "stopped by the operator";
-    if (!(started_ && runs_vm(persisted_.last_state))) {
+    if (!runs_vm(persisted_.last_state)) {
         poll();
         return;
     }
-    // vmhad went away while this node ran the VM. If the VM still runs (vmhad was restarted or
-    // upgraded), re-attach to it as it was: its I/O never depended on vmhad. If it does not
-    // (the node itself went down), the peer may have taken over meanwhile: start from WAIT.
+    // vmhad went away while this node ran the VM (or was stopping it). If the VM still runs
+    // (vmhad was restarted or upgraded), re-attach to it as it was: its I/O never depended on
+    // vmhad; the table then decides from there (a stop the operator asked for is finished). If
+    // it does not run (the node itself went down), the peer may have taken over: decide afresh.
+    // No decision, and no demotion of imagesync, before this check has an answer.
+    busy_ = true;
+    reattach();
+}
+
+void ModuleRunner::reattach() {
     std::weak_ptr<bool> alive = alive_;
-    busy_ = true;  // no decision before the re-attach check: it sets the state decided from
     vm_.health([this, alive](VmHealth health, std::string why) {
         if (alive.expired()) return;
+        if (health == VmHealth::unknown) {
+            // The hypervisor cannot say (libvirtd restarting too): ask again, never guess.
+            observer_.note(fmt::format("re-attach: the VM's state is unknown ({}); asking again", why));
+            poll_timer_ = clock_.after(config_.poll, [this, alive] {
+                if (alive.expired() || !*alive.lock()) return;
+                reattach();
+            });
+            return;
+        }
         busy_ = false;
         pending_ = false;
         if (health == VmHealth::running || health == VmHealth::paused_on_io_error) {
             state_ = persisted_.last_state;
+            // Known before the first report: a paused VM whose disks went away does not count
+            // as running for the peer (it may have taken over meanwhile).
+            vm_paused_io_ = health == VmHealth::paused_on_io_error;
             reason_ = "vmhad restarted; re-attached to the running VM";
             observer_.note(reason_);
         } else {
@@ -97,6 +115,7 @@ void ModuleRunner::poll() {
         if (!busy_ && started_) check_vm();  // idle nodes too: status shows where the VM is
         repromote();
         demote_if_idle();
+        release_fence();
         retry_refused_link();
         evaluate();
         send_report();
@@ -114,8 +133,11 @@ void ModuleRunner::refresh_imagesync(std::function<void()> then) {
         then();
         return;
     }
+    if (status_pending_) return;  // the last request has not answered yet: no pile-up
+    status_pending_ = true;
     imagesync_port_.status([this, alive, then = std::move(then)](ImagesyncStatus status) {
         if (alive.expired()) return;
+        status_pending_ = false;
         if (status.up && !imagesync_.up) imagesync_up_since_ = clock_.now();
         // This side broke the link (imagesyncd went away): the peer went on alone at once.
         if (!status.up || (status.up && !imagesync_.up)) last_in_sync_.reset();
@@ -160,6 +182,31 @@ void ModuleRunner::demote_if_idle() {
     });
 }
 
+// imagesync lost the peer and holds its write replies (fencing) until the peer cannot start the
+// VM on a copy that lacks those writes: its report says its copy is not UpToDate (it marked
+// it Outdated on reading this node's ALONE report) or its module is stopped, or it is lost
+// on every heartbeat path.
+void ModuleRunner::release_fence() {
+    if (!imagesync_.up || !imagesync_.primary || !imagesync_.fencing || releasing_fence_) return;
+    const bool peer_gone = liveness_ == Liveness::lost;
+    const bool peer_outdated = channel_up_ && report_ &&
+                               (report_->data != DataState::up_to_date || report_->state == State::stop);
+    if (!peer_gone && !peer_outdated) return;
+    releasing_fence_ = true;
+    std::weak_ptr<bool> alive = alive_;
+    imagesync_port_.resume_io([this, alive, peer_gone](Status st) {
+        if (alive.expired()) return;
+        releasing_fence_ = false;
+        if (!st) {
+            observer_.note(fmt::format("resuming I/O after fencing failed: {}", st.error().message));
+            return;
+        }
+        imagesync_.fencing = false;
+        observer_.note(peer_gone ? fmt::format("fencing done: {} is lost; writes go on alone", config_.peer)
+                                 : fmt::format("fencing done: {}'s copy is Outdated; writes go on alone", config_.peer));
+    });
+}
+
 // A handshake refused for a reason that roles can change ("this secondary has the newer data;
 // promote it", no usable source yet) is tried again now and then. Split brain is not: the
 // operator decides.
@@ -199,8 +246,10 @@ void ModuleRunner::repromote() {
 
 void ModuleRunner::check_vm() {
     std::weak_ptr<bool> alive = alive_;
-    vm_.health([this, alive](VmHealth health, std::string reason) {
+    const std::uint64_t epoch = transitions_;
+    vm_.health([this, alive, epoch](VmHealth health, std::string reason) {
         if (alive.expired()) return;
+        if (epoch != transitions_) return;  // asked before a transition: stale
         on_vm_health(health, std::move(reason));
     });
 }
@@ -283,6 +332,14 @@ void ModuleRunner::on_peer_refused(std::string reason) {
 }
 
 void ModuleRunner::on_peer_message(const nlohmann::json& m) {
+    try {
+        read_report(m);
+    } catch (const nlohmann::json::exception& e) {
+        observer_.note(fmt::format("ignored a report from {} with a malformed field: {}", config_.peer, e.what()));
+    }
+}
+
+void ModuleRunner::read_report(const nlohmann::json& m) {
     if (!m.is_object() || m.value("type", "") != "report") {
         observer_.note(fmt::format("ignored a message from {} that is not a report", config_.peer));
         return;
@@ -478,7 +535,13 @@ void ModuleRunner::evaluate() {
         imagesync_port_.declare_initial_data([this, alive, d](Status st) {
             if (alive.expired()) return;
             if (!st) fail_effect("declaring the initial data", st);
-            finish(state_, d);
+            // Decide next on imagesync's new data state, not on the one read before.
+            imagesync_port_.status([this, alive, d](ImagesyncStatus now) {
+                if (alive.expired()) return;
+                imagesync_ = now;
+                remember_data();
+                finish(state_, d);
+            });
         });
         return;
     }
@@ -551,9 +614,14 @@ void ModuleRunner::apply(const Decision& d) {
             });
         };
         if (runs_vm(from)) {
-            vm_.stop([this, guard, demote_then_stop](Status st) {
+            vm_.stop([this, guard, demote_then_stop, d](Status st) {
                 if (!guard()) return;
-                if (!st) fail_effect("stopping the VM", st);
+                if (!st) {
+                    // The VM still runs: its disks stay. The next decision tries again.
+                    fail_effect("stopping the VM", st);
+                    finish(state_, d);
+                    return;
+                }
                 demote_then_stop();
             });
         } else {
@@ -582,21 +650,23 @@ void ModuleRunner::apply(const Decision& d) {
                 imagesync_port_.demote([this, guard, d, connect](Status dst) {
                     if (!guard()) return;
                     if (!dst) fail_effect("demoting imagesync", dst);
-                    if (!d.hand_over) {
+                    if (!d.hand_over || !dst) {
                         connect();
                         return;
                     }
                     // Hand over only if the peer holds every write, now that none can come: the
-                    // link may have dropped while the VM was stopping.
+                    // link may have dropped while the VM was stopping. Writing without the peer
+                    // always leaves a trace: a bitmap generation and dirty bytes.
                     imagesync_port_.status([this, guard, connect](ImagesyncStatus now) {
                         if (!guard()) return;
                         imagesync_ = now;
-                        if (now.up && now.link == Link::connected) {
+                        if (now.up && now.generations.bitmap == imagesync::meta::kNoGeneration &&
+                            now.dirty_bytes == 0) {
                             handing_over_ = true;
                             handing_over_since_ = clock_.now();
                         } else {
-                            observer_.note(fmt::format("not handing the VM over: the replication link "
-                                                       "to {} is {}", config_.peer, to_string(now.link)));
+                            observer_.note(fmt::format("not handing the VM over: {} lacks writes made "
+                                                       "here ({} dirty bytes)", config_.peer, now.dirty_bytes));
                         }
                         connect();
                     });
@@ -628,6 +698,18 @@ void ModuleRunner::apply(const Decision& d) {
         finish(from, d);
         return;
     }
+    // Persisted first: a vmhad that dies from here on finds, at its restart, that this node may
+    // run the VM, and checks before it demotes anything.
+    {
+        Persisted p = persisted_;
+        p.last_state = to;
+        if (auto saved = store_.save(p); !saved) {
+            fail_effect("saving the module state", saved);
+            finish(from, d);
+            return;
+        }
+        persisted_ = p;
+    }
     imagesync_port_.promote([this, guard, d, to, from](Status st) {
         if (!guard()) return;
         if (!st) {
@@ -654,6 +736,7 @@ void ModuleRunner::apply(const Decision& d) {
 void ModuleRunner::finish(State next, const Decision& d) {
     const State from = state_;
     state_ = next;
+    ++transitions_;
     if (next == d.next) {
         reason_ = d.reason;
         rule_ = d.rule;
@@ -671,11 +754,17 @@ void ModuleRunner::finish(State next, const Decision& d) {
         persisted_ = p;
     }
     if (d.hand_over || d.rule == 46) {
+        // The swap is done only if the VM was stopped here and announced to the peer.
         swap_requested_ = false;
         while (!swap_waiters_.empty()) {
             auto done = std::move(swap_waiters_.front());
             swap_waiters_.pop_front();
-            done({});
+            if (handing_over_) {
+                done({});
+            } else {
+                done(Error(errc::busy, fmt::format("module \"{}\": the swap did not happen: {}",
+                                                   config_.module, reason_)));
+            }
         }
     }
     busy_ = false;

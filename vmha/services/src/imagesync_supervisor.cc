@@ -127,6 +127,9 @@ vmha::Result<std::vector<std::string>> imagesyncd_argv(const config::Module& mod
         "--timeout-ms", std::to_string(module.replication.timeout.count()),
         "--resync-rate", std::to_string(module.replication.resync_rate),
         "--log-level", log_level,
+        // vmhad fences: after losing the peer, write replies wait until vmhad knows the peer
+        // Outdated or gone (imagesync resume-io).
+        "--fence",
     };
     bool qcow2 = false;
     for (const auto& disk : module.disks) {

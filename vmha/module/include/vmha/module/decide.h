@@ -60,8 +60,9 @@
 // |  55  | peer silent since start, this node last ran it alone     | ALONE                    |
 // |  56  | peer not heard since start                               | WAIT                     |
 // |  57  | peer alive, its module state unknown (channel down)      | WAIT                     |
-// |  58  | this node granted the peer's claim                       | SECOND                   |
+// |  58  | this node granted the peer's claim (evaluated before 53b)| SECOND                   |
 // |  59  | this node handed the VM over, the peer not running yet   | SECOND                   |
+// |      |   (with the channel up: evaluated before 53b too)        |                          |
 // |  60  | this node should run it (peer handing over, not UpToDate,| with the grant: ALONE;   |
 // |      |   unfit, stopped, or both fit and this node preferred)   | else SECOND, claim       |
 // |      |   and the generations show this copy the same or newer   | (unknown: WAIT, no claim)|

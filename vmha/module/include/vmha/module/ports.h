@@ -47,6 +47,7 @@ struct ImagesyncStatus {
     std::uint64_t resync_total = 0;  // bytes; 0 = no resync running
     imagesync::meta::Generations generations;
     bool crashed_primary = false;
+    bool fencing = false;  // primary that lost its peer: write replies wait for resume_io()
 };
 
 class ImagesyncPort {
@@ -63,6 +64,8 @@ public:
     // A new pair, where neither copy ever held data: this node's images become the data
     // (imagesync's forced promotion of a JustCreated copy, then a demotion).
     virtual void declare_initial_data(Done done) = 0;
+    // Fencing done (the peer's copy is Outdated, or the peer is gone): the held write replies go.
+    virtual void resume_io(Done done) = 0;
 };
 
 // The VM as the runner sees it (the Hypervisor backend plus the domain definition).
@@ -101,6 +104,7 @@ struct Persisted {
     DataState data = DataState::unknown;
     imagesync::meta::Generations generations;
     bool crashed_primary = false;
+    bool fencing = false;  // primary that lost its peer: write replies wait for resume_io()
 };
 
 class Store {

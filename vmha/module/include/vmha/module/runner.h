@@ -47,6 +47,7 @@ struct RunnerConfig {
     Duration heartbeat_timeout{3000};   // heartbeat.timeout
     Duration replication_timeout{5000}; // replication.timeout
     Duration heartbeat_interval{500};   // heartbeat.interval
+    std::uint64_t claim_seed = 0;       // mixed into claim ids (vmhad: random per run)
     unsigned restart_attempts = 3;
     Duration restart_window{24 * 3600 * 1000};
     bool automatic_failback = false;  // to the peer, when it is the preferred node
@@ -106,9 +107,12 @@ private:
     void send_report();
     void refresh_imagesync(std::function<void()> then);
     void check_vm();
+    void reattach();
+    void read_report(const nlohmann::json& message);
     void repromote();
     void demote_if_idle();
     void retry_refused_link();
+    void release_fence();
     void remember_data();
     Standing standing() const;
     bool current_with_peer() const;
@@ -160,12 +164,15 @@ private:
     bool busy_ = false;
     bool pending_ = false;
     bool resuming_ = false;
+    bool status_pending_ = false;
+    std::uint64_t transitions_ = 0;  // answers asked for before a transition are stale
     bool vm_paused_io_ = false;
     TimePoint imagesync_up_since_{};
     TimePoint last_connect_retry_{};
     bool outdating_ = false;
     bool repromoting_ = false;
     bool demoting_ = false;
+    bool releasing_fence_ = false;
     std::unique_ptr<Clock::Token> poll_timer_;
     // Set to false in the destructor: completions arriving later must not touch *this.
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
