@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
@@ -50,6 +51,20 @@ class TempDir {
   private:
     fs::path path_;
 };
+
+// A TCP port free on every local address (bound once on INADDR_ANY, then released for the
+// daemon); 127.0.0.1 and 127.0.0.2 can both use it.
+inline std::uint16_t free_port() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_ANY);
+    (void)::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    socklen_t len = sizeof addr;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    ::close(fd);
+    return ntohs(addr.sin_port);
+}
 
 inline bool have_tool(const std::string& name) {
     const char* path = std::getenv("PATH");

@@ -21,19 +21,6 @@ namespace {
 
 constexpr std::uint64_t kMiB = 1024 * 1024;
 
-// A free TCP port on 127.0.0.1 (bound once, then released for the daemon).
-std::uint16_t free_port() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    socklen_t len = sizeof addr;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-    ::close(fd);
-    return ntohs(addr.sin_port);
-}
-
 // A TCP relay between the two daemons, standing in for the network: it can add latency and
 // can be cut at once (RST both ways, dropping what it holds), as when a node loses power with
 // bytes still on the wire.

@@ -145,6 +145,7 @@ public:
     Status demote(Node& n);
     Status outdate(Node& n);
     std::uint64_t fresh_generation() { return next_generation_++; }
+    bool automatic_failback() const { return options_.seed % 3 == 1; }
     void imagesync_start(Node& n);
     void imagesync_crash(Node& n);
     // vm model
@@ -390,6 +391,9 @@ struct Incarnation {
         c.startup_grace = module::Duration(2 * kHeartbeatTimeout + 2000);
         c.handover_timeout = module::Duration(30000);
         c.imagesync_settle = module::Duration(3000);
+        // One seed in three fails back automatically to hv1 (the preferred node).
+        c.automatic_failback = w.automatic_failback() && n.id != 0;
+        c.failback_stable = module::Duration(20000);
         c.heartbeat_timeout = module::Duration(kHeartbeatTimeout);
         c.replication_timeout = module::Duration(kReplicationTimeout);
         c.heartbeat_interval = module::Duration(kHeartbeatInterval);

@@ -22,21 +22,6 @@ namespace vmhad_test {
 using namespace imagesync_test;
 using namespace std::chrono_literals;
 
-inline std::uint16_t free_port() {
-    // Bound to port 0 on every address 127.0.0.1 and 127.0.0.2 share: the kernel picks a port
-    // free for TCP; UDP on it is checked by the daemons at bind time.
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_ANY);
-    a.sin_port = 0;
-    (void)::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    ::close(fd);
-    return ntohs(a.sin_port);
-}
-
 inline bool poll_until(std::chrono::milliseconds timeout, const std::function<bool()>& done) {
     const auto deadline = Clock::now() + timeout;
     while (Clock::now() < deadline) {

@@ -75,6 +75,30 @@ TEST(VmhadPair, FailsOverWhenTheRunningNodeDiesAndTakesItBackBySwap) {
     EXPECT_EQ(c.http("hv2", "/health/web1"), 503);
 }
 
+TEST(VmhadPair, FailsBackAutomaticallyToThePreferredNodeOnceItIsStable) {
+    ClusterOptions o;
+    const std::string failback = "failback:\n  mode: automatic\n  preferred_node: hv1\n  stable_for: 3s\n";
+    o.module_suffix["hv1"] = failback;
+    o.module_suffix["hv2"] = failback;
+    Cluster c(o);
+    start_both(c);
+    ASSERT_TRUE(c.wait_state("hv1", "PRIM"));
+    ASSERT_TRUE(poll_until(30s, [&] { return c.module_status("hv2")["data_state"] == "UpToDate"; }));
+
+    c.kill_vmhad("hv1", SIGKILL);
+    c.kill_imagesyncd("hv1");
+    ASSERT_TRUE(c.wait_state("hv2", "ALONE", 60s));
+
+    // hv1 returns, resyncs, and once it has been UpToDate and in sync for stable_for, hv2
+    // hands the VM back to it by itself.
+    c.start_vmhad("hv1");
+    ASSERT_TRUE(c.wait_admin("hv1"));
+    ASSERT_TRUE(c.wait_state("hv1", "PRIM", 120s)) << c.module_status("hv2").dump();
+    ASSERT_TRUE(c.wait_state("hv2", "SECOND", 60s));
+    EXPECT_EQ(c.http("hv1", "/health/web1"), 200);
+    EXPECT_EQ(c.http("hv2", "/health/web1"), 503);
+}
+
 TEST(VmhadPair, RefusesAPeerWithACertificateFromAnotherCa) {
     Cluster c;
     c.use_foreign_certificate("hv2");

@@ -6,6 +6,8 @@
 #include <iostream>
 
 #include <fmt/format.h>
+
+#include <vmha/human.h>
 #include <nlohmann/json.hpp>
 
 #include "admin_client.h"
@@ -24,16 +26,7 @@ std::uint64_t num(const nlohmann::json& j, const char* key) {
     return 0;
 }
 
-std::string human_bytes(std::uint64_t b) {
-    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = static_cast<double>(b);
-    int u = 0;
-    while (v >= 1024.0 && u < 4) {
-        v /= 1024.0;
-        ++u;
-    }
-    return u == 0 ? fmt::format("{} B", b) : fmt::format("{:.1f} {}", v, units[u]);
-}
+using vmha::human_bytes;
 
 // SafeKit's colours: STOP grey, WAIT red, ALONE and PRIM green, SECOND orange.
 const char* state_colour(const std::string& state) {

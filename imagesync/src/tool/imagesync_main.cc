@@ -22,6 +22,8 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
+
+#include <vmha/human.h>
 #include <nlohmann/json.hpp>
 
 namespace {
@@ -89,16 +91,7 @@ Reply ask(const std::string& path, const nlohmann::json& request) {
     return r;
 }
 
-std::string human_bytes(std::uint64_t b) {
-    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = static_cast<double>(b);
-    int u = 0;
-    while (v >= 1024.0 && u < 4) {
-        v /= 1024.0;
-        ++u;
-    }
-    return u == 0 ? fmt::format("{} B", b) : fmt::format("{:.1f} {}", v, units[u]);
-}
+using vmha::human_bytes;
 
 void print_status(const nlohmann::json& j) {
     auto str = [&](const char* k) { return j.contains(k) ? j[k].get<std::string>() : std::string("-"); };

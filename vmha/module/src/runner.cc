@@ -7,10 +7,17 @@ namespace {
 
 nlohmann::json optional_id(std::uint64_t id) { return id == 0 ? nlohmann::json(nullptr) : nlohmann::json(id); }
 
+// A non-negative integer (JSON has one number type; the parser calls small ones unsigned).
+std::optional<std::uint64_t> as_id(const nlohmann::json& v) {
+    if (v.is_number_unsigned()) return v.get<std::uint64_t>();
+    if (v.is_number_integer() && v.get<std::int64_t>() >= 0) return static_cast<std::uint64_t>(v.get<std::int64_t>());
+    return std::nullopt;
+}
+
 std::uint64_t read_id(const nlohmann::json& m, const char* key) {
     auto it = m.find(key);
-    if (it == m.end() || !it->is_number_unsigned()) return 0;
-    return it->get<std::uint64_t>();
+    if (it == m.end()) return 0;
+    return as_id(*it).value_or(0);
 }
 
 imagesync::meta::DataState to_meta(DataState d) {
@@ -36,8 +43,9 @@ std::optional<imagesync::meta::Generations> read_generations(const nlohmann::jso
     auto h = it->find("history");
     if (h == it->end() || !h->is_array() || h->size() != g.history.size()) return std::nullopt;
     for (std::size_t i = 0; i < g.history.size(); ++i) {
-        if (!(*h)[i].is_number_unsigned()) return std::nullopt;
-        g.history[i] = (*h)[i].get<std::uint64_t>();
+        auto id = as_id((*h)[i]);
+        if (!id) return std::nullopt;
+        g.history[i] = *id;
     }
     return g;
 }
@@ -610,6 +618,7 @@ void ModuleRunner::apply(const Decision& d) {
             imagesync_port_.demote([this, guard, stop_imagesync](Status st) {
                 if (!guard()) return;
                 if (!st) fail_effect("demoting imagesync", st);
+                else imagesync_.primary = false;
                 stop_imagesync();
             });
         };
@@ -650,6 +659,7 @@ void ModuleRunner::apply(const Decision& d) {
                 imagesync_port_.demote([this, guard, d, connect](Status dst) {
                     if (!guard()) return;
                     if (!dst) fail_effect("demoting imagesync", dst);
+                    else imagesync_.primary = false;
                     if (!d.hand_over || !dst) {
                         connect();
                         return;
@@ -718,6 +728,7 @@ void ModuleRunner::apply(const Decision& d) {
             return;
         }
         own_claim_ = 0;
+        imagesync_.primary = true;  // known now; the next status poll confirms
         observer_.starting_vm();
         vm_.start([this, guard, d, to](Status vst) {
             if (!guard()) return;

@@ -1,0 +1,335 @@
+// ModuleRunner against scripted ports: each kind of cell of the transition table (runner.h)
+// makes exactly the port calls it names, in order. Completions are queued and delivered by the
+// test (never inline), as the real ports do.
+#include <deque>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include <vmha/module/runner.h>
+
+namespace vmha::module {
+namespace {
+
+class Loop {
+public:
+    void post(std::function<void()> fn) { queue_.push_back(std::move(fn)); }
+    // Runs everything queued, including what that queues, until nothing is left.
+    void drain() {
+        for (int i = 0; i < 10000 && !queue_.empty(); ++i) {
+            auto fn = std::move(queue_.front());
+            queue_.pop_front();
+            fn();
+        }
+    }
+
+private:
+    std::deque<std::function<void()>> queue_;
+};
+
+// Timers fire only when the test calls tick(): every pending one once, in order.
+struct FakeClock final : Clock {
+    TimePoint t = TimePoint{} + std::chrono::hours(1);
+    struct Pending {
+        std::weak_ptr<bool> live;
+        std::function<void()> fn;
+    };
+    std::vector<Pending> pending;
+    struct T final : Token {
+        std::shared_ptr<bool> live = std::make_shared<bool>(true);
+    };
+    TimePoint now() const override { return t; }
+    std::unique_ptr<Token> after(Duration, std::function<void()> fn) override {
+        auto token = std::make_unique<T>();
+        pending.push_back({token->live, std::move(fn)});
+        return token;
+    }
+    void tick(Duration step = Duration(1000)) {
+        t += step;
+        auto due = std::move(pending);
+        pending.clear();
+        for (auto& p : due) {
+            if (!p.live.expired()) p.fn();
+        }
+    }
+};
+
+struct World final : ImagesyncPort, VmPort, PeerPort, Store, Observer {
+    Loop& loop;
+    explicit World(Loop& l) : loop(l) {}
+
+    std::vector<std::string> calls;
+    ImagesyncStatus is;
+    bool vm_running = false;
+    Persisted persisted;
+    std::vector<nlohmann::json> sent;
+    std::vector<std::string> transitions;
+
+    void call(const std::string& what, Done done, Status result = {}) {
+        calls.push_back(what);
+        loop.post([done, result] { done(result); });
+    }
+    // ImagesyncPort
+    void ensure_running(Done d) override {
+        is.up = true;
+        call("imagesync.ensure_running", d);
+    }
+    void stop(Done d) override {
+        is = {};
+        call("imagesync.stop", d);
+    }
+    void status(std::function<void(ImagesyncStatus)> done) override {
+        auto s = is;
+        loop.post([done, s] { done(s); });
+    }
+    void promote(Done d) override {
+        is.primary = true;
+        call("imagesync.promote", d);
+    }
+    void demote(Done d) override {
+        is.primary = false;
+        call("imagesync.demote", d);
+    }
+    void connect(Done d) override { call("imagesync.connect", d); }
+    void outdate(Done d) override { call("imagesync.outdate", d); }
+    void declare_initial_data(Done d) override { call("imagesync.declare_initial_data", d); }
+    void resume_io(Done d) override { call("imagesync.resume_io", d); }
+    // VmPort
+    void start(Done d) override {
+        vm_running = true;
+        call("vm.start", d);
+    }
+    void stop_vm(Done d) {
+        vm_running = false;
+        call("vm.stop", d);
+    }
+    void resume(Done d) override { call("vm.resume", d); }
+    void health(std::function<void(VmHealth, std::string)> done) override {
+        const bool r = vm_running;
+        loop.post([done, r] { done(r ? VmHealth::running : VmHealth::stopped, r ? "running" : "shut off"); });
+    }
+    // PeerPort
+    void send(const nlohmann::json& m) override { sent.push_back(m); }
+    // Store
+    Persisted load() override { return persisted; }
+    Status save(const Persisted& p) override {
+        persisted = p;
+        return {};
+    }
+    // Observer
+    void transition(State from, State to, int rule, const std::string&) override {
+        transitions.push_back(std::string(to_string(from)) + "->" + std::string(to_string(to)) + " " +
+                              std::to_string(rule));
+    }
+    void note(const std::string&) override {}
+};
+
+// VmPort::stop and ImagesyncPort::stop share a signature: the VM port is a separate object.
+struct VmAdapter final : VmPort {
+    World& w;
+    explicit VmAdapter(World& world) : w(world) {}
+    void start(Done d) override { w.start(std::move(d)); }
+    void stop(Done d) override { w.stop_vm(std::move(d)); }
+    void resume(Done d) override { w.resume(std::move(d)); }
+    void health(std::function<void(VmHealth, std::string)> done) override { w.health(std::move(done)); }
+};
+
+class RunnerTest : public ::testing::Test {
+protected:
+    RunnerTest() {
+        RunnerConfig c;
+        c.module = "web1";
+        c.self = "hv1";
+        c.peer = "hv2";
+        c.preferred = true;
+        c.restart_attempts = 2;
+        world.persisted.started = true;
+        world.is.up = true;
+        world.is.data = DataState::up_to_date;
+        world.is.link = Link::connected;
+        world.is.generations.current = 0x1000;
+        runner = std::make_unique<ModuleRunner>(c, clock, world, vm, world, world, world);
+    }
+
+    nlohmann::json report(const std::string& state, std::uint64_t grant = 0) {
+        nlohmann::json r = {{"type", "report"},   {"state", state}, {"data", "UpToDate"}, {"fit", true},
+                            {"claim", nullptr},   {"grant", nullptr}, {"handing_over", false},
+                            {"generations", {{"current", 0x1000}, {"bitmap", 0}, {"history", {0, 0, 0, 0}}}}};
+        if (grant != 0) r["grant"] = grant;
+        return r;
+    }
+    std::uint64_t last_claim() {
+        for (auto it = world.sent.rbegin(); it != world.sent.rend(); ++it) {
+            if ((*it)["claim"].is_number_unsigned()) return (*it)["claim"].get<std::uint64_t>();
+        }
+        return 0;
+    }
+    // STOP -> WAIT -> PRIM: started, the peer alive and SECOND, this node preferred; claims and
+    // runs the VM once the peer grants.
+    void bring_to_prim() {
+        runner->start();
+        loop.drain();
+        runner->on_peer_liveness(Liveness::alive);
+        runner->on_peer_channel(true);
+        runner->on_peer_message(report("SECOND"));
+        loop.drain();
+        const std::uint64_t claim = last_claim();
+        ASSERT_NE(claim, 0u) << "no claim sent: " << to_string(runner->state()) << ": " << runner->reason();
+        ASSERT_EQ(runner->state(), State::wait);
+        world.calls.clear();
+        runner->on_peer_message(report("SECOND", claim));
+        loop.drain();
+        ASSERT_EQ(runner->state(), State::prim) << runner->reason();
+    }
+
+    Loop loop;
+    FakeClock clock;
+    World world{loop};
+    VmAdapter vm{world};
+    std::unique_ptr<ModuleRunner> runner;
+};
+
+using Calls = std::vector<std::string>;
+
+TEST_F(RunnerTest, StopToWaitRunsImagesyncAndConnects) {
+    world.persisted.started = false;
+    world.is = {};
+    runner->start();
+    loop.drain();
+    EXPECT_EQ(runner->state(), State::stop);
+    ASSERT_TRUE(runner->op_start());
+    loop.drain();
+    EXPECT_EQ(runner->state(), State::wait);
+    EXPECT_EQ(world.calls, (Calls{"imagesync.ensure_running", "imagesync.connect"}));
+}
+
+TEST_F(RunnerTest, IdleToRunningPromotesThenStartsTheVmOnlyWithTheGrant) {
+    bring_to_prim();
+    EXPECT_EQ(world.calls, (Calls{"imagesync.promote", "vm.start"}));
+    EXPECT_EQ(world.persisted.last_state, State::prim);
+    EXPECT_TRUE(world.vm_running);
+}
+
+TEST_F(RunnerTest, RunningToSecondBySwapStopsDemotesAndHandsOver) {
+    bring_to_prim();
+    world.calls.clear();
+    Status swapped = Error(errc::internal, "not called");
+    runner->op_swap([&](Status st) { swapped = st; });
+    loop.drain();
+    EXPECT_EQ(runner->state(), State::second);
+    EXPECT_EQ(world.calls, (Calls{"vm.stop", "imagesync.demote", "imagesync.connect"}));
+    EXPECT_TRUE(swapped) << swapped.error().message;
+    EXPECT_TRUE(world.sent.back().value("handing_over", false));
+}
+
+TEST_F(RunnerTest, ASwapWhoseHandOverCannotBeProvenFails) {
+    bring_to_prim();
+    world.is.dirty_bytes = 4096;  // a write only this copy holds: the peer lacks it
+    Status swapped;
+    runner->op_swap([&](Status st) { swapped = st; });
+    loop.drain();
+    EXPECT_FALSE(swapped);
+    EXPECT_FALSE(world.sent.back().value("handing_over", true));
+}
+
+TEST_F(RunnerTest, RunningToWaitWhenUnfitStopsTheVmAndDemotes) {
+    bring_to_prim();
+    world.calls.clear();
+    runner->on_checker("br0", CheckerAction::wait, true, "link down");
+    loop.drain();
+    EXPECT_EQ(runner->state(), State::wait);
+    EXPECT_EQ(world.calls, (Calls{"vm.stop", "imagesync.demote", "imagesync.connect"}));
+    EXPECT_FALSE(world.vm_running);
+}
+
+TEST_F(RunnerTest, RunningToStopStopsTheVmDemotesRecordsAndStopsImagesync) {
+    bring_to_prim();
+    world.calls.clear();
+    ASSERT_TRUE(runner->op_stop());
+    loop.drain();
+    EXPECT_EQ(runner->state(), State::stop);
+    EXPECT_EQ(world.calls, (Calls{"vm.stop", "imagesync.demote", "imagesync.stop"}));
+    EXPECT_FALSE(world.persisted.started);
+    EXPECT_EQ(world.persisted.data, DataState::up_to_date) << "the last data state is kept";
+}
+
+TEST_F(RunnerTest, PrimAndAloneAreLabelsWithoutEffects) {
+    bring_to_prim();
+    world.calls.clear();
+    world.is.link = Link::down;  // the replication link broke; the next status poll says so
+    clock.tick();
+    loop.drain();
+    EXPECT_EQ(runner->state(), State::alone) << runner->reason();
+    world.is.link = Link::connected;
+    clock.tick();
+    loop.drain();
+    EXPECT_EQ(runner->state(), State::prim) << runner->reason();
+    EXPECT_TRUE(world.calls.empty()) << world.calls.front();
+}
+
+TEST_F(RunnerTest, AFailedVmIsRestartedWithinTheBudgetThenTheNodeGivesUp) {
+    bring_to_prim();
+    // The peer cannot take over (it reports Inconsistent): restarts, then WAIT.
+    auto inconsistent = report("SECOND");
+    inconsistent["data"] = "Inconsistent";
+    runner->on_peer_message(inconsistent);
+    loop.drain();
+    for (int attempt = 1; attempt <= 2; ++attempt) {
+        world.calls.clear();
+        world.vm_running = false;
+        runner->on_vm_health(VmHealth::stopped, "crashed");
+        loop.drain();
+        EXPECT_EQ(world.calls, (Calls{"vm.stop", "vm.start"})) << attempt;
+        EXPECT_EQ(runner->state(), State::prim);
+    }
+    world.calls.clear();
+    world.vm_running = false;
+    runner->on_vm_health(VmHealth::stopped, "crashed");
+    loop.drain();
+    EXPECT_EQ(runner->state(), State::wait) << runner->reason();
+    EXPECT_EQ(world.calls, (Calls{"vm.stop", "imagesync.demote", "imagesync.connect"}));
+    EXPECT_FALSE(world.sent.back().value("fit", true)) << "no restart left: unfit";
+}
+
+TEST_F(RunnerTest, APausedVmOnAnIoErrorIsResumedNeverRestarted) {
+    bring_to_prim();
+    world.calls.clear();
+    runner->on_vm_health(VmHealth::paused_on_io_error, "paused: ioerror");
+    loop.drain();
+    EXPECT_EQ(world.calls, (Calls{"vm.resume"}));
+    EXPECT_EQ(runner->state(), State::prim);
+}
+
+TEST_F(RunnerTest, TheFenceIsReleasedOnlyOnceThePeerIsOutdatedOrLost) {
+    bring_to_prim();
+    world.is.link = Link::down;
+    world.is.fencing = true;
+    clock.tick();
+    loop.drain();
+    world.calls.clear();
+    runner->on_peer_message(report("SECOND"));  // still UpToDate there: hold
+    clock.tick();
+    loop.drain();
+    for (const auto& c : world.calls) EXPECT_NE(c, "imagesync.resume_io");
+    auto outdated = report("WAIT");
+    outdated["data"] = "Outdated";
+    runner->on_peer_message(outdated);
+    clock.tick();
+    loop.drain();
+    EXPECT_NE(std::find(world.calls.begin(), world.calls.end(), "imagesync.resume_io"), world.calls.end());
+}
+
+TEST_F(RunnerTest, AMalformedPeerReportIsIgnored) {
+    bring_to_prim();
+    auto bad = report("SECOND");
+    bad["fit"] = "yes";
+    runner->on_peer_message(bad);
+    runner->on_peer_message(nlohmann::json::array());
+    loop.drain();
+    EXPECT_EQ(runner->state(), State::prim);
+}
+
+}  // namespace
+}  // namespace vmha::module
