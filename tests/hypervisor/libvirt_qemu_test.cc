@@ -253,6 +253,8 @@ protected:
     std::string name_ = "vmha-tiny";
     bool libvirtd_started_ = false;
     pid_t imagesyncd_ = -1;
+    // Declared before hv_: the backend's handler may deliver events until hv_ is gone.
+    Events events_;
     std::unique_ptr<Hypervisor> hv_;
 };
 
@@ -261,7 +263,7 @@ TEST_F(LibvirtQemu, GuestOnImagesyncdSurvivesItsRestart) {
     Result<std::unique_ptr<Hypervisor>> opened = make_libvirt_hypervisor(uri_);
     ASSERT_TRUE(opened) << opened.error().message;
     hv_ = std::move(*opened);
-    Events events;
+    Events& events = events_;
     ASSERT_TRUE(hv_->watch(events.handler()));
 
     Status defined = hv_->define(spec());
@@ -325,7 +327,7 @@ TEST_F(LibvirtQemu, ReconnectsAfterLibvirtdRestart) {
     Result<std::unique_ptr<Hypervisor>> opened = make_libvirt_hypervisor(uri_);
     ASSERT_TRUE(opened) << opened.error().message;
     hv_ = std::move(*opened);
-    Events events;
+    Events& events = events_;
     ASSERT_TRUE(hv_->watch(events.handler()));
     EXPECT_EQ(hv_->status(name_)->state, DomainState::absent);
 

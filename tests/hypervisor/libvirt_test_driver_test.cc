@@ -67,9 +67,9 @@ std::unique_ptr<Hypervisor> open_test_driver() {
 }
 
 TEST(LibvirtTestDriver, DefineStartShutdownDestroyWithEvents) {
+    Events events;  // before the backend: its handler may run until the backend is gone
     auto hv = open_test_driver();
     ASSERT_TRUE(hv);
-    Events events;
     ASSERT_TRUE(hv->watch(events.handler()));
 
     const std::string name = "vmha-lifecycle";
@@ -198,9 +198,9 @@ TEST(LibvirtTestDriver, SeveralBackendsShareTheEventLoop) {
 }
 
 TEST(LibvirtTestDriver, ConcurrentCallsFromSeveralThreads) {
+    Events events;  // before the backend: its handler may run until the backend is gone
     auto hv = open_test_driver();
     ASSERT_TRUE(hv);
-    Events events;
     ASSERT_TRUE(hv->watch(events.handler()));
     std::atomic<int> failures{0};
     std::vector<std::thread> threads;

@@ -59,8 +59,10 @@ private:
     config::Node node_;
     std::unique_ptr<peer::PeerHub> hub_;
     struct HypervisorEntry {
-        std::unique_ptr<hv::Hypervisor> hypervisor;
+        // Declared first, destroyed last: the backend's event handler publishes here until the
+        // backend is gone.
         std::unique_ptr<checkers::DomainEvents> events;
+        std::unique_ptr<hv::Hypervisor> hypervisor;
     };
     std::map<std::string, HypervisorEntry> hypervisors_;
     std::vector<std::unique_ptr<ModuleHost>> modules_;
