@@ -72,6 +72,7 @@ struct Node {
     // writes but holds their replies until vmhad's resume-io, a reconnect, or (failed) demotion
     bool fencing = false;
     std::vector<std::uint64_t> fenced;
+    std::uint64_t instance = 0;  // bumped at every imagesyncd start (its "pid")
     // the VM
     bool vm_running = false;
     bool vm_paused_io = false;
@@ -424,11 +425,13 @@ module::ImagesyncStatus World::imagesync_status(const Node& n) const {
     s.generations = n.meta.gen;
     s.crashed_primary = n.meta.crashed_primary;
     s.fencing = n.fencing;
+    s.instance = n.instance;
     return s;
 }
 
 void World::imagesync_start(Node& n) {
     n.is_up = true;
+    ++n.instance;
     n.is_primary = false;
     n.link = Link::down;
     n.alone_generation_minted = false;

@@ -265,9 +265,12 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
             boost::asio::post(io, [done]() { done(module::ImagesyncStatus{}); });
             return;
         }
-        supervisor.control().status([done](Result<nlohmann::json> r) {
+        supervisor.control().status([this, done](Result<nlohmann::json> r) {
             if (!r) return done(module::ImagesyncStatus{});
-            done(fold_status(*r));
+            auto s = fold_status(*r);
+            const pid_t pid = supervisor.pid();
+            s.instance = pid > 0 ? static_cast<std::uint64_t>(pid) : 0;
+            done(s);
         });
     }
     void promote(module::Done done) override { supervisor.control().promote(false, to_status(std::move(done))); }

@@ -147,8 +147,12 @@ void ModuleRunner::refresh_imagesync(std::function<void()> then) {
         if (alive.expired()) return;
         status_pending_ = false;
         if (status.up && !imagesync_.up) imagesync_up_since_ = clock_.now();
-        // This side broke the link (imagesyncd went away): the peer went on alone at once.
-        if (!status.up || (status.up && !imagesync_.up)) last_in_sync_.reset();
+        // This side broke the link (imagesyncd restarted): the peer went on alone at once. A
+        // status request that merely timed out is not a restart.
+        if (status.up && status.instance != 0) {
+            if (last_instance_ != 0 && status.instance != last_instance_) last_in_sync_.reset();
+            last_instance_ = status.instance;
+        }
         imagesync_ = status;
         remember_data();
         then();

@@ -48,6 +48,7 @@ struct ImagesyncStatus {
     imagesync::meta::Generations generations;
     bool crashed_primary = false;
     bool fencing = false;  // primary that lost its peer: write replies wait for resume_io()
+    std::uint64_t instance = 0;  // which imagesyncd process answered (its pid); 0 = unknown
 };
 
 class ImagesyncPort {
@@ -105,6 +106,7 @@ struct Persisted {
     imagesync::meta::Generations generations;
     bool crashed_primary = false;
     bool fencing = false;  // primary that lost its peer: write replies wait for resume_io()
+    std::uint64_t instance = 0;  // which imagesyncd process answered (its pid); 0 = unknown
 };
 
 class Store {

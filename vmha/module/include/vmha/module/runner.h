@@ -137,6 +137,7 @@ private:
     bool channel_up_ = false;
     bool current_when_lost_ = false;
     std::optional<TimePoint> last_in_sync_;
+    std::uint64_t last_instance_ = 0;  // imagesyncd's pid at the last status
     std::optional<PeerReport> report_;
     std::string peer_reason_;
     std::optional<imagesync::meta::Generations> peer_generations_;
