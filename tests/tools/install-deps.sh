@@ -13,6 +13,7 @@ packages=(
   libssl-dev libxxhash-dev nlohmann-json3-dev libcli11-dev
   googletest libgtest-dev libgmock-dev
   libxml2-dev libxml2-utils  # hypervisor: domain XML rewrite; virt-xml-validate needs xmllint
+  curl openssl  # vmhad tests: the health check over HTTP; configs/vmha-certs.sh
   # hypervisor and data-path peers used by tests, benchmarks and the demo
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
   fio libnbd-bin nbdkit iproute2 procps psmisc util-linux busybox-static cpio
