@@ -1,5 +1,7 @@
 #include <vmha/peer/peer.h>
 
+#include <algorithm>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -131,6 +133,28 @@ Result<asio::ip::address> ip_literal(const std::string& module, const std::strin
     return address;
 }
 
+// One listener per local "address:port", shared by the modules that use it.
+Status listen_on(const std::shared_ptr<PeerHub::State>& hub, const std::string& module, const std::string& local,
+                 const asio::ip::tcp::endpoint& endpoint) {
+    const std::string where = fmt::format("{}:{}", endpoint.address().to_string(), endpoint.port());
+    if (hub->listeners.contains(where)) return {};
+    asio::ip::tcp::acceptor acceptor(hub->executor);
+    error_code ec;
+    acceptor.open(endpoint.protocol(), ec);
+    if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor.bind(endpoint, ec);
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+        return Error(errc_from_errno(ec.value()), fmt::format("module \"{}\": cannot listen on {} for the control channel: {}",
+                                                              module, where, ec.message()));
+    }
+    auto listener = std::make_shared<Listener>(hub, std::move(acceptor), where);
+    listener->start();
+    hub->listeners[where] = listener;
+    spdlog::info("node \"{}\": control channel listening on {}", local, where);
+    return {};
+}
+
 }  // namespace
 }  // namespace detail
 
@@ -190,8 +214,7 @@ Result<std::unique_ptr<ModulePeer>> PeerHub::attach(const config::Module& module
     if (!local_ip) return std::move(local_ip).error();
     auto peer_ip = ip_literal(module.name, fmt::format("node \"{}\" address", there->name), there->address);
     if (!peer_ip) return std::move(peer_ip).error();
-    setup.local_control = {*local_ip, here->control_port};
-    setup.peer_control = {*peer_ip, there->control_port};
+    setup.routes.push_back({"address", {*local_ip, here->control_port}, {*peer_ip, there->control_port}});
     for (const auto& path : module.heartbeat.paths) {
         auto mine = path.addresses.find(local);
         auto theirs = path.addresses.find(there->name);
@@ -205,25 +228,14 @@ Result<std::unique_ptr<ModulePeer>> PeerHub::attach(const config::Module& module
         auto b = ip_literal(module.name, fmt::format("heartbeat path \"{}\" address", path.name), theirs->second);
         if (!b) return std::move(b).error();
         setup.paths.push_back({path.name, {*a, path.port}, {*b, path.port}});
+        const bool known = std::any_of(setup.routes.begin(), setup.routes.end(), [&](const auto& r) {
+            return r.local.address() == *a && r.remote.address() == *b;
+        });
+        if (!known) setup.routes.push_back({path.name, {*a, here->control_port}, {*b, there->control_port}});
     }
 
-    const std::string where = fmt::format("{}:{}", setup.local_control.address().to_string(), setup.local_control.port());
-    if (!state_->listeners.contains(where)) {
-        asio::ip::tcp::acceptor acceptor(state_->executor);
-        error_code ec;
-        acceptor.open(setup.local_control.protocol(), ec);
-        if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-        if (!ec) acceptor.bind(setup.local_control, ec);
-        if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
-        if (ec) {
-            return Error(errc_from_errno(ec.value()),
-                         fmt::format("module \"{}\": cannot listen on {} for the control channel: {}", module.name,
-                                     where, ec.message()));
-        }
-        auto listener = std::make_shared<detail::Listener>(state_, std::move(acceptor), where);
-        listener->start();
-        state_->listeners[where] = listener;
-        spdlog::info("node \"{}\": control channel listening on {}", local, where);
+    for (const auto& route : setup.routes) {
+        if (Status st = detail::listen_on(state_, module.name, local, route.local); !st) return std::move(st).error();
     }
     auto impl = std::make_shared<ModulePeerImpl>(state_, std::move(setup), std::move(events));
     state_->modules[module.name] = impl;

@@ -39,8 +39,8 @@ void ModulePeerImpl::start() {
     asio::co_spawn(hub_->executor, tick_loop(), asio::detached);
     if (connects()) asio::co_spawn(hub_->executor, connect_loop(), asio::detached);
     spdlog::info("module \"{}\": peer channel to node \"{}\" started ({} at {}:{})", setup_.module, setup_.peer,
-                 connects() ? "connecting" : "accepting", setup_.local_control.address().to_string(),
-                 setup_.local_control.port());
+                 connects() ? "connecting" : "accepting", setup_.routes.front().local.address().to_string(),
+                 setup_.routes.front().local.port());
 }
 
 void ModulePeerImpl::stop() {
@@ -208,15 +208,15 @@ void ModulePeerImpl::adopt(std::shared_ptr<Channel> channel, const nlohmann::jso
     establish(std::move(channel));
 }
 
-asio::awaitable<Status> ModulePeerImpl::connect_once(std::shared_ptr<Channel>& out, bool& was_refused) {
+asio::awaitable<Status> ModulePeerImpl::connect_once(const PeerSetup::Route& route, std::shared_ptr<Channel>& out,
+                                                     bool& was_refused) {
     auto self = shared_from_this();
     const Ms deadline = hub_->options.handshake_timeout;
-    const std::string where = fmt::format("{}:{}", setup_.peer_control.address().to_string(), setup_.peer_control.port());
+    const std::string where = fmt::format("{}:{}", route.remote.address().to_string(), route.remote.port());
     auto channel = std::make_shared<Channel>(asio::ip::tcp::socket(hub_->executor), *hub_->tls, where);
     out = channel;
     connecting_ = channel;
-    Status st = co_await channel->connect(asio::ip::tcp::endpoint(setup_.local_control.address(), 0),
-                                          setup_.peer_control, deadline);
+    Status st = co_await channel->connect(asio::ip::tcp::endpoint(route.local.address(), 0), route.remote, deadline);
     if (!st || stopped_) co_return st;
     st = co_await channel->handshake(asio::ssl::stream_base::client, deadline);
     if (stopped_) co_return st;
@@ -266,30 +266,42 @@ asio::awaitable<Status> ModulePeerImpl::connect_once(std::shared_ptr<Channel>& o
     co_return Status{};
 }
 
+// Tries the routes in turn (the nodes' addresses first); backs off once every route failed.
+// After a channel closes, it starts again from the first route.
 asio::awaitable<void> ModulePeerImpl::connect_loop() {
     auto self = shared_from_this();
     Ms backoff = hub_->options.reconnect_min;
+    std::size_t route = 0;
     while (!stopped_) {
         std::shared_ptr<Channel> channel;
         bool was_refused = false;
-        Status st = co_await connect_once(channel, was_refused);
+        const PeerSetup::Route& way = setup_.routes[route];
+        Status st = co_await connect_once(way, channel, was_refused);
         connecting_.reset();
         if (stopped_) break;
         Ms wait = backoff;
         if (st) {
+            if (route != 0) {
+                spdlog::info("module \"{}\": control channel to node \"{}\" goes through \"{}\" ({})", setup_.module,
+                             setup_.peer, way.name, way.remote.address().to_string());
+            }
             establish(channel);
             co_await channel->wait_closed();
             if (stopped_) break;
             backoff = hub_->options.reconnect_min;
             wait = backoff;
+            route = 0;
         } else {
             channel->close();
             if (was_refused) {
                 refused(st.error().message);
                 wait = hub_->options.refused_retry;
+                route = 0;
             } else {
                 if (st.error().message != channel_reason_) spdlog::debug("{}", st.error().message);
                 channel_reason_ = st.error().message;
+                route = (route + 1) % setup_.routes.size();
+                if (route != 0) continue;  // the next route at once
                 backoff = std::min(backoff * 2, hub_->options.reconnect_max);
             }
         }

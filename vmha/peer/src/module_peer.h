@@ -24,8 +24,15 @@ struct PeerSetup {
     std::string module;
     std::string local;  // this node's name
     std::string peer;   // the peer node's name
-    asio::ip::tcp::endpoint local_control;  // where we listen (and bind outgoing connections)
-    asio::ip::tcp::endpoint peer_control;   // where the peer listens
+    // The ways to the peer's control port: first the nodes' addresses, then each heartbeat
+    // path's (where they differ), so that the channel survives the loss of one network. The
+    // connecting side tries them in turn; both sides listen on every local one.
+    struct Route {
+        std::string name;                 // "address" or the heartbeat path's name
+        asio::ip::tcp::endpoint local;    // where we listen (and bind outgoing connections)
+        asio::ip::tcp::endpoint remote;   // where the peer listens
+    };
+    std::vector<Route> routes;  // never empty
     Ms interval{500};
     Ms timeout{3000};
     struct Path {
@@ -78,7 +85,8 @@ private:
     void send_heartbeats();
 
     asio::awaitable<void> connect_loop();
-    asio::awaitable<Status> connect_once(std::shared_ptr<Channel>& out, bool& was_refused);
+    asio::awaitable<Status> connect_once(const PeerSetup::Route& route, std::shared_ptr<Channel>& out,
+                                         bool& was_refused);
     asio::awaitable<void> read_loop(std::shared_ptr<Channel> channel);
     asio::awaitable<void> path_loop(std::size_t index);
     asio::awaitable<void> tick_loop();
