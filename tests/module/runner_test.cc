@@ -247,8 +247,12 @@ TEST_F(RunnerTest, RunningToWaitWhenUnfitStopsTheVmAndDemotes) {
 TEST_F(RunnerTest, RunningToStopStopsTheVmDemotesRecordsAndStopsImagesync) {
     bring_to_prim();
     world.calls.clear();
-    ASSERT_TRUE(runner->op_stop());
+    std::optional<Status> stopped;
+    runner->op_stop([&](Status st) { stopped = std::move(st); });
+    EXPECT_FALSE(stopped) << "answered only once the module is in STOP";
     loop.drain();
+    ASSERT_TRUE(stopped);
+    EXPECT_TRUE(*stopped);
     EXPECT_EQ(runner->state(), State::stop);
     EXPECT_EQ(world.calls, (Calls{"vm.stop", "imagesync.demote", "imagesync.stop"}));
     EXPECT_FALSE(world.persisted.started);

@@ -920,7 +920,7 @@ void World::fault_tick() {
         case 9:
             if (n.vmhad) {
                 log(fmt::format("operator: stop on {}", n.name));
-                (void)n.vmhad->runner->op_stop();
+                n.vmhad->runner->op_stop([](Status) {});
                 at(uniform(1000, 30000), [this, &n] {
                     if (n.vmhad) {
                         log(fmt::format("operator: start on {}", n.name));

@@ -175,9 +175,11 @@ void Daemon::handle(const std::string& verb, const nlohmann::json& request,
         return done(nlohmann::json{{"module", name}, {"state", std::string(module::to_string(m->runner().state()))}});
     }
     if (verb == "stop") {
-        auto st = m->stop_module();
-        if (!st) return done(std::move(st).error());
-        return done(nlohmann::json{{"module", name}, {"state", std::string(module::to_string(m->runner().state()))}});
+        m->stop_module([done, name, m](Status st) {
+            if (!st) return done(std::move(st).error());
+            done(nlohmann::json{{"module", name}, {"state", std::string(module::to_string(m->runner().state()))}});
+        });
+        return;
     }
     m->swap([done, name](Status st) {
         if (!st) return done(std::move(st).error());

@@ -430,6 +430,6 @@ Status ModuleHost::start_module() {
     return p.runner->op_start();
 }
 
-Status ModuleHost::stop_module() { return ports_->runner->op_stop(); }
+void ModuleHost::stop_module(std::function<void(Status)> done) { ports_->runner->op_stop(std::move(done)); }
 
 }  // namespace vmha::daemon

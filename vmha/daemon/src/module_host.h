@@ -53,7 +53,7 @@ public:
     nlohmann::json status() const;
     void swap(std::function<void(Status)> done);
     Status start_module();  // `vmha start`
-    Status stop_module();   // `vmha stop`
+    void stop_module(std::function<void(Status)> done);  // `vmha stop`: done once in STOP
 
     struct Ports;
 

@@ -399,6 +399,11 @@ Status ModuleRunner::op_start() {
     started_ = true;
     persisted_.started = true;
     if (auto st = store_.save(persisted_); !st) return st;
+    while (!stop_waiters_.empty()) {
+        auto done = std::move(stop_waiters_.front());
+        stop_waiters_.pop_front();
+        done(Error(errc::busy, fmt::format("module \"{}\" was started again before it stopped", config_.module)));
+    }
     budget_.reset();
     observer_.note("started by the operator");
     std::weak_ptr<bool> alive = alive_;
@@ -406,14 +411,16 @@ Status ModuleRunner::op_start() {
     return {};
 }
 
-Status ModuleRunner::op_stop() {
-    if (!started_) return {};
-    started_ = false;
-    persisted_.started = false;
-    if (auto st = store_.save(persisted_); !st) return st;
-    observer_.note("stopped by the operator");
+void ModuleRunner::op_stop(Done done) {
+    if (!started_ && state_ == State::stop && !busy_) return done({});
+    if (started_) {
+        started_ = false;
+        persisted_.started = false;
+        if (auto st = store_.save(persisted_); !st) return done(st);
+        observer_.note("stopped by the operator");
+    }
+    stop_waiters_.push_back(std::move(done));
     evaluate();
-    return {};
 }
 
 void ModuleRunner::op_swap(Done done) {
@@ -757,6 +764,13 @@ void ModuleRunner::finish(State next, const Decision& d) {
         rule_ = d.rule;
     }
     if (from != next) observer_.transition(from, next, rule_, reason_);
+    if (next == State::stop && !started_) {
+        while (!stop_waiters_.empty()) {
+            auto done = std::move(stop_waiters_.front());
+            stop_waiters_.pop_front();
+            done({});
+        }
+    }
     // Persist what a restart of vmhad (or the node) must know.
     Persisted p = persisted_;
     p.last_state = next;

@@ -44,8 +44,8 @@ struct RunnerConfig {
     Duration handover_timeout{60000}; // a hand-over the peer does not take is withdrawn
     Duration imagesync_settle{10000}; // a (re)started imagesyncd gets this long to reach its peer
     Duration refused_retry{5000};     // a refused replication handshake is tried again this often
-    Duration heartbeat_timeout{3000};   // heartbeat.timeout
-    Duration replication_timeout{5000}; // replication.timeout
+    Duration heartbeat_timeout{1500};   // heartbeat.timeout
+    Duration replication_timeout{1500}; // replication.timeout
     Duration heartbeat_interval{500};   // heartbeat.interval
     std::uint64_t claim_seed = 0;       // mixed into claim ids (vmhad: random per run)
     unsigned restart_attempts = 3;
@@ -86,7 +86,9 @@ public:
 
     // Operator commands.
     Status op_start();
-    Status op_stop();
+    // Stops the module here: done once it is in STOP (the VM and imagesyncd stopped), or with
+    // an error if it could not be saved or was started again meanwhile.
+    void op_stop(Done done);
     void op_swap(Done done);
 
     State state() const { return state_; }
@@ -161,6 +163,7 @@ private:
     RestartBudget budget_;
     bool swap_requested_ = false;
     std::deque<Done> swap_waiters_;
+    std::deque<Done> stop_waiters_;
 
     bool busy_ = false;
     bool pending_ = false;
