@@ -84,7 +84,9 @@ TEST(ModuleFile, TheBaseModuleIsValidAndParsedWithDefaults) {
     EXPECT_EQ(m.disks.at(0).export_name, "m");
     EXPECT_EQ(m.disks.at(0).format, DiskFormat::raw);
     EXPECT_EQ(m.nodes.at(1).hypervisor_uri, "qemu:///system");
-    EXPECT_EQ(m.replication.timeout, std::chrono::seconds(5));
+    EXPECT_EQ(m.replication.timeout, std::chrono::milliseconds(1500));
+    EXPECT_EQ(m.heartbeat.interval, std::chrono::milliseconds(250));
+    EXPECT_EQ(m.heartbeat.timeout, std::chrono::milliseconds(1500));
     EXPECT_EQ(m.heartbeat.paths.at(0).addresses.at("hv2").text, "10.0.0.2");
     EXPECT_EQ(m.checkers.at(0).action, CheckerAction::restart);
     EXPECT_EQ(m.peer_of("hv1")->name, "hv2");
@@ -266,9 +268,9 @@ TEST(ModuleFile, Witness) {
     EXPECT_EQ(errors({{"witness", "{endpoints: [\"10.0.0.3:7950\", \"10.0.0.4:7950\"]}"}}),
               (Lines{"m.yaml:10:22: witness.endpoints: a vmha witness has exactly one endpoint, "
                     "found 2"}));
-    EXPECT_EQ(errors({{"witness", "{endpoints: [\"10.0.0.3:7950\"], lease: 2s}"}}),
-              (Lines{"m.yaml:10:48: witness.lease: lease 2s must be longer than the heartbeat "
-                    "timeout 3s"}));
+    EXPECT_EQ(errors({{"witness", "{endpoints: [\"10.0.0.3:7950\"], lease: 1s}"}}),
+              (Lines{"m.yaml:10:48: witness.lease: lease 1s must be longer than the heartbeat "
+                    "timeout 1s500ms"}));
     EXPECT_EQ(errors({{"witness", "{type: etcd, endpoints: [\"10.0.0.3\"]}"}}),
               (Lines{"m.yaml:10:35: witness.endpoints[0]: \"10.0.0.3\" has no port; write "
                     "\"HOST:PORT\""}));

@@ -58,7 +58,7 @@ inline constexpr std::uint16_t default_control_port = 7800;
 
 struct Replication {
     std::uint16_t port = 0;                         // imagesyncd replication listener
-    Duration timeout = std::chrono::seconds(5);     // peer silent this long -> go on alone
+    Duration timeout = std::chrono::milliseconds(1500);  // peer silent this long -> go on alone
     Duration connect_timeout = std::chrono::seconds(10);
     std::uint64_t resync_rate = 0;                  // bytes/s; 0 = unlimited
     std::uint64_t activity_log_extent = 4u << 20;   // bytes per activity-log extent
@@ -74,8 +74,8 @@ struct HeartbeatPath {
 };
 
 struct Heartbeat {
-    Duration interval = std::chrono::milliseconds(500);
-    Duration timeout = std::chrono::seconds(3);  // every path silent this long -> peer lost
+    Duration interval = std::chrono::milliseconds(250);
+    Duration timeout = std::chrono::milliseconds(1500);  // every path silent this long -> peer lost
     std::vector<HeartbeatPath> paths;
 };
 
