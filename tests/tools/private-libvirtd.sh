@@ -3,7 +3,10 @@
 #
 # Usage: tests/tools/private-libvirtd.sh start DIR
 #        tests/tools/private-libvirtd.sh stop DIR
+#        tests/tools/private-libvirtd.sh prepare DIR
 #
+# prepare: only creates DIR's folders and configuration (as start does), for a caller that
+# mounts them and starts the daemons in namespaces of its own (the e2e test bed).
 # start: creates DIR/{etc,run,lib,log,cache}, copies the system /etc/libvirt into DIR/etc/libvirt
 # (without domains, autostart links or networks, with a qemu.conf fit for tests: user/group
 # root, security_driver "none", no dynamic ownership, no cgroups) and starts virtlogd and
@@ -27,7 +30,8 @@ die() { echo "private-libvirtd: $*" >&2; exit 1; }
 
 cmd=${1:-}
 dir=${2:-}
-[[ ($cmd == start || $cmd == stop) && -n $dir ]] || die "usage: private-libvirtd.sh start|stop DIR"
+[[ ($cmd == start || $cmd == stop || $cmd == prepare) && -n $dir ]] ||
+  die "usage: private-libvirtd.sh start|stop|prepare DIR"
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 sock=$dir/run/libvirt/libvirt-sock
@@ -68,7 +72,7 @@ fi
 for p in libvirtd virtlogd unshare; do
   command -v "$p" >/dev/null || [[ -x /usr/sbin/$p ]] || die "$p is missing (tests/tools/install-deps.sh)"
 done
-[[ -s $dir/libvirtd.pid ]] && kill -0 "$(<"$dir/libvirtd.pid")" 2>/dev/null &&
+[[ $cmd == start && -s $dir/libvirtd.pid ]] && kill -0 "$(<"$dir/libvirtd.pid")" 2>/dev/null &&
   die "a libvirtd started from $dir runs already (pid $(<"$dir/libvirtd.pid"))"
 
 mkdir -p "$dir"/{etc,run/libvirt,lib/libvirt,log/libvirt,cache/libvirt}
@@ -102,6 +106,8 @@ cat >>"$dir/etc/libvirt/virtlogd.conf" <<EOF
 # private-libvirtd.sh (tests)
 log_outputs = "3:file:$dir/virtlogd.log"
 EOF
+
+[[ $cmd == prepare ]] && exit 0
 
 libvirtd_bin=$(command -v libvirtd || echo /usr/sbin/libvirtd)
 virtlogd_bin=$(command -v virtlogd || echo /usr/sbin/virtlogd)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Makes a tiny bootable guest for tests that need a real QEMU domain (direct kernel boot, TCG).
 #
-# Usage: tests/tools/tiny-guest.sh OUTDIR
+# Usage: tests/tools/tiny-guest.sh OUTDIR [WORKLOAD]
 #
-# Writes OUTDIR/vmlinuz and OUTDIR/initrd.img (and prints nothing on success). Boot them with
+# Writes OUTDIR/vmlinuz and OUTDIR/initrd.img (and prints nothing on success). With WORKLOAD (a
+# static executable), the initrd also holds it as /bin/workload, and the guest runs
+# `/bin/workload /dev/vda` instead of the loop below (again, a second after it exits). Boot them with
 #   <os><type arch='x86_64' machine='pc'>hvm</type>
 #       <kernel>OUTDIR/vmlinuz</kernel><initrd>OUTDIR/initrd.img</initrd>
 #       <cmdline>console=ttyS0 panic=-1 quiet</cmdline></os>
@@ -22,7 +24,9 @@
 # run only copies. Exit status: 0 ok, 1 failure (message on stderr).
 set -euo pipefail
 
-out=${1:?usage: tiny-guest.sh OUTDIR}
+out=${1:?usage: tiny-guest.sh OUTDIR [WORKLOAD]}
+workload=${2:-}
+[[ -z $workload || -x $workload ]] || { echo "tiny-guest: $workload is not an executable" >&2; exit 1; }
 cache=${VMHA_TEST_CACHE:-/var/cache/vmha-tests}/tiny-guest
 mkdir -p "$out" "$cache"
 
@@ -83,6 +87,9 @@ i=0
 while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
 [ -b /dev/vda ] || echo "VMHA-GUEST-NO-DISK"
 echo "VMHA-GUEST-READY"
+if [ -x /bin/workload ]; then
+  while true; do /bin/workload /dev/vda; sleep 1; done
+fi
 n=0
 while true; do
   n=$((n+1))
@@ -100,3 +107,14 @@ fi
 
 cp "$cache/vmlinuz" "$out/vmlinuz"
 cp "$cache/initrd.img" "$out/initrd.img"
+if [[ -n $workload ]]; then
+  # A second archive appended to the first, which is padded with zeros to a 512-byte boundary:
+  # the kernel unpacks both, in order.
+  size=$(stat -c %s "$out/initrd.img")
+  truncate -s $(( (size + 511) / 512 * 512 )) "$out/initrd.img"
+  extra=$(mktemp -d)
+  mkdir -p "$extra/bin"
+  cp "$workload" "$extra/bin/workload"
+  (cd "$extra" && find . | cpio -o -H newc --quiet) >>"$out/initrd.img"
+  rm -rf "$extra"
+fi

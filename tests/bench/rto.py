@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""RTO and RPO of vmha on the two-node test bed (tests/e2e/testbed.py), with a real guest.
+
+  tests/bench/rto.py BUILD_DIR [--crashes 20] [--guest-crashes 5] [--seed N] [--json FILE]
+
+Node crash: once the pair is in sync and the guest writes, wait a random 0-3 s, then crash the
+node that runs the VM (SIGKILL of everything in its namespaces, links down). Measured from the
+kill, on the wall clock:
+  detection  the survivor's vmhad logs the peer lost (every heartbeat path silent)
+  promotion  the survivor's vmhad starts the domain (imagesync promoted, VM defined)
+  boot       the guest's first acknowledged write on the survivor (its console)
+RPO: acknowledged records (either node's console) missing from the survivor's image. Then the
+crashed node boots again, resyncs (time and bytes are recorded), and the next crash hits
+whichever node runs the VM then.
+Guest crash: `virsh destroy` of the running guest; time until its next acknowledged write on
+the same node.
+Heartbeat settings are vmha's defaults (the module files set none). Prints a table; this
+machine's TCG guests boot in software, so "boot" is far slower than on KVM.
+"""
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+import testbed  # noqa: E402
+from testbed import poll  # noqa: E402
+
+
+def console_size(bed, n, m):
+    try:
+        return os.path.getsize(bed.console(n, m))
+    except FileNotFoundError:
+        return 0
+
+
+def first_ack_after(bed, n, m, offset):
+    with open(bed.console(n, m), "rb") as f:
+        f.seek(offset)
+        return b"VMHA-ACK" in f.read()
+
+
+def node_crash(bed, m, rng):
+    victim = bed.runs_on(m)
+    survivor = "hv2" if victim == "hv1" else "hv1"
+    bed.wait_more_acks(m, 5)
+    time.sleep(rng.uniform(0, 3))  # the random crash moment
+    offset = console_size(bed, survivor, m)
+    t0 = time.time()
+    bed.crash(victim)
+    poll("the guest writing on the survivor",
+         lambda: os.path.exists(bed.console(survivor, m)) and first_ack_after(bed, survivor, m, offset), 180, 0.02)
+    t_ack = time.time()
+    detected = bed.log_time(survivor, r'peer \S+ lost', t0)
+    started = bed.log_time(survivor, r'starting domain', t0)
+    lost = bed.lost_records(survivor, m)
+    row = {"victim": victim, "detection": detected - t0 if detected else None,
+           "promotion": started - detected if started and detected else None,
+           "boot": t_ack - started if started else None, "total": t_ack - t0, "lost": len(lost)}
+    # The victim returns; the resync of what changed meanwhile is timed.
+    t1 = time.time()
+    bed.boot(victim)
+    bed.wait_in_sync(m, 300)
+    row["resync_s"] = time.time() - t1
+    row["resynced_bytes"] = ((bed.status(survivor, m) or {}).get("replication") or {}).get("resynced_bytes")
+    return row
+
+
+def guest_crash(bed, m):
+    n = bed.runs_on(m)
+    bed.wait_more_acks(m, 5)
+    offset = console_size(bed, n, m)
+    t0 = time.time()
+    bed.virsh(n, "destroy", m.name)
+    poll("the guest writing again", lambda: first_ack_after(bed, n, m, offset), 180, 0.02)
+    return {"node": n, "total": time.time() - t0}
+
+
+def describe(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    return f"{statistics.median(values):6.2f} (min {min(values):.2f}, max {max(values):.2f})"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("build")
+    p.add_argument("--crashes", type=int, default=20)
+    p.add_argument("--guest-crashes", type=int, default=5)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--json", default=None, help="also write the rows to this file")
+    a = p.parse_args()
+    seed = a.seed if a.seed is not None else random.randrange(1 << 30)
+    rng = random.Random(seed)
+    m = testbed.Module("web1", 0, rate=50, restart_attempts=1000)
+    nodes, guests = [], []
+    with testbed.Bed(a.build) as bed:
+        bed.up([m])
+        for n in testbed.NODES:
+            bed.vmha(n, "start", m.name)
+        bed.wait_in_sync(m, 300)
+        for i in range(a.guest_crashes):
+            guests.append(guest_crash(bed, m))
+            print(f"guest crash {i + 1}: {guests[-1]['total']:.2f} s", flush=True)
+        for i in range(a.crashes):
+            row = node_crash(bed, m, rng)
+            nodes.append(row)
+            print(f"node crash {i + 1} ({row['victim']}): " +
+                  ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+                            if k != "victim"), flush=True)
+    print(f"\nvmha RTO/RPO on the two-node test bed (seed {seed}, default heartbeat settings, TCG guests)")
+    print(f"{'measure':<34} median (min, max) seconds")
+    print(f"{'node crash: detection':<34} {describe([r['detection'] for r in nodes])}")
+    print(f"{'node crash: promotion':<34} {describe([r['promotion'] for r in nodes])}")
+    print(f"{'node crash: guest boot to 1st write':<34} {describe([r['boot'] for r in nodes])}")
+    print(f"{'node crash: kill to guest writing':<34} {describe([r['total'] for r in nodes])}")
+    print(f"{'guest crash: kill to guest writing':<34} {describe([r['total'] for r in guests])}")
+    print(f"{'failback resync (node back to sync)':<34} {describe([r['resync_s'] for r in nodes])}")
+    resynced = [r["resynced_bytes"] for r in nodes if r.get("resynced_bytes") is not None]
+    if resynced:
+        print(f"{'resynced bytes per return':<34} median {statistics.median(resynced) / 1048576:.2f} MiB")
+    lost = sum(r["lost"] for r in nodes)
+    print(f"RPO: {lost} acknowledged records lost over {len(nodes)} node crashes")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"seed": seed, "node_crashes": nodes, "guest_crashes": guests}, f, indent=1)
+    return 1 if lost else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

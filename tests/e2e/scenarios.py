@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""End-to-end scenarios on the two-node test bed (testbed.py), with real guests.
+
+  scenarios.py BUILD_DIR [unittest arguments, e.g. Story or Multi.test_x]
+
+Story: one protected VM through a failure story, in order (each step starts from where the
+previous one left the pair): guest crash -> local restart; node crash -> the VM runs on the
+survivor, no acknowledged record lost; the node returns -> resync of what changed only; swap
+back; the replication link cut while heartbeats go through the second path -> the primary
+goes on alone, the link heals, resync. Every step that ends in sync checks both copies with
+imagesync's online verify; the end stops the module and compares both images byte for byte.
+
+Multi: four modules at once, active/active (two preferred on each node), a node crash moves
+the two it ran, its return brings the pair back; then the same checks per module.
+
+Limits: 32 modules on small disks, started and brought to PRIM/SECOND on both nodes.
+"""
+
+import os
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import testbed  # noqa: E402
+from testbed import NODES, poll  # noqa: E402
+
+BUILD = None
+
+
+def other(n):
+    return "hv2" if n == "hv1" else "hv1"
+
+
+def status_field(status, *keys):
+    for k in keys:
+        if not isinstance(status, dict):
+            return None
+        status = status.get(k)
+    return status
+
+
+class Base(unittest.TestCase):
+    bed = None
+    modules = []
+
+    @classmethod
+    def bring_up(cls, modules, **kw):
+        cls.bed = testbed.Bed(BUILD, **kw)
+        cls.modules = modules
+        try:
+            cls.bed.up(modules)
+            for m in modules:
+                for n in NODES:
+                    cls.bed.vmha(n, "start", m.name)
+        except Exception:
+            cls.bed.failed = True
+            cls.bed.teardown()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.bed:
+            cls.bed.teardown()
+
+    def run(self, result=None):
+        before = len(result.failures) + len(result.errors) if result else 0
+        out = super().run(result)
+        if result and len(result.failures) + len(result.errors) > before and self.bed:
+            self.bed.failed = True
+        return out
+
+    def assert_verified(self, n, m):
+        r = self.bed.verify_online(n, m)
+        self.assertEqual(r.returncode, 0, f"online verify of {m.name} on {n}: {r.stdout}")
+
+    def assert_nothing_lost(self, n, m):
+        lost = self.bed.lost_records(n, m)
+        self.assertEqual(lost, [], f"{m.name}: acknowledged records missing on {n}'s image")
+
+    def stop_and_compare(self, m):
+        """Stops the module (the running side first), then compares the images byte for byte."""
+        first = self.bed.runs_on(m) or "hv1"
+        for n in (first, other(first)):
+            self.bed.vmha(n, "stop", m.name, timeout=180)
+        for n in NODES:
+            self.bed.wait_state(n, m, "STOP", 120)
+        a, b = (self.bed.image(n, m) for n in NODES)
+        r = subprocess.run(["cmp", a, b], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.assertEqual(r.returncode, 0, f"{m.name}: the replicas differ: {r.stdout}")
+        self.assert_nothing_lost("hv1", m)
+
+
+class Story(Base):
+    @classmethod
+    def setUpClass(cls):
+        cls.m = testbed.Module("web1", 0, rate=20)
+        cls.bring_up([cls.m])
+
+    def test_0_starts_in_sync(self):
+        m = self.m
+        self.bed.wait_in_sync(m)
+        self.assertEqual(self.bed.runs_on(m), "hv1", "hv1 is preferred")
+        self.bed.wait_more_acks(m)
+        self.assert_verified("hv1", m)
+
+    def test_1_guest_crash_restarts_locally(self):
+        m, bed = self.m, self.bed
+        before = bed.boots("hv1", m)
+        bed.virsh("hv1", "destroy", m.name)
+        poll("the guest to boot again on hv1", lambda: bed.boots("hv1", m) > before, 120, 0.1)
+        bed.wait_more_acks(m)
+        self.assertEqual(bed.state("hv1", m), "PRIM")
+        self.assertEqual(bed.state("hv2", m), "SECOND")
+        self.assertEqual(bed.boots("hv2", m), 0, "the VM never ran on hv2")
+        self.assert_nothing_lost("hv1", m)
+        self.assert_verified("hv1", m)
+
+    def test_2_node_crash_fails_over(self):
+        m, bed = self.m, self.bed
+        bed.wait_more_acks(m)
+        bed.crash("hv1")
+        bed.wait_state("hv2", m, "ALONE", 60)
+        poll("the guest to boot on hv2", lambda: bed.boots("hv2", m) > 0, 120, 0.1)
+        bed.wait_more_acks(m)
+        self.assert_nothing_lost("hv2", m)
+
+    def test_3_node_returns_and_resyncs(self):
+        m, bed = self.m, self.bed
+        bed.boot("hv1")
+        bed.wait_in_sync(m, 240)
+        self.assertEqual(bed.runs_on(m), "hv2", "no automatic failback is configured")
+        resynced = status_field(bed.status("hv2", m), "replication", "resynced_bytes")
+        if resynced is not None:
+            self.assertLess(resynced, (m.disk_mib << 20) // 2, "only what changed is copied back")
+        bed.wait_more_acks(m)
+        self.assert_nothing_lost("hv1", m)
+        self.assert_verified("hv2", m)
+
+    def test_4_swap_back(self):
+        m, bed = self.m, self.bed
+        self.assertEqual(bed.runs_on(m), "hv2")
+        bed.vmha("hv2", "swap", m.name, timeout=300)
+        bed.wait_state("hv1", m, "PRIM", 120)
+        before = bed.boots("hv1", m)
+        self.assertGreater(before, 0)
+        bed.wait_more_acks(m)
+        bed.wait_in_sync(m)
+        self.assert_nothing_lost("hv1", m)
+        self.assert_nothing_lost("hv2", m)
+        self.assert_verified("hv1", m)
+
+    def test_5_replication_link_cut(self):
+        m, bed = self.m, self.bed
+        bed.cut("lan")
+        try:
+            # Heartbeats still pass on "hb": hv2 knows hv1 alive and must not start the VM.
+            bed.wait_state("hv1", m, "ALONE", 60)
+            bed.wait_more_acks(m, 20)
+            self.assertEqual(bed.state("hv2", m), "SECOND")
+            self.assertEqual(bed.domstate("hv2", m) in ("running", "paused"), False)
+        finally:
+            bed.heal("lan")
+        bed.wait_in_sync(m, 240)
+        bed.wait_more_acks(m)
+        self.assert_nothing_lost("hv2", m)
+        self.assert_verified("hv1", m)
+
+    def test_9_stop_and_compare(self):
+        self.stop_and_compare(self.m)
+
+
+class Multi(Base):
+    @classmethod
+    def setUpClass(cls):
+        cls.mods = [testbed.Module(f"vm{i}", i, rate=5, preferred="hv1" if i % 2 == 0 else "hv2")
+                    for i in range(4)]
+        cls.bring_up(cls.mods)
+
+    def test_0_active_active(self):
+        for m in self.mods:
+            self.bed.wait_in_sync(m, 300)
+            self.assertEqual(self.bed.runs_on(m), m.preferred)
+        for m in self.mods:
+            self.bed.wait_more_acks(m, 5)
+
+    def test_1_node_crash_moves_its_vms(self):
+        bed = self.bed
+        bed.crash("hv1")
+        for m in self.mods:
+            bed.wait_state("hv2", m, "ALONE", 120)
+        for m in self.mods:
+            bed.wait_more_acks(m, 5, 180)
+            self.assert_nothing_lost("hv2", m)
+
+    def test_2_node_returns(self):
+        bed = self.bed
+        bed.boot("hv1")
+        for m in self.mods:
+            bed.wait_in_sync(m, 300)
+            self.assertEqual(bed.runs_on(m), "hv2")
+
+    def test_9_stop_and_compare(self):
+        for m in self.mods:
+            self.stop_and_compare(m)
+
+
+class Limits(Base):
+    """32 modules (the per-node limit) on small disks, active/active; a 33rd is refused."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.mods = [testbed.Module(f"m{i:02d}", i, disk_mib=4, rate=1, slots=256,
+                                   preferred="hv1" if i % 2 == 0 else "hv2") for i in range(32)]
+        cls.bring_up(cls.mods)
+
+    def test_0_all_in_sync(self):
+        for m in self.mods:
+            self.bed.wait_in_sync(m, 900)
+            self.assertEqual(self.bed.runs_on(m), m.preferred)
+        for m in self.mods:
+            self.bed.wait_more_acks(m, 2, 300)
+            self.assert_nothing_lost(m.preferred, m)
+
+    def test_1_a_33rd_module_is_refused(self):
+        bed = self.bed
+        extra = testbed.Module("m32", 32, disk_mib=4)
+        path = bed.local("hv1", "modules", "m32.yaml")
+        with open(path, "w") as f:
+            f.write(bed.module_yaml(extra))
+        try:
+            r = bed.vmha("hv1", "config", "check", bed.local("hv1", "vmha.yaml"),
+                         *sorted(os.path.join(bed.local("hv1", "modules"), x)
+                                 for x in os.listdir(bed.local("hv1", "modules"))), check=False)
+        finally:
+            os.unlink(path)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn("at most 32 modules", r.stdout)
+
+
+def main():
+    global BUILD
+    if len(sys.argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 64
+    BUILD = sys.argv[1]
+    if os.geteuid() != 0:
+        print("e2e scenarios need root (namespaces, libvirtd): skipped")
+        return 0
+    prog = unittest.main(argv=[sys.argv[0]] + sys.argv[2:], exit=False, verbosity=2)
+    r = prog.result
+    failed = len(r.failures) + len(r.errors)
+    print(f"{r.testsRun - failed - len(r.skipped)} passed, {failed} failed")
+    return 0 if r.wasSuccessful() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
