@@ -215,6 +215,10 @@ bool cmd_list(Context& ctx, const Command& cmd) {
         ctx.out.error("Options --table and --name are mutually exclusive");
         return false;
     }
+    if (opt_table && opt_uuid) {
+        ctx.out.error("Options --table and --uuid are mutually exclusive");
+        return false;
+    }
     if (opt_table && opt_id) {
         ctx.out.error("Options --table and --id are mutually exclusive");
         return false;
@@ -323,7 +327,6 @@ bool cmd_list(Context& ctx, const Command& cmd) {
     if (opt_table) {
         header = {"Id", "Name", "State"};
         if (opt_title) header.emplace_back("Title");
-        if (opt_uuid) header.emplace_back("UUID");
         if (opt_ha) {
             header.emplace_back("Node");
             header.emplace_back("HA");
@@ -347,14 +350,6 @@ bool cmd_list(Context& ctx, const Command& cmd) {
                 auto title = domain_title(dom);
                 if (!title) return false;
                 row.push_back(*title);
-            }
-            if (opt_uuid) {
-                std::string uuid = uuid_of(dom);
-                if (uuid.empty()) {
-                    ctx.out.error("Failed to get domain's UUID");
-                    return false;
-                }
-                row.push_back(uuid);
             }
             if (opt_ha) {
                 row.push_back(d->copy().node);
