@@ -49,7 +49,9 @@ std::optional<Inventory> Inventory::gather(const config::NodeSetup& setup,
         return conn;
     };
 
-    bool needed = false;
+    // -c URI: that hypervisor must answer, whether or not a module names it (as in virsh).
+    bool needed = only_uri.has_value();
+    if (only_uri) open(*only_uri, *only_uri);
     for (const auto& module : setup.modules) {
         // This node first: its copy is the one shown when none is active.
         std::vector<std::pair<std::string, std::string>> where;  // node, uri
