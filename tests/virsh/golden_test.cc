@@ -8,9 +8,8 @@
 // byte for byte (a running domain's "CPU time:" line, which moves between the two runs, aside).
 //
 // Runs as one ctest test (one libvirtd and two TCG guests for all the checks).
-#include <unistd.h>
-
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include "run.h"
 
@@ -23,7 +22,7 @@ const std::string vmha_virsh = VMHA_VIRSH_PATH;
 const std::string tools = TOOLS_DIR;
 
 class Golden : public ::testing::Test {
-protected:
+  protected:
     static void SetUpTestSuite() {
         if (::geteuid() != 0) {
             skip_ = "needs root: it starts its own libvirtd";
@@ -46,7 +45,8 @@ protected:
             setup_error_ = "tiny-guest.sh failed: " + guest.err;
             return;
         }
-        auto lv = run({tools + "/private-libvirtd.sh", "start", (aux_ / "lv").string()}, aux_, 120s);
+        auto lv =
+            run({tools + "/private-libvirtd.sh", "start", (aux_ / "lv").string()}, aux_, 120s);
         libvirtd_ = true;
         if (lv.exit_code != 0) {
             setup_error_ = "private-libvirtd.sh failed: " + lv.err;
@@ -57,21 +57,26 @@ protected:
 
         auto extra_disk = [&](const std::string& file, const std::string& dev) {
             make_image(file);
-            return "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='" +
+            return "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source "
+                   "file='" +
                    (aux_ / file).string() + "'/><target dev='" + dev + "' bus='virtio'/></disk>\n";
         };
         std::string store_disks =
             extra_disk("store-b.img", "vdb") +
-            "<disk type='block' device='disk'><source dev='/dev/null'/><target dev='vdc' bus='virtio'/></disk>\n"
+            "<disk type='block' device='disk'><source dev='/dev/null'/><target dev='vdc' "
+            "bus='virtio'/></disk>\n"
             "<disk type='network' device='disk'><source protocol='nbd' name='store-export'>"
-            "<host transport='unix' socket='" + (aux_ / "nbd.sock").string() + "'/></source>"
+            "<host transport='unix' socket='" +
+            (aux_ / "nbd.sock").string() +
+            "'/></source>"
             "<target dev='vdd' bus='virtio'/></disk>\n"
             "<disk type='file' device='cdrom'><target dev='hdc' bus='ide'/><readonly/></disk>\n";
         define("web-run", "", extra_disk("web-run-data.img", "vdb"));
         define("db-paused", "", "");
         define("store-off", "", store_disks);
         define("Titled", "<title>Ünïcode — title\twith a tab</title>", "");
-        for (const auto& [what, args] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+        for (const auto& [what, args] :
+             std::vector<std::pair<std::string, std::vector<std::string>>>{
                  {"start web-run", {"start", "web-run"}},
                  {"start db-paused", {"start", "db-paused"}},
                  {"suspend db-paused", {"suspend", "db-paused"}}}) {
@@ -83,13 +88,16 @@ protected:
         }
         write_config("vmha.yaml", unreachable_uri_);
         // The same libvirtd under a second URI stands for a peer where the VMs run too.
-        write_config("both.yaml", "qemu+unix:///system?socket=" + (aux_ / "lv/run/libvirt/libvirt-sock").string());
+        write_config("both.yaml", "qemu+unix:///system?socket=" +
+                                      (aux_ / "lv/run/libvirt/libvirt-sock").string());
     }
 
     static void TearDownTestSuite() {
         if (libvirtd_) {
-            auto r = run({tools + "/private-libvirtd.sh", "stop", (aux_ / "lv").string()}, aux_, 120s);
-            if (r.exit_code != 0) std::fprintf(stderr, "private-libvirtd.sh stop: %s\n", r.err.c_str());
+            auto r =
+                run({tools + "/private-libvirtd.sh", "stop", (aux_ / "lv").string()}, aux_, 120s);
+            if (r.exit_code != 0)
+                std::fprintf(stderr, "private-libvirtd.sh stop: %s\n", r.err.c_str());
         }
         if (failed_) {
             std::fprintf(stderr, "kept %s (libvirtd and QEMU logs in lv/)\n", aux_.c_str());
@@ -119,11 +127,14 @@ protected:
             "<domain type='qemu'>\n  <name>" + name + "</name>\n" + top +
             "  <memory unit='MiB'>128</memory>\n  <vcpu>1</vcpu>\n"
             "  <os><type arch='x86_64' machine='pc'>hvm</type>\n"
-            "    <kernel>" + guest + "/vmlinuz</kernel><initrd>" + guest + "/initrd.img</initrd>\n"
+            "    <kernel>" +
+            guest + "/vmlinuz</kernel><initrd>" + guest +
+            "/initrd.img</initrd>\n"
             "    <cmdline>console=ttyS0 panic=-1 quiet</cmdline></os>\n"
             "  <on_crash>destroy</on_crash>\n  <devices>\n"
             "    <disk type='file' device='disk'><driver name='qemu' type='raw'/>"
-            "<source file='" + (aux_ / (name + ".img")).string() + "'/><target dev='vda' bus='virtio'/></disk>\n" +
+            "<source file='" +
+            (aux_ / (name + ".img")).string() + "'/><target dev='vda' bus='virtio'/></disk>\n" +
             disks + "    <memballoon model='none'/>\n  </devices>\n</domain>\n";
         std::ofstream(aux_ / (name + ".xml")) << xml;
         auto r = virsh({"define", (aux_ / (name + ".xml")).string()});
@@ -134,20 +145,23 @@ protected:
     static void write_config(const std::string& node_file, const std::string& peer_uri) {
         const fs::path modules = aux_ / (node_file + ".modules");
         fs::create_directories(modules);
-        std::ofstream(aux_ / node_file) << "node: hv1\nstate_dir: " << (aux_ / "state").string()
-                                        << "\nrun_dir: " << (aux_ / "run").string()
-                                        << "\nmodules_dir: " << modules.string()
-                                        << "\nadmin_socket: " << (aux_ / "no-vmhad.sock").string() << "\n";
+        std::ofstream(aux_ / node_file)
+            << "node: hv1\nstate_dir: " << (aux_ / "state").string()
+            << "\nrun_dir: " << (aux_ / "run").string() << "\nmodules_dir: " << modules.string()
+            << "\nadmin_socket: " << (aux_ / "no-vmhad.sock").string() << "\n";
         int port = 7900;
         for (const std::string vm : {"web-run", "db-paused", "store-off", "Titled", "ghost"}) {
             port += 10;
             std::ofstream(modules / ("m-" + vm + ".yaml"))
-                << "module: m-" << vm << "\nvm:\n  name: " << vm << "\n  domain_xml: "
-                << (aux_ / (vm + ".xml")).string() << "\ndisks:\n  - path: " << (aux_ / (vm + ".img")).string()
-                << "\nnodes:\n  - {name: hv1, address: 127.0.0.1, hypervisor_uri: \"" << uri_ << "\"}\n"
+                << "module: m-" << vm << "\nvm:\n  name: " << vm
+                << "\n  domain_xml: " << (aux_ / (vm + ".xml")).string()
+                << "\ndisks:\n  - path: " << (aux_ / (vm + ".img")).string()
+                << "\nnodes:\n  - {name: hv1, address: 127.0.0.1, hypervisor_uri: \"" << uri_
+                << "\"}\n"
                 << "  - {name: hv2, address: 127.0.0.2, hypervisor_uri: \"" << peer_uri << "\"}\n"
                 << "replication:\n  port: " << port << "\nheartbeat:\n  paths:\n"
-                << "    - {name: lan, port: " << port + 1 << ", addresses: {hv1: 127.0.0.1, hv2: 127.0.0.2}}\n";
+                << "    - {name: lan, port: " << port + 1
+                << ", addresses: {hv1: 127.0.0.1, hv2: 127.0.0.2}}\n";
         }
     }
 
@@ -170,7 +184,9 @@ protected:
         for (const auto& w : args) what += " " + w;
         const std::string out_a = mask.empty() ? a.out : without_lines(a.out, mask);
         const std::string out_b = mask.empty() ? b.out : without_lines(b.out, mask);
-        EXPECT_EQ(out_a, out_b) << "stdout of" << what << "\nvirsh:\n" << a << "\nvmha-virsh:\n" << b;
+        EXPECT_EQ(out_a, out_b) << "stdout of" << what << "\nvirsh:\n"
+                                << a << "\nvmha-virsh:\n"
+                                << b;
         EXPECT_EQ(a.err, b.err) << "stderr of" << what;
         EXPECT_EQ(a.exit_code, b.exit_code) << "exit status of" << what;
     }
@@ -190,23 +206,45 @@ std::vector<std::vector<std::string>> with_quiet(std::vector<std::vector<std::st
 }
 
 TEST_F(Golden, ListWithEveryFlag) {
-    for (const auto& args : with_quiet({
-             {"list"}, {"list", "--all"}, {"list", "--inactive"}, {"list", "--all", "--name"},
-             {"list", "--all", "--uuid"}, {"list", "--all", "--id"}, {"list", "--id"},
-             {"list", "--name", "--uuid", "--id", "--all"}, {"list", "--state-running"},
-             {"list", "--state-paused"}, {"list", "--state-shutoff"}, {"list", "--state-other"},
-             {"list", "--all", "--state-running", "--state-paused"}, {"list", "--all", "--title"},
-             {"list", "--title"}, {"list", "--all", "--title", "--uuid"}, {"list", "--all", "--table"},
-             {"list", "--all", "--persistent"}, {"list", "--all", "--transient"},
-             {"list", "--all", "--autostart"}, {"list", "--all", "--no-autostart"},
-             {"list", "--all", "--with-managed-save"}, {"list", "--all", "--without-managed-save"},
-             {"list", "--all", "--managed-save"}, {"list", "--all", "--with-snapshot"},
-             {"list", "--all", "--without-snapshot"}, {"list", "--all", "--with-checkpoint"},
-             {"list", "--all", "--without-checkpoint"}, {"list", "--inactive", "--name"},
-             {"list", "--state-shutoff", "--uuid"}, {"list", "--all", "--title", "--name"},
-             // usage errors
-             {"list", "--table", "--name"}, {"list", "--table", "--uuid"}, {"list", "--table", "--id"},
-             {"list", "--al"}, {"list", "extra"}, {"list", "--all=yes"}, {"list", "--all", "--all"}})) {
+    for (const auto& args : with_quiet({{"list"},
+                                        {"list", "--all"},
+                                        {"list", "--inactive"},
+                                        {"list", "--all", "--name"},
+                                        {"list", "--all", "--uuid"},
+                                        {"list", "--all", "--id"},
+                                        {"list", "--id"},
+                                        {"list", "--name", "--uuid", "--id", "--all"},
+                                        {"list", "--state-running"},
+                                        {"list", "--state-paused"},
+                                        {"list", "--state-shutoff"},
+                                        {"list", "--state-other"},
+                                        {"list", "--all", "--state-running", "--state-paused"},
+                                        {"list", "--all", "--title"},
+                                        {"list", "--title"},
+                                        {"list", "--all", "--title", "--uuid"},
+                                        {"list", "--all", "--table"},
+                                        {"list", "--all", "--persistent"},
+                                        {"list", "--all", "--transient"},
+                                        {"list", "--all", "--autostart"},
+                                        {"list", "--all", "--no-autostart"},
+                                        {"list", "--all", "--with-managed-save"},
+                                        {"list", "--all", "--without-managed-save"},
+                                        {"list", "--all", "--managed-save"},
+                                        {"list", "--all", "--with-snapshot"},
+                                        {"list", "--all", "--without-snapshot"},
+                                        {"list", "--all", "--with-checkpoint"},
+                                        {"list", "--all", "--without-checkpoint"},
+                                        {"list", "--inactive", "--name"},
+                                        {"list", "--state-shutoff", "--uuid"},
+                                        {"list", "--all", "--title", "--name"},
+                                        // usage errors
+                                        {"list", "--table", "--name"},
+                                        {"list", "--table", "--uuid"},
+                                        {"list", "--table", "--id"},
+                                        {"list", "--al"},
+                                        {"list", "extra"},
+                                        {"list", "--all=yes"},
+                                        {"list", "--all", "--all"}})) {
         expect_same(args);
     }
     expect_same({"-r", "list", "--all"});
@@ -215,8 +253,10 @@ TEST_F(Golden, ListWithEveryFlag) {
 
 TEST_F(Golden, DomstateWithReason) {
     for (const std::string d : {"web-run", "db-paused", "store-off", "Titled"}) {
-        for (const auto& args : with_quiet({{"domstate", d}, {"domstate", "--reason", d},
-                                            {"domstate", d, "--reason"}, {"domstate", "--domain=" + d},
+        for (const auto& args : with_quiet({{"domstate", d},
+                                            {"domstate", "--reason", d},
+                                            {"domstate", d, "--reason"},
+                                            {"domstate", "--domain=" + d},
                                             {"domstate", "--domain", d, "--reason"}})) {
             expect_same(args);
         }
@@ -226,26 +266,36 @@ TEST_F(Golden, DomstateWithReason) {
     expect_same({"domstate", "--reason", "2"});
     const std::string uuid = virsh({"domuuid", "store-off"}).out.substr(0, 36);
     expect_same({"domstate", "--reason", uuid});
-    for (const auto& args : std::vector<std::vector<std::string>>{
-             {"domstate", "nosuch"}, {"domstate"}, {"domstate", "--domain"}, {"domstate", "a", "b"},
-             {"domstate", "web-run", "--reason", "--reason"}, {"domstate", "--reason=1", "web-run"},
-             {"domstate", "99"}, {"-q", "domstate", "nosuch"}}) {
+    for (const auto& args :
+         std::vector<std::vector<std::string>>{{"domstate", "nosuch"},
+                                               {"domstate"},
+                                               {"domstate", "--domain"},
+                                               {"domstate", "a", "b"},
+                                               {"domstate", "web-run", "--reason", "--reason"},
+                                               {"domstate", "--reason=1", "web-run"},
+                                               {"domstate", "99"},
+                                               {"-q", "domstate", "nosuch"}}) {
         expect_same(args);
     }
 }
 
 TEST_F(Golden, Dominfo) {
     // A running domain's CPU time moves between the two runs; a paused one's does not.
-    for (const auto& args : with_quiet({{"dominfo", "web-run"}, {"dominfo", "1"}})) expect_same(args, "CPU time:");
-    for (const auto& args : with_quiet({{"dominfo", "db-paused"}, {"dominfo", "store-off"}, {"dominfo", "Titled"},
-                                        {"dominfo", "nosuch"}, {"dominfo"}})) {
+    for (const auto& args : with_quiet({{"dominfo", "web-run"}, {"dominfo", "1"}}))
+        expect_same(args, "CPU time:");
+    for (const auto& args : with_quiet({{"dominfo", "db-paused"},
+                                        {"dominfo", "store-off"},
+                                        {"dominfo", "Titled"},
+                                        {"dominfo", "nosuch"},
+                                        {"dominfo"}})) {
         expect_same(args);
     }
 }
 
 TEST_F(Golden, DomblklistWithDetails) {
     for (const std::string d : {"web-run", "db-paused", "store-off", "Titled"}) {
-        for (const auto& args : with_quiet({{"domblklist", d}, {"domblklist", "--details", d},
+        for (const auto& args : with_quiet({{"domblklist", d},
+                                            {"domblklist", "--details", d},
                                             {"domblklist", d, "--details", "--inactive"},
                                             {"domblklist", "--inactive", d}})) {
             expect_same(args);
@@ -257,11 +307,20 @@ TEST_F(Golden, DomblklistWithDetails) {
 
 TEST_F(Golden, DomidDomuuidDomname) {
     const std::string uuid = virsh({"domuuid", "web-run"}).out.substr(0, 36);
-    for (const auto& args : with_quiet({{"domid", "web-run"}, {"domid", "db-paused"}, {"domid", "store-off"},
-                                        {"domid", uuid}, {"domid", "1"}, {"domuuid", "web-run"},
-                                        {"domuuid", "1"}, {"domuuid", "Titled"}, {"domuuid", uuid},
-                                        {"domname", "1"}, {"domname", "2"}, {"domname", uuid},
-                                        {"domname", "web-run"}, {"domid", "nosuch"}})) {
+    for (const auto& args : with_quiet({{"domid", "web-run"},
+                                        {"domid", "db-paused"},
+                                        {"domid", "store-off"},
+                                        {"domid", uuid},
+                                        {"domid", "1"},
+                                        {"domuuid", "web-run"},
+                                        {"domuuid", "1"},
+                                        {"domuuid", "Titled"},
+                                        {"domuuid", uuid},
+                                        {"domname", "1"},
+                                        {"domname", "2"},
+                                        {"domname", uuid},
+                                        {"domname", "web-run"},
+                                        {"domid", "nosuch"}})) {
         expect_same(args);
     }
 }
@@ -298,9 +357,11 @@ TEST_F(Golden, StateChangingCommandsAreRefusedAndChangeNothing) {
     const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
         {{"start", "Titled"}, "error: vmha-virsh is read-only: use 'vmha start m-Titled'\n"},
         {{"destroy", "web-run"}, "error: vmha-virsh is read-only: use 'vmha stop m-web-run'\n"},
-        {{"shutdown", "--domain", "web-run"}, "error: vmha-virsh is read-only: use 'vmha stop m-web-run'\n"},
+        {{"shutdown", "--domain", "web-run"},
+         "error: vmha-virsh is read-only: use 'vmha stop m-web-run'\n"},
         {{"reboot", "web-run"}, "error: vmha-virsh is read-only: use 'vmha restart m-web-run'\n"},
-        {{"migrate", "web-run", "qemu+ssh://hv2/system"}, "error: vmha-virsh is read-only: use 'vmha swap m-web-run'\n"},
+        {{"migrate", "web-run", "qemu+ssh://hv2/system"},
+         "error: vmha-virsh is read-only: use 'vmha swap m-web-run'\n"},
         {{"resume", "db-paused"}, "error: vmha-virsh is read-only: use 'vmha start m-db-paused'\n"},
         {{"suspend", "web-run"}, "error: vmha-virsh is read-only: use 'vmha stop m-web-run'\n"},
         {{"start", "not-a-module"}, "error: vmha-virsh is read-only: use 'vmha start MODULE'\n"},
@@ -342,18 +403,29 @@ TEST_F(Golden, HaStatusFlagsADomainActiveOnBothNodes) {
     EXPECT_EQ(list.err, "");
     const Output ha = ours({"ha-status"}, "both.yaml");
     EXPECT_EQ(ha.exit_code, 1) << ha;
-    EXPECT_NE(ha.err.find("error: domain 'web-run' of module 'm-web-run' is active on several nodes: hv1, hv2"),
-              std::string::npos) << ha;
-    EXPECT_NE(ha.err.find("error: domain 'db-paused' of module 'm-db-paused' is active on several nodes"),
-              std::string::npos) << ha;
+    EXPECT_NE(
+        ha.err.find(
+            "error: domain 'web-run' of module 'm-web-run' is active on several nodes: hv1, hv2"),
+        std::string::npos)
+        << ha;
+    EXPECT_NE(
+        ha.err.find("error: domain 'db-paused' of module 'm-db-paused' is active on several nodes"),
+        std::string::npos)
+        << ha;
     EXPECT_NE(ha.err.find("warning: vmhad is not running"), std::string::npos) << ha;
     // The normal setup: hv2 unreachable is a warning, not an error.
     const Output ok = ours({"ha-status"});
     EXPECT_EQ(ok.exit_code, 0) << ok;
-    EXPECT_NE(ok.err.find("warning: node 'hv2': cannot reach the hypervisor at '" + unreachable_uri_ + "'"),
-              std::string::npos) << ok;
-    EXPECT_NE(ok.out.find(" m-ghost       ghost       -      undefined   vmhad not running"), std::string::npos) << ok;
-    EXPECT_NE(ok.out.find(" m-web-run     web-run     hv1    running     vmhad not running"), std::string::npos) << ok;
+    EXPECT_NE(ok.err.find("warning: node 'hv2': cannot reach the hypervisor at '" +
+                          unreachable_uri_ + "'"),
+              std::string::npos)
+        << ok;
+    EXPECT_NE(ok.out.find(" m-ghost       ghost       -      undefined   vmhad not running"),
+              std::string::npos)
+        << ok;
+    EXPECT_NE(ok.out.find(" m-web-run     web-run     hv1    running     vmhad not running"),
+              std::string::npos)
+        << ok;
 }
 
 }  // namespace

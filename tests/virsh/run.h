@@ -37,12 +37,14 @@ struct Output {
 };
 
 inline std::ostream& operator<<(std::ostream& os, const Output& r) {
-    return os << "exit " << r.exit_code << "\n--- stdout ---\n" << r.out << "--- stderr ---\n" << r.err;
+    return os << "exit " << r.exit_code << "\n--- stdout ---\n"
+              << r.out << "--- stderr ---\n"
+              << r.err;
 }
 
 // Runs argv to completion (killed after `timeout`), stdout and stderr to files in `scratch`.
 inline Output run(const std::vector<std::string>& argv, const fs::path& scratch,
-               std::chrono::seconds timeout = std::chrono::seconds(120)) {
+                  std::chrono::seconds timeout = std::chrono::seconds(120)) {
     static int counter = 0;
     const fs::path out = scratch / ("run-" + std::to_string(++counter) + ".out");
     const fs::path err = scratch / ("run-" + std::to_string(counter) + ".err");

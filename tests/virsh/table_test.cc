@@ -1,13 +1,14 @@
 // Unit tests of vmha-virsh's pieces that need no hypervisor: virsh's table printer (expected
 // outputs copied from virsh 9.0), its argument parsing (virsh's error sentences) and the
 // refusals of commands that change something.
+#include "table.h"
+
 #include <clocale>
 
 #include <gtest/gtest.h>
 
 #include "args.h"
 #include "commands.h"
-#include "table.h"
 
 namespace {
 
@@ -15,12 +16,12 @@ using namespace vmha::virsh;
 
 // Sets LC_ALL for one test and restores "C" after.
 class Locale {
-public:
+  public:
     explicit Locale(const char* name) { ok_ = std::setlocale(LC_ALL, name) != nullptr; }
     ~Locale() { std::setlocale(LC_ALL, "C"); }
     bool ok() const { return ok_; }
 
-private:
+  private:
     bool ok_ = false;
 };
 
@@ -112,14 +113,16 @@ std::string usage_error(std::initializer_list<const char*> words) {
 }
 
 TEST(GlobalOptions, VirshSpellings) {
-    auto r = std::get<GlobalParse>(parse_global(argv_of({"-qr", "-cURI", "--config=/x.yaml", "list", "--all"})));
+    auto r = std::get<GlobalParse>(
+        parse_global(argv_of({"-qr", "-cURI", "--config=/x.yaml", "list", "--all"})));
     EXPECT_TRUE(r.options.quiet);
     EXPECT_TRUE(r.options.readonly);
     EXPECT_EQ(r.options.connect, "URI");
     EXPECT_EQ(r.options.config, "/x.yaml");
     EXPECT_EQ(r.rest, (std::vector<std::string>{"list", "--all"}));
 
-    r = std::get<GlobalParse>(parse_global(argv_of({"--connect", "U2", "--readonly", "-d", "5", "domstate", "x"})));
+    r = std::get<GlobalParse>(
+        parse_global(argv_of({"--connect", "U2", "--readonly", "-d", "5", "domstate", "x"})));
     EXPECT_EQ(r.options.connect, "U2");
     EXPECT_EQ(r.rest, (std::vector<std::string>{"domstate", "x"}));
     EXPECT_EQ(std::get<GlobalParse>(parse_global(argv_of({}))).rest.size(), 0u);
@@ -140,8 +143,10 @@ std::string command_error(const char* name, std::initializer_list<const char*> w
 }
 
 TEST(CommandOptions, OptionsAnywhereAndTheDomainPositional) {
-    for (auto words : {std::vector<std::string>{"--reason", "web1"}, {"web1", "--reason"},
-                       {"--domain", "web1", "--reason"}, {"--domain=web1", "--reason"},
+    for (auto words : {std::vector<std::string>{"--reason", "web1"},
+                       {"web1", "--reason"},
+                       {"--domain", "web1", "--reason"},
+                       {"--domain=web1", "--reason"},
                        {"--reason", "--", "web1"}}) {
         auto r = parse_command(*find_command("domstate"), words);
         ASSERT_TRUE(std::holds_alternative<Command>(r)) << std::get<UsageError>(r).message;
@@ -165,7 +170,8 @@ TEST(CommandOptions, VirshErrors) {
     EXPECT_EQ(command_error("domstate", {"--domain"}), "expected syntax: --domain <string>");
     EXPECT_EQ(command_error("domstate", {"a", "b"}), "unexpected data 'b'");
     EXPECT_EQ(command_error("domstate", {"a", "--", "--reason"}), "unexpected data '--reason'");
-    EXPECT_EQ(command_error("dominfo", {"--reason", "a"}), "command 'dominfo' doesn't support option --reason");
+    EXPECT_EQ(command_error("dominfo", {"--reason", "a"}),
+              "command 'dominfo' doesn't support option --reason");
 }
 
 TEST(Refusal, StateChangingCommandsNameTheVmhaVerb) {
@@ -178,9 +184,13 @@ TEST(Refusal, StateChangingCommandsNameTheVmhaVerb) {
     EXPECT_EQ(refusal("resume", "db"), "vmha-virsh is read-only: use 'vmha start db'");
     EXPECT_NE(refusal("undefine", "db")->find("module file"), std::string::npos);
     EXPECT_NE(refusal("dumpxml", "db")->find("does not implement 'dumpxml'"), std::string::npos);
+    EXPECT_EQ(refusal("snapshot-create", "db"),
+              "vmha-virsh is read-only: use 'vmha verify db' or 'vmha resync db' (imagesyncd "
+              "replicates the disks; snapshots would fork them)");
     EXPECT_FALSE(refusal("foo", "db").has_value());
     // The commands vmha-virsh runs are not refused.
-    for (const char* c : {"list", "domstate", "dominfo", "domblklist", "domid", "domuuid", "domname"}) {
+    for (const char* c :
+         {"list", "domstate", "dominfo", "domblklist", "domid", "domuuid", "domname"}) {
         EXPECT_FALSE(refusal(c, "x").has_value()) << c;
         EXPECT_NE(find_command(c), nullptr) << c;
     }

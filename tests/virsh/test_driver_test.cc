@@ -1,13 +1,12 @@
 // vmha-virsh against libvirt's test:///default driver (no daemon, no root): the same goldens as
 // with QEMU, quickly, plus what only the test driver shows (a security label), and the HA
 // columns filled from a stand-in vmhad on a private admin socket.
-#include <sys/socket.h>
-#include <sys/un.h>
-
 #include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "run.h"
 
@@ -17,20 +16,22 @@ namespace {
 using namespace std::chrono_literals;
 
 class TestDriver : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
-        if (!have_program("virsh")) GTEST_SKIP() << "virsh is not installed (tests/tools/install-deps.sh)";
+        if (!have_program("virsh"))
+            GTEST_SKIP() << "virsh is not installed (tests/tools/install-deps.sh)";
         char tmpl[] = "/tmp/vmha-virsh-td-XXXXXX";
         ASSERT_NE(::mkdtemp(tmpl), nullptr);
         dir_ = tmpl;
         fs::create_directories(dir_ / "modules");
-        std::ofstream(dir_ / "vmha.yaml") << "node: hv1\nstate_dir: " << (dir_ / "state").string()
-                                          << "\nrun_dir: " << dir_.string() << "\nmodules_dir: "
-                                          << (dir_ / "modules").string() << "\nadmin_socket: "
-                                          << (dir_ / "admin.sock").string() << "\n";
+        std::ofstream(dir_ / "vmha.yaml")
+            << "node: hv1\nstate_dir: " << (dir_ / "state").string()
+            << "\nrun_dir: " << dir_.string() << "\nmodules_dir: " << (dir_ / "modules").string()
+            << "\nadmin_socket: " << (dir_ / "admin.sock").string() << "\n";
         // Both nodes on test:///default: one hypervisor, asked once.
         std::ofstream(dir_ / "modules/m-test.yaml")
-            << "module: m-test\nvm:\n  name: test\n  domain_xml: /dev/null\ndisks:\n  - path: /var/lib/x/test.img\n"
+            << "module: m-test\nvm:\n  name: test\n  domain_xml: /dev/null\ndisks:\n  - path: "
+               "/var/lib/x/test.img\n"
             << "nodes:\n  - {name: hv1, address: 127.0.0.1, hypervisor_uri: \"test:///default\"}\n"
             << "  - {name: hv2, address: 127.0.0.2, hypervisor_uri: \"test:///default\"}\n"
             << "replication:\n  port: 7801\nheartbeat:\n  paths:\n"
@@ -53,8 +54,11 @@ protected:
     void expect_same(const std::vector<std::string>& args, const std::string& mask = "") {
         const Output a = virsh(args);
         const Output b = ours(args);
-        EXPECT_EQ(mask.empty() ? a.out : without_lines(a.out, mask), mask.empty() ? b.out : without_lines(b.out, mask))
-            << "\nvirsh:\n" << a << "\nvmha-virsh:\n" << b;
+        EXPECT_EQ(mask.empty() ? a.out : without_lines(a.out, mask),
+                  mask.empty() ? b.out : without_lines(b.out, mask))
+            << "\nvirsh:\n"
+            << a << "\nvmha-virsh:\n"
+            << b;
         EXPECT_EQ(a.err, b.err);
         EXPECT_EQ(a.exit_code, b.exit_code);
     }
@@ -78,7 +82,10 @@ protected:
                 const auto request = nlohmann::json::parse(line, nullptr, false);
                 nlohmann::json reply = {{"version", 1}, {"ok", true}, {"result", result}};
                 if (!request.is_object() || request.value("verb", "") != "status") {
-                    reply = {{"version", 1}, {"ok", false}, {"code", "invalid_argument"}, {"error", "not status"}};
+                    reply = {{"version", 1},
+                             {"ok", false},
+                             {"code", "invalid_argument"},
+                             {"error", "not status"}};
                 }
                 const std::string text = reply.dump() + "\n";
                 (void)!::write(c, text.data(), text.size());
@@ -93,27 +100,42 @@ protected:
 };
 
 TEST_F(TestDriver, SameAsVirsh) {
-    for (const auto& args : std::vector<std::vector<std::string>>{
-             {"list"}, {"list", "--all"}, {"-q", "list", "--all"}, {"list", "--all", "--title"},
-             {"list", "--name"}, {"list", "--uuid"}, {"list", "--state-paused"},
-             {"domstate", "--reason", "test"}, {"domstate", "1"}, {"domblklist", "test"},
-             {"domblklist", "--details", "test"}, {"-q", "domblklist", "--details", "test"},
-             {"domid", "test"}, {"domuuid", "test"}, {"domname", "1"}, {"domstate", "nosuch"},
-             {"dominfo"}, {"list", "--bogus"}, {"frobnicate"}}) {
+    for (const auto& args :
+         std::vector<std::vector<std::string>>{{"list"},
+                                               {"list", "--all"},
+                                               {"-q", "list", "--all"},
+                                               {"list", "--all", "--title"},
+                                               {"list", "--name"},
+                                               {"list", "--uuid"},
+                                               {"list", "--state-paused"},
+                                               {"domstate", "--reason", "test"},
+                                               {"domstate", "1"},
+                                               {"domblklist", "test"},
+                                               {"domblklist", "--details", "test"},
+                                               {"-q", "domblklist", "--details", "test"},
+                                               {"domid", "test"},
+                                               {"domuuid", "test"},
+                                               {"domname", "1"},
+                                               {"domstate", "nosuch"},
+                                               {"dominfo"},
+                                               {"list", "--bogus"},
+                                               {"frobnicate"}}) {
         expect_same(args);
     }
     // The test driver's CPU time follows the clock; the security label is only here.
     expect_same({"dominfo", "test"}, "CPU time:");
-    EXPECT_NE(ours({"dominfo", "test"}).out.find("Security label: libvirt-test (enforcing)\n"), std::string::npos);
+    EXPECT_NE(ours({"dominfo", "test"}).out.find("Security label: libvirt-test (enforcing)\n"),
+              std::string::npos);
 }
 
 TEST_F(TestDriver, HaColumnsFromVmhad) {
-    serve_status_once({{"node", "hv1"},
-                       {"modules",
-                        {{{"name", "m-test"},
-                          {"state", "PRIM"},
-                          {"data_state", "UpToDate"},
-                          {"peer", {{"node", "hv2"}, {"state", "SECOND"}, {"data_state", "UpToDate"}}}}}}});
+    serve_status_once(
+        {{"node", "hv1"},
+         {"modules",
+          {{{"name", "m-test"},
+            {"state", "PRIM"},
+            {"data_state", "UpToDate"},
+            {"peer", {{"node", "hv2"}, {"state", "SECOND"}, {"data_state", "UpToDate"}}}}}}});
     const Output r = ours({"list", "--all", "--ha"});
     EXPECT_EQ(r.exit_code, 0) << r;
     EXPECT_EQ(r.out,
@@ -132,18 +154,22 @@ TEST_F(TestDriver, HaStatusWithAndWithoutVmhad) {
               "---------------------------------------------------------------------\n"
               " m-test   test     hv1    running   vmhad not running   -      -\n"
               "\n");
-    EXPECT_NE(r.err.find("warning: vmhad is not running: cannot ask '" + (dir_ / "admin.sock").string() + "'"),
-              std::string::npos) << r;
+    EXPECT_NE(r.err.find("warning: vmhad is not running: cannot ask '" +
+                         (dir_ / "admin.sock").string() + "'"),
+              std::string::npos)
+        << r;
 
-    serve_status_once({{"node", "hv1"},
-                       {"modules",
-                        {{{"name", "m-test"},
-                          {"state", "SECOND"},
-                          {"data_state", "Outdated"},
-                          {"peer", {{"node", "hv2"}, {"state", "PRIM"}, {"data_state", "UpToDate"}}}}}}});
+    serve_status_once(
+        {{"node", "hv1"},
+         {"modules",
+          {{{"name", "m-test"},
+            {"state", "SECOND"},
+            {"data_state", "Outdated"},
+            {"peer", {{"node", "hv2"}, {"state", "PRIM"}, {"data_state", "UpToDate"}}}}}}});
     r = ours({"-q", "ha-status", "test"});
     EXPECT_EQ(r.exit_code, 0) << r;
-    EXPECT_EQ(r.out, " m-test   test   hv1   running   SECOND Outdated   Outdated   hv2 PRIM UpToDate\n");
+    EXPECT_EQ(r.out,
+              " m-test   test   hv1   running   SECOND Outdated   Outdated   hv2 PRIM UpToDate\n");
     EXPECT_EQ(r.err, "");
 
     r = ours({"ha-status", "nosuch"});
@@ -152,7 +178,8 @@ TEST_F(TestDriver, HaStatusWithAndWithoutVmhad) {
 }
 
 TEST_F(TestDriver, BadConfigIsAClearError) {
-    const Output r = run({VMHA_VIRSH_PATH, "--config", (dir_ / "missing.yaml").string(), "list"}, dir_, 60s);
+    const Output r =
+        run({VMHA_VIRSH_PATH, "--config", (dir_ / "missing.yaml").string(), "list"}, dir_, 60s);
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_EQ(r.out, "");
     EXPECT_NE(r.err.find("error: " + (dir_ / "missing.yaml").string()), std::string::npos) << r;

@@ -18,12 +18,19 @@ struct GlobalDef {
     bool takes_argument;
 };
 constexpr GlobalDef global_defs[] = {
-    {'c', "connect", true},  {'d', "debug", true},     {'e', "escape", true},
-    {'h', "help", false},    {'k', "keepalive-interval", true},
-    {'K', "keepalive-count", true},                    {'l', "log", true},
-    {'q', "quiet", false},   {'r', "readonly", false}, {'v', "version", false},
+    {'c', "connect", true},
+    {'d', "debug", true},
+    {'e', "escape", true},
+    {'h', "help", false},
+    {'k', "keepalive-interval", true},
+    {'K', "keepalive-count", true},
+    {'l', "log", true},
+    {'q', "quiet", false},
+    {'r', "readonly", false},
+    {'v', "version", false},
     {'V', "", false},  // -V: the long version; only the letter
-    {0, "config", true},     {0, "socket", true},
+    {0, "config", true},
+    {0, "socket", true},
 };
 
 const GlobalDef* find_letter(char c) {
@@ -42,13 +49,24 @@ const GlobalDef* find_long(std::string_view name) {
 
 void apply(GlobalOptions& o, const GlobalDef& d, const std::string& arg) {
     switch (d.letter) {
-        case 'c': o.connect = arg; return;
-        case 'h': o.help = true; return;
-        case 'q': o.quiet = true; return;
-        case 'r': o.readonly = true; return;
+        case 'c':
+            o.connect = arg;
+            return;
+        case 'h':
+            o.help = true;
+            return;
+        case 'q':
+            o.quiet = true;
+            return;
+        case 'r':
+            o.readonly = true;
+            return;
         case 'v':
-        case 'V': o.version = true; return;
-        default: break;
+        case 'V':
+            o.version = true;
+            return;
+        default:
+            break;
     }
     if (d.name == "config") o.config = arg;
     if (d.name == "socket") o.socket = arg;
@@ -73,7 +91,8 @@ std::variant<GlobalParse, UsageError> parse_global(const std::vector<std::string
         if (word.size() < 2 || word[0] != '-') break;  // the command
         if (word[1] == '-') {
             const auto eq = word.find('=');
-            const std::string name = word.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+            const std::string name =
+                word.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
             const GlobalDef* d = find_long(name);
             if (d == nullptr || (!d->takes_argument && eq != std::string::npos)) {
                 return UsageError{fmt::format("unsupported option '{}'. See --help.", word)};
@@ -85,7 +104,8 @@ std::variant<GlobalParse, UsageError> parse_global(const std::vector<std::string
                 } else if (i + 1 < argv.size()) {
                     arg = argv[++i];
                 } else if (d->letter != 0) {
-                    return UsageError{fmt::format("option '-{}'/'--{}' requires an argument", d->letter, d->name)};
+                    return UsageError{fmt::format("option '-{}'/'--{}' requires an argument",
+                                                  d->letter, d->name)};
                 } else {
                     return UsageError{fmt::format("option '--{}' requires an argument", d->name)};
                 }
@@ -97,7 +117,8 @@ std::variant<GlobalParse, UsageError> parse_global(const std::vector<std::string
         // A cluster of short options: "-qr", "-cURI", "-c URI".
         for (std::size_t k = 1; k < word.size(); ++k) {
             const GlobalDef* d = find_letter(word[k]);
-            if (d == nullptr) return UsageError{fmt::format("unsupported option '-{}'. See --help.", word[k])};
+            if (d == nullptr)
+                return UsageError{fmt::format("unsupported option '-{}'. See --help.", word[k])};
             if (!d->takes_argument) {
                 apply(result.options, *d, "");
                 continue;
@@ -108,14 +129,16 @@ std::variant<GlobalParse, UsageError> parse_global(const std::vector<std::string
             } else if (i + 1 < argv.size()) {
                 arg = argv[++i];
             } else {
-                return UsageError{fmt::format("option '-{}'/'--{}' requires an argument", d->letter, d->name)};
+                return UsageError{
+                    fmt::format("option '-{}'/'--{}' requires an argument", d->letter, d->name)};
             }
             apply(result.options, *d, arg);
             break;
         }
         ++i;
     }
-    result.rest.assign(argv.begin() + static_cast<std::ptrdiff_t>(std::min(i, argv.size())), argv.end());
+    result.rest.assign(argv.begin() + static_cast<std::ptrdiff_t>(std::min(i, argv.size())),
+                       argv.end());
     return result;
 }
 
@@ -134,12 +157,15 @@ std::variant<Command, UsageError> parse_command(const CommandDef& def,
         const std::string& word = words[i];
         if (!data_only && word.size() > 2 && word.starts_with("--")) {
             const auto eq = word.find('=');
-            const std::string name = word.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+            const std::string name =
+                word.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
             const OptionDef* o = find(name);
             if (o == nullptr) {
-                return UsageError{fmt::format("command '{}' doesn't support option --{}", def.name, name)};
+                return UsageError{
+                    fmt::format("command '{}' doesn't support option --{}", def.name, name)};
             }
-            if (cmd.has(o->name)) return UsageError{fmt::format("option --{} already seen", o->name)};
+            if (cmd.has(o->name))
+                return UsageError{fmt::format("option --{} already seen", o->name)};
             if (o->kind == OptionDef::Kind::boolean) {
                 if (eq != std::string::npos) {
                     return UsageError{fmt::format("invalid '=' after option --{}", o->name)};
@@ -175,9 +201,10 @@ std::variant<Command, UsageError> parse_command(const CommandDef& def,
     }
     for (const auto& o : def.options) {
         if (o.required && !cmd.has(o.name)) {
-            return UsageError{o.kind == OptionDef::Kind::data
-                                  ? fmt::format("command '{}' requires <{}> option", def.name, o.name)
-                                  : fmt::format("command '{}' requires --{} option", def.name, o.name)};
+            return UsageError{
+                o.kind == OptionDef::Kind::data
+                    ? fmt::format("command '{}' requires <{}> option", def.name, o.name)
+                    : fmt::format("command '{}' requires --{} option", def.name, o.name)};
         }
     }
     return cmd;

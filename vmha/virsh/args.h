@@ -19,13 +19,13 @@ namespace vmha::virsh {
 inline constexpr const char* default_node_file = "/etc/vmha/vmha.yaml";
 
 struct GlobalOptions {
-    std::optional<std::string> connect;  // -c/--connect URI: only this connection
-    bool quiet = false;                  // -q: no table headers, no trailing blank line
-    bool readonly = false;               // -r: accepted (every connection is read-only)
-    bool help = false;                   // -h/--help
-    bool version = false;                // -v/-V/--version
+    std::optional<std::string> connect;      // -c/--connect URI: only this connection
+    bool quiet = false;                      // -q: no table headers, no trailing blank line
+    bool readonly = false;                   // -r: accepted (every connection is read-only)
+    bool help = false;                       // -h/--help
+    bool version = false;                    // -v/-V/--version
     std::string config = default_node_file;  // --config: the node file (vmha's own option)
-    std::optional<std::string> socket;   // --socket: vmhad's admin socket (vmha's own option)
+    std::optional<std::string> socket;       // --socket: vmhad's admin socket (vmha's own option)
 };
 
 // One option of a command, as virsh declares it (vshCmdOptDef).

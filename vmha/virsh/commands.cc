@@ -39,7 +39,8 @@ void Output::warning(std::string_view message) const {
 }
 
 const nlohmann::json* VmhadStatus::module(const std::string& name) const {
-    if (!reached || !status.is_object() || !status.contains("modules") || !status["modules"].is_array()) {
+    if (!reached || !status.is_object() || !status.contains("modules") ||
+        !status["modules"].is_array()) {
         return nullptr;
     }
     for (const auto& m : status["modules"]) {
@@ -57,11 +58,29 @@ const OptionDef domain_option{"domain", Kind::data, true};
 const std::vector<CommandDef>& command_defs() {
     static const std::vector<CommandDef> defs = {
         {"list",
-         {{"inactive"}, {"all"}, {"transient"}, {"persistent"}, {"with-snapshot"},
-          {"without-snapshot"}, {"with-checkpoint"}, {"without-checkpoint"}, {"state-running"},
-          {"state-paused"}, {"state-shutoff"}, {"state-other"}, {"autostart"}, {"no-autostart"},
-          {"with-managed-save"}, {"without-managed-save"}, {"uuid"}, {"name"}, {"id"}, {"table"},
-          {"managed-save"}, {"title"}, {"ha"}}},
+         {{"inactive"},
+          {"all"},
+          {"transient"},
+          {"persistent"},
+          {"with-snapshot"},
+          {"without-snapshot"},
+          {"with-checkpoint"},
+          {"without-checkpoint"},
+          {"state-running"},
+          {"state-paused"},
+          {"state-shutoff"},
+          {"state-other"},
+          {"autostart"},
+          {"no-autostart"},
+          {"with-managed-save"},
+          {"without-managed-save"},
+          {"uuid"},
+          {"name"},
+          {"id"},
+          {"table"},
+          {"managed-save"},
+          {"title"},
+          {"ha"}}},
         {"domstate", {domain_option, {"reason"}}},
         {"dominfo", {domain_option}},
         {"domblklist", {domain_option, {"inactive"}, {"details"}}},
@@ -76,7 +95,8 @@ const std::vector<CommandDef>& command_defs() {
 
 // ---- states, as virsh names them (virshDomainStateToString and friends) ----
 
-std::string_view pick(std::initializer_list<std::string_view> names, int i, std::string_view fallback) {
+std::string_view pick(std::initializer_list<std::string_view> names, int i,
+                      std::string_view fallback) {
     if (i < 0 || static_cast<std::size_t>(i) >= names.size()) return fallback;
     return names.begin()[i];
 }
@@ -144,7 +164,9 @@ HaDomain* lookup(Context& ctx, const std::string& word, unsigned by) {
         auto [ptr, ec] = std::from_chars(word.data(), end, id);
         if (ec == std::errc() && ptr == end && id >= 0) {
             for (auto& d : domains) {
-                if (d.copy().active && virDomainGetID(d.copy().dom.get()) == static_cast<unsigned>(id)) return &d;
+                if (d.copy().active &&
+                    virDomainGetID(d.copy().dom.get()) == static_cast<unsigned>(id))
+                    return &d;
             }
         }
     }
@@ -226,8 +248,12 @@ bool cmd_list(Context& ctx, const Command& cmd) {
     if (!opt_uuid && !opt_name && !opt_id) opt_table = true;
 
     // virshDomainListCollect(): the filters of virConnectListAllDomains, one group at a time.
-    auto match = [&](unsigned group) { return (flags & group) != 0; };
-    auto has = [&](unsigned bit) { return (flags & bit) != 0; };
+    auto match = [&](unsigned group) {
+        return (flags & group) != 0;
+    };
+    auto has = [&](unsigned bit) {
+        return (flags & bit) != 0;
+    };
     std::vector<HaDomain*> list;
     for (auto& d : ctx.inventory.domains()) {
         virDomainPtr dom = d.copy().dom.get();
@@ -298,7 +324,8 @@ bool cmd_list(Context& ctx, const Command& cmd) {
                 continue;
             }
         }
-        if (match(VIR_CONNECT_LIST_DOMAINS_HAS_CHECKPOINT | VIR_CONNECT_LIST_DOMAINS_NO_CHECKPOINT)) {
+        if (match(VIR_CONNECT_LIST_DOMAINS_HAS_CHECKPOINT |
+                  VIR_CONNECT_LIST_DOMAINS_NO_CHECKPOINT)) {
             const int n = virDomainListAllCheckpoints(dom, nullptr, 0);
             if (n < 0) {
                 ctx.out.error("Failed to get checkpoint count");
@@ -317,7 +344,8 @@ bool cmd_list(Context& ctx, const Command& cmd) {
     std::stable_sort(list.begin(), list.end(), [](const HaDomain* a, const HaDomain* b) {
         const unsigned ida = virDomainGetID(a->copy().dom.get());
         const unsigned idb = virDomainGetID(b->copy().dom.get());
-        if (ida == inactive && idb == inactive) return ::strcasecmp(a->name.c_str(), b->name.c_str()) < 0;
+        if (ida == inactive && idb == inactive)
+            return ::strcasecmp(a->name.c_str(), b->name.c_str()) < 0;
         if (ida != inactive && idb != inactive) return ida < idb;
         return ida != inactive;
     });
@@ -342,7 +370,8 @@ bool cmd_list(Context& ctx, const Command& cmd) {
             const int state = domain_state(dom, nullptr);
             if (state < 0) continue;  // removed meanwhile
             std::string state_text(state_name(state));
-            if (managed && state == VIR_DOMAIN_SHUTOFF && virDomainHasManagedSaveImage(dom, 0) > 0) {
+            if (managed && state == VIR_DOMAIN_SHUTOFF &&
+                virDomainHasManagedSaveImage(dom, 0) > 0) {
                 state_text = "saved";
             }
             std::vector<std::string> row{id_text, virDomainGetName(dom), state_text};
@@ -407,8 +436,9 @@ bool cmd_dominfo(Context& ctx, const Command& cmd) {
     virDomainPtr dom = d->copy().dom.get();
     bool ok = true;
     const unsigned id = virDomainGetID(dom);
-    ctx.out.print(id == static_cast<unsigned>(-1) ? label("Id:", "-")
-                                                   : label("Id:", fmt::format("{}", static_cast<int>(id))));
+    ctx.out.print(id == static_cast<unsigned>(-1)
+                      ? label("Id:", "-")
+                      : label("Id:", fmt::format("{}", static_cast<int>(id))));
     ctx.out.print(label("Name:", virDomainGetName(dom)));
     if (std::string uuid = uuid_of(dom); !uuid.empty()) ctx.out.print(label("UUID:", uuid));
     if (char* os = virDomainGetOSType(dom)) {
@@ -452,8 +482,9 @@ bool cmd_dominfo(Context& ctx, const Command& cmd) {
         virSecurityLabel seclabel{};
         if (virDomainGetSecurityLabel(dom, &seclabel) == -1) return false;
         if (seclabel.label[0] != '\0') {
-            ctx.out.print(label("Security label:", fmt::format("{} ({})", seclabel.label,
-                                                               seclabel.enforcing ? "enforcing" : "permissive")));
+            ctx.out.print(label("Security label:",
+                                fmt::format("{} ({})", seclabel.label,
+                                            seclabel.enforcing ? "enforcing" : "permissive")));
         }
     }
     char** messages = nullptr;
@@ -475,7 +506,8 @@ bool cmd_domid(Context& ctx, const Command& cmd) {
     HaDomain* d = domain_arg(ctx, cmd, by_name | by_uuid);
     if (d == nullptr) return false;
     const unsigned id = virDomainGetID(d->copy().dom.get());
-    ctx.out.print(id == static_cast<unsigned>(-1) ? std::string("-\n") : fmt::format("{}\n", static_cast<int>(id)));
+    ctx.out.print(id == static_cast<unsigned>(-1) ? std::string("-\n")
+                                                  : fmt::format("{}\n", static_cast<int>(id)));
     return true;
 }
 
@@ -547,10 +579,12 @@ bool cmd_ha_status(Context& ctx, const Command& cmd) {
     const VmhadStatus vmhad = ask_status(ctx);
     bool ok = true;
     for (const auto& u : ctx.inventory.unreachable()) {
-        ctx.out.warning(fmt::format("node '{}': cannot reach the hypervisor at '{}': {}", u.node, u.uri, u.message));
+        ctx.out.warning(fmt::format("node '{}': cannot reach the hypervisor at '{}': {}", u.node,
+                                    u.uri, u.message));
     }
     if (!vmhad.reached) {
-        ctx.out.warning(fmt::format("vmhad is not running: cannot ask '{}': {}", ctx.admin_socket, vmhad.problem));
+        ctx.out.warning(fmt::format("vmhad is not running: cannot ask '{}': {}", ctx.admin_socket,
+                                    vmhad.problem));
     }
     Table table({"Module", "Domain", "Node", "State", "HA", "Data", "Peer"});
     bool found = only == nullptr;
@@ -558,7 +592,8 @@ bool cmd_ha_status(Context& ctx, const Command& cmd) {
         const nlohmann::json* m = vmhad.module(module);
         if (m == nullptr || !m->contains("peer") || !(*m)["peer"].is_object()) return "-";
         const auto& p = (*m)["peer"];
-        return fmt::format("{} {} {}", p.value("node", "?"), p.value("state", "?"), p.value("data_state", "?"));
+        return fmt::format("{} {} {}", p.value("node", "?"), p.value("state", "?"),
+                           p.value("data_state", "?"));
     };
     auto data_cell = [&](const std::string& module) -> std::string {
         const nlohmann::json* m = vmhad.module(module);
@@ -581,8 +616,9 @@ bool cmd_ha_status(Context& ctx, const Command& cmd) {
             if (active.size() > 1) {
                 std::string nodes;
                 for (const auto& n : active) nodes += (nodes.empty() ? "" : ", ") + n;
-                ctx.out.error(fmt::format("domain '{}' of module '{}' is active on several nodes: {}",
-                                          d->name, module.name, nodes));
+                ctx.out.error(
+                    fmt::format("domain '{}' of module '{}' is active on several nodes: {}",
+                                d->name, module.name, nodes));
                 node = nodes;
                 ok = false;
             }
@@ -626,15 +662,24 @@ struct Refused {
     std::string_view use;  // "{}" is the module
 };
 constexpr Refused refused_commands[] = {
-    {"start", "vmha start {}"},         {"create", "vmha start {}"},
-    {"resume", "vmha start {}"},        {"autostart", "vmha start {}"},
-    {"shutdown", "vmha stop {}"},       {"destroy", "vmha stop {}"},
-    {"suspend", "vmha stop {}"},        {"managedsave", "vmha stop {}"},
-    {"save", "vmha stop {}"},           {"restore", "vmha start {}"},
-    {"dompmsuspend", "vmha stop {}"},   {"dompmwakeup", "vmha start {}"},
-    {"reboot", "vmha restart {}"},      {"reset", "vmha restart {}"},
-    {"migrate", "vmha swap {}"},        {"migrate-setmaxdowntime", "vmha swap {}"},
-    {"migrate-setspeed", "vmha swap {}"}, {"migrate-postcopy", "vmha swap {}"},
+    {"start", "vmha start {}"},
+    {"create", "vmha start {}"},
+    {"resume", "vmha start {}"},
+    {"autostart", "vmha start {}"},
+    {"shutdown", "vmha stop {}"},
+    {"destroy", "vmha stop {}"},
+    {"suspend", "vmha stop {}"},
+    {"managedsave", "vmha stop {}"},
+    {"save", "vmha stop {}"},
+    {"restore", "vmha start {}"},
+    {"dompmsuspend", "vmha stop {}"},
+    {"dompmwakeup", "vmha start {}"},
+    {"reboot", "vmha restart {}"},
+    {"reset", "vmha restart {}"},
+    {"migrate", "vmha swap {}"},
+    {"migrate-setmaxdowntime", "vmha swap {}"},
+    {"migrate-setspeed", "vmha swap {}"},
+    {"migrate-postcopy", "vmha swap {}"},
     {"define", "the module file's vm.domain_xml, then 'vmha restart {}'"},
     {"undefine", "the module file (vmha stops managing {} when it is removed)"},
     {"edit", "the module file's vm.domain_xml, then 'vmha restart {}'"},
@@ -653,9 +698,15 @@ constexpr Refused refused_commands[] = {
     {"blockcommit", "'vmha resync {}' (imagesyncd replicates the disks)"},
     {"blockpull", "'vmha resync {}' (imagesyncd replicates the disks)"},
     {"blockresize", "the module file's disks, then 'vmha restart {}'"},
-    {"snapshot-create", "'vmha verify {}' (snapshots would fork the replicated images)"},
-    {"snapshot-create-as", "'vmha verify {}' (snapshots would fork the replicated images)"},
-    {"snapshot-revert", "'vmha resync {}' (snapshots would fork the replicated images)"},
+    {"snapshot-create",
+     "'vmha verify {}' or 'vmha resync {}' (imagesyncd replicates the disks; snapshots would fork "
+     "them)"},
+    {"snapshot-create-as",
+     "'vmha verify {}' or 'vmha resync {}' (imagesyncd replicates the disks; snapshots would fork "
+     "them)"},
+    {"snapshot-revert",
+     "'vmha verify {}' or 'vmha resync {}' (imagesyncd replicates the disks; snapshots would fork "
+     "them)"},
     {"snapshot-delete", "'vmha status {}'"},
     {"inject-nmi", "'vmha restart {}'"},
     {"send-key", "'vmha restart {}'"},
@@ -664,12 +715,45 @@ constexpr Refused refused_commands[] = {
 
 // virsh commands that only read, which vmha-virsh does not reproduce.
 constexpr std::string_view other_virsh_commands[] = {
-    "dumpxml", "domiflist", "domifaddr", "domifstat", "domblkinfo", "domblkstat", "domblkerror",
-    "domcontrol", "domjobinfo", "dommemstat", "domstats", "domtime", "domhostname", "domdisplay",
-    "vcpuinfo", "vcpucount", "vncdisplay", "schedinfo", "memtune", "blkiotune", "numatune",
-    "dumpxml", "desc", "metadata", "nodeinfo", "hostname", "uri", "version", "capabilities",
-    "sysinfo", "net-list", "pool-list", "vol-list", "snapshot-list", "snapshot-info",
-    "checkpoint-list", "domfsinfo", "guestinfo", "event", "qemu-monitor-command",
+    "dumpxml",
+    "domiflist",
+    "domifaddr",
+    "domifstat",
+    "domblkinfo",
+    "domblkstat",
+    "domblkerror",
+    "domcontrol",
+    "domjobinfo",
+    "dommemstat",
+    "domstats",
+    "domtime",
+    "domhostname",
+    "domdisplay",
+    "vcpuinfo",
+    "vcpucount",
+    "vncdisplay",
+    "schedinfo",
+    "memtune",
+    "blkiotune",
+    "numatune",
+    "desc",
+    "metadata",
+    "nodeinfo",
+    "hostname",
+    "uri",
+    "version",
+    "capabilities",
+    "sysinfo",
+    "net-list",
+    "pool-list",
+    "vol-list",
+    "snapshot-list",
+    "snapshot-info",
+    "checkpoint-list",
+    "domfsinfo",
+    "guestinfo",
+    "event",
+    "qemu-monitor-command",
 };
 
 }  // namespace
@@ -696,7 +780,11 @@ bool run_command(Context& ctx, const Command& cmd) {
 std::optional<std::string> refusal(std::string_view name, const std::string& module) {
     for (const auto& r : refused_commands) {
         if (r.command != name) continue;
-        const std::string use = fmt::format(fmt::runtime(r.use), module);
+        std::string use(r.use);
+        for (auto at = use.find("{}"); at != std::string::npos;
+             at = use.find("{}", at + module.size())) {
+            use.replace(at, 2, module);
+        }
         if (r.use.starts_with("vmha ")) {
             return fmt::format("vmha-virsh is read-only: use '{}'", use);
         }
@@ -704,9 +792,10 @@ std::optional<std::string> refusal(std::string_view name, const std::string& mod
     }
     for (const auto& c : other_virsh_commands) {
         if (c == name) {
-            return fmt::format("vmha-virsh does not implement '{}': use 'virsh -r -c URI {}' on the node "
-                               "that runs the domain ('vmha-virsh ha-status' tells which)",
-                               name, name);
+            return fmt::format(
+                "vmha-virsh does not implement '{}': use 'virsh -r -c URI {}' on the node "
+                "that runs the domain ('vmha-virsh ha-status' tells which)",
+                name, name);
         }
     }
     return std::nullopt;

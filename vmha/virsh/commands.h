@@ -18,7 +18,7 @@ namespace vmha::virsh {
 // stdout and stderr as virsh uses them: vshPrint, vshPrintExtra (not with -q) and vshError
 // ("error: ..." on stderr, stdout flushed first so that 2>&1 keeps the order).
 class Output {
-public:
+  public:
     explicit Output(bool quiet) : quiet_(quiet) {}
     void print(std::string_view text) const;
     void extra(std::string_view text) const;
@@ -26,7 +26,7 @@ public:
     void warning(std::string_view message) const;
     bool quiet() const { return quiet_; }
 
-private:
+  private:
     bool quiet_;
 };
 

@@ -65,7 +65,8 @@ std::optional<Inventory> Inventory::gather(const config::NodeSetup& setup,
             }
             where.emplace_back(node, *only_uri);
         } else {
-            if (const auto* local = module.node(setup.node.name)) where.emplace_back(local->name, local->hypervisor_uri);
+            if (const auto* local = module.node(setup.node.name))
+                where.emplace_back(local->name, local->hypervisor_uri);
             for (const auto& n : module.nodes) {
                 if (n.name != setup.node.name) where.emplace_back(n.name, n.hypervisor_uri);
             }

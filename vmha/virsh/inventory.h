@@ -30,15 +30,15 @@ using DomainPtr = std::unique_ptr<virDomain, DomainFreer>;
 
 // One node's copy of a domain.
 struct Copy {
-    std::string node;          // node name (the URI itself for a -c URI that no module names)
+    std::string node;              // node name (the URI itself for a -c URI that no module names)
     virConnectPtr conn = nullptr;  // owned by the Inventory
     DomainPtr dom;
     bool active = false;
 };
 
 struct HaDomain {
-    std::string module;  // module name
-    std::string name;    // the domain's name (vm.name)
+    std::string module;        // module name
+    std::string name;          // the domain's name (vm.name)
     std::vector<Copy> copies;  // the nodes where the domain is defined (reachable ones)
     std::size_t shown = 0;     // index in copies of the copy shown
     const Copy& copy() const { return copies[shown]; }
@@ -53,7 +53,7 @@ struct Unreachable {
 };
 
 class Inventory {
-public:
+  public:
     // Opens every URI named for this node's modules (or only `only_uri`) and finds the
     // domains. Fails (nullopt, with `message` set to libvirt's sentence) only when no
     // connection at all could be opened while some were needed.
@@ -67,7 +67,7 @@ public:
     const std::vector<std::string>& undefined_modules() const { return undefined_; }
     const std::vector<Unreachable>& unreachable() const { return unreachable_; }
 
-private:
+  private:
     struct Opened {
         std::string uri;
         ConnectionPtr conn;

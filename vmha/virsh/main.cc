@@ -90,7 +90,8 @@ int run(const std::vector<std::string>& argv) {
         }
         return EXIT_FAILURE;
     }
-    auto command = parse_command(*def, std::vector<std::string>(global.rest.begin() + 1, global.rest.end()));
+    auto command =
+        parse_command(*def, std::vector<std::string>(global.rest.begin() + 1, global.rest.end()));
     if (auto* e = std::get_if<UsageError>(&command)) {
         out.error(e->message);
         return EXIT_FAILURE;
@@ -105,7 +106,8 @@ int run(const std::vector<std::string>& argv) {
         return EXIT_FAILURE;
     }
     std::string admin_socket = setup->node.admin_socket;
-    if (const char* env = std::getenv("VMHA_ADMIN_SOCKET"); env != nullptr && *env != '\0') admin_socket = env;
+    if (const char* env = std::getenv("VMHA_ADMIN_SOCKET"); env != nullptr && *env != '\0')
+        admin_socket = env;
     if (options.socket) admin_socket = *options.socket;
     Context ctx{options, *setup, *inventory, out, admin_socket};
     const bool ok = run_command(ctx, std::get<Command>(command));

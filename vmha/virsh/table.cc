@@ -68,7 +68,9 @@ std::string safe_encode(std::string_view text, std::size_t& width) {
     return out;
 }
 
-Table::Table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }
+Table::Table(std::vector<std::string> header) {
+    rows_.push_back(std::move(header));
+}
 
 void Table::add_row(std::vector<std::string> cells) {
     if (cells.size() != rows_[0].size()) {
@@ -81,7 +83,8 @@ void Table::add_row(std::vector<std::string> cells) {
 std::string Table::render(bool with_header) const {
     const std::size_t columns = rows_[0].size();
     std::vector<std::vector<std::string>> cells(rows_.size());
-    std::vector<std::vector<std::size_t>> widths(rows_.size(), std::vector<std::size_t>(columns, 0));
+    std::vector<std::vector<std::size_t>> widths(rows_.size(),
+                                                 std::vector<std::size_t>(columns, 0));
     std::vector<std::size_t> max_widths(columns, 0);
     for (std::size_t r = 0; r < rows_.size(); ++r) {
         cells[r] = rows_[r];

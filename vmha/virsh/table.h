@@ -16,7 +16,7 @@
 namespace vmha::virsh {
 
 class Table {
-public:
+  public:
     explicit Table(std::vector<std::string> header);
 
     // A row has exactly as many cells as the header (a bug otherwise: internal_error()).
@@ -25,7 +25,7 @@ public:
     // The whole table; without the header (virsh -q), widths come from the rows alone.
     std::string render(bool with_header) const;
 
-private:
+  private:
     std::vector<std::vector<std::string>> rows_;  // rows_[0] is the header
 };
 
