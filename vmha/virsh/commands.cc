@@ -19,7 +19,7 @@
 namespace vmha::virsh {
 
 void Output::print(std::string_view text) const {
-    std::fwrite(text.data(), 1, text.size(), stdout);
+    (void)std::fwrite(text.data(), 1, text.size(), stdout);
 }
 
 void Output::extra(std::string_view text) const {
@@ -27,15 +27,18 @@ void Output::extra(std::string_view text) const {
 }
 
 void Output::error(std::string_view message) const {
-    std::fflush(stdout);
-    std::fprintf(stderr, "error: %.*s\n", static_cast<int>(message.size()), message.data());
-    std::fflush(stderr);
+    to_stderr("error: ", message);
 }
 
 void Output::warning(std::string_view message) const {
-    std::fflush(stdout);
-    std::fprintf(stderr, "warning: %.*s\n", static_cast<int>(message.size()), message.data());
-    std::fflush(stderr);
+    to_stderr("warning: ", message);
+}
+
+void Output::to_stderr(std::string_view prefix, std::string_view message) {
+    (void)std::fflush(stdout);
+    const std::string line = std::string(prefix).append(message).append("\n");
+    (void)std::fwrite(line.data(), 1, line.size(), stderr);
+    (void)std::fflush(stderr);
 }
 
 const nlohmann::json* VmhadStatus::module(const std::string& name) const {

@@ -27,6 +27,7 @@ class Output {
     bool quiet() const { return quiet_; }
 
   private:
+    static void to_stderr(std::string_view prefix, std::string_view message);
     bool quiet_;
 };
 

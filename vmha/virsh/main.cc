@@ -106,6 +106,7 @@ int run(const std::vector<std::string>& argv) {
         return EXIT_FAILURE;
     }
     std::string admin_socket = setup->node.admin_socket;
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): one thread
     if (const char* env = std::getenv("VMHA_ADMIN_SOCKET"); env != nullptr && *env != '\0')
         admin_socket = env;
     if (options.socket) admin_socket = *options.socket;
@@ -123,6 +124,7 @@ int run(const std::vector<std::string>& argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    // NOLINTNEXTLINE(concurrency-mt-unsafe,cert-err33-c): one thread; "C" if it fails
     std::setlocale(LC_ALL, "");  // as virsh: display widths of the table cells in this locale
     virSetErrorFunc(nullptr, silent);
     if (virInitialize() < 0) {

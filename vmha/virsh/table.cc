@@ -43,7 +43,8 @@ std::string safe_encode(std::string_view text, std::size_t& width) {
             continue;
         }
         wchar_t wc = 0;
-        std::size_t len = std::mbrtowc(&wc, p, MB_CUR_MAX, &state);
+        std::size_t len =
+            std::mbrtowc(&wc, p, MB_CUR_MAX, &state);  // NOLINT(concurrency-mt-unsafe)
         if (len == 0) break;
         if (len == static_cast<std::size_t>(-1) || len == static_cast<std::size_t>(-2)) {
             len = 1;
