@@ -34,6 +34,11 @@ class Golden : public ::testing::Test {
                 return;
             }
         }
+        // Both tools' sentences in English (virsh translates its own; vmha-virsh does not).
+        ::unsetenv("LANGUAGE");
+        if (const char* all = std::getenv("LC_ALL"); all != nullptr && *all != '\0')
+            ::setenv("LC_ALL", "C.UTF-8", 1);
+        ::setenv("LC_MESSAGES", "C", 1);
         char tmpl[] = "/tmp/vmha-virsh-XXXXXX";
         if (::mkdtemp(tmpl) == nullptr) {
             setup_error_ = "mkdtemp failed";

@@ -20,6 +20,10 @@ class TestDriver : public ::testing::Test {
     void SetUp() override {
         if (!have_program("virsh"))
             GTEST_SKIP() << "virsh is not installed (tests/tools/install-deps.sh)";
+        ::unsetenv("LANGUAGE");  // both tools' sentences in English
+        if (const char* all = std::getenv("LC_ALL"); all != nullptr && *all != '\0')
+            ::setenv("LC_ALL", "C.UTF-8", 1);
+        ::setenv("LC_MESSAGES", "C", 1);
         char tmpl[] = "/tmp/vmha-virsh-td-XXXXXX";
         ASSERT_NE(::mkdtemp(tmpl), nullptr);
         dir_ = tmpl;
@@ -175,6 +179,31 @@ TEST_F(TestDriver, HaStatusWithAndWithoutVmhad) {
     r = ours({"ha-status", "nosuch"});
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_NE(r.err.find("error: failed to get domain 'nosuch'"), std::string::npos) << r;
+}
+
+TEST_F(TestDriver, ThePeersCopyWhenThisNodesHypervisorIsDown) {
+    // hv1 (this node) cannot be reached; the domain is found on hv2 and shown from there.
+    const std::string down = "qemu:///system?socket=" + (dir_ / "down.sock").string();
+    std::ofstream(dir_ / "modules/m-test.yaml")
+        << "module: m-test\nvm:\n  name: test\n  domain_xml: /dev/null\ndisks:\n  - path: "
+           "/var/lib/x/test.img\n"
+        << "nodes:\n  - {name: hv1, address: 127.0.0.1, hypervisor_uri: \"" << down << "\"}\n"
+        << "  - {name: hv2, address: 127.0.0.2, hypervisor_uri: \"test:///default\"}\n"
+        << "replication:\n  port: 7801\nheartbeat:\n  paths:\n"
+        << "    - {name: lan, port: 7802, addresses: {hv1: 127.0.0.1, hv2: 127.0.0.2}}\n";
+    expect_same({"list", "--all"});
+    Output r = ours({"-q", "list", "--all", "--ha"});
+    EXPECT_EQ(r.out, " 1   test   running   hv2   vmhad not running\n") << r;
+    EXPECT_EQ(r.err, "");
+    r = ours({"-q", "ha-status"});
+    EXPECT_EQ(r.exit_code, 0) << r;
+    EXPECT_NE(r.err.find("warning: node 'hv1': cannot reach the hypervisor at '" + down + "'"),
+              std::string::npos)
+        << r;
+    // -c with the unreachable URI fails as virsh does.
+    r = ours({"-c", down, "list"});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err.substr(0, 43), "error: failed to connect to the hypervisor\n") << r;
 }
 
 TEST_F(TestDriver, BadConfigIsAClearError) {
