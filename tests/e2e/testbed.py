@@ -242,7 +242,7 @@ restart:
   attempts: {m.restart_attempts}
   window: 1h
 {failback}health_check:
-  port: {HEALTH_PORT}
+  port: {HEALTH_PORT + m.index}
 {m.extra}"""
 
     def _write_node_files(self, n):
@@ -313,7 +313,15 @@ log:
                                 "--imagesyncd", self.imagesyncd, "--log-level", "debug"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        poll(f"vmhad on {n} to answer", lambda: self.vmha(n, "status", "--json", check=False).returncode == 0, 60)
+        proc = self.vmhad_proc[n]
+
+        def answers():
+            if proc.poll() is not None:
+                with open(self.vmhad_log(n), errors="replace") as f:
+                    tail = "".join(f.readlines()[-10:])
+                raise BedError(f"vmhad on {n} exited with status {proc.returncode}:\n{tail}")
+            return self.vmha(n, "status", "--json", check=False).returncode == 0
+        poll(f"vmhad on {n} to answer", answers, 60)
 
     # ---- faults --------------------------------------------------------------------------
     def pids(self, n):

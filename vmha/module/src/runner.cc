@@ -1,5 +1,7 @@
 #include <vmha/module/runner.h>
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 namespace vmha::module {
@@ -131,6 +133,14 @@ void ModuleRunner::poll() {
     poll_timer_ = clock_.after(config_.poll, [this, alive] {
         if (alive.expired() || !*alive.lock()) return;
         poll();
+    });
+}
+
+void ModuleRunner::retry_soon() {
+    std::weak_ptr<bool> alive = alive_;
+    retry_timer_ = clock_.after(std::max(config_.poll / 5, Duration{50}), [this, alive] {
+        if (alive.expired() || !*alive.lock()) return;
+        refresh_imagesync([this] { evaluate(); });
     });
 }
 
@@ -736,6 +746,10 @@ void ModuleRunner::apply(const Decision& d) {
         if (!st) {
             fail_effect("promoting imagesync", st);
             finish(from, d);
+            // Taking over from a lost peer: imagesync refuses while its replication link to
+            // the old primary stands, which its own timeout ends about now. Ask again soon
+            // rather than at the next poll: this is the failover's critical path.
+            if (liveness_ == Liveness::lost) retry_soon();
             return;
         }
         own_claim_ = 0;

@@ -101,6 +101,7 @@ public:
 
 private:
     void poll();
+    void retry_soon();  // re-evaluate before the next poll (a failover's promotion refused)
     void evaluate();
     Snapshot snapshot() const;
     void apply(const Decision& d);
@@ -178,6 +179,7 @@ private:
     bool demoting_ = false;
     bool releasing_fence_ = false;
     std::unique_ptr<Clock::Token> poll_timer_;
+    std::unique_ptr<Clock::Token> retry_timer_;
     // Set to false in the destructor: completions arriving later must not touch *this.
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
