@@ -62,11 +62,12 @@ def node_crash(bed, m, rng):
            "promotion": started - detected if started and detected else None,
            "boot": t_ack - started if started else None, "total": t_ack - t0, "lost": len(lost)}
     # The victim returns; the resync of what changed meanwhile is timed.
+    before = bed.imagesync_status(survivor, m).get("bytes_resynced", 0)
     t1 = time.time()
     bed.boot(victim)
     bed.wait_in_sync(m, 300)
     row["resync_s"] = time.time() - t1
-    row["resynced_bytes"] = ((bed.status(survivor, m) or {}).get("replication") or {}).get("resynced_bytes")
+    row["resynced_bytes"] = bed.imagesync_status(survivor, m).get("bytes_resynced", 0) - before
     return row
 
 

@@ -445,6 +445,16 @@ log:
         poll(f"{module.name}'s guest to write {how_many} more records",
              lambda: max(self.acks(module), default=0) >= base + how_many, timeout, 0.1)
 
+    def imagesync_status(self, n, module):
+        """imagesyncd's own status on node n (`imagesync status --json`), or {}."""
+        tool = os.path.join(self.build, "imagesync", "imagesync")
+        sock = self.local(n, "run", module.name, "imagesync.sock")
+        r = run([tool, "--control-socket", sock, "status", "--json"], check=False, timeout=30)
+        try:
+            return json.loads(r.stdout) if r.returncode == 0 else {}
+        except json.JSONDecodeError:
+            return {}
+
     def verify_online(self, n, module):
         """imagesync's online verify on the primary n: both copies compared chunk by chunk."""
         tool = os.path.join(self.build, "imagesync", "imagesync")

@@ -136,6 +136,12 @@ void ModuleRunner::poll() {
     });
 }
 
+// A (re)started imagesyncd that has not reached its peer yet may be about to find it still
+// primary. Once it has reached the peer (whatever the link became), it knows.
+bool ModuleRunner::imagesync_settling() const {
+    return imagesync_.up && !imagesync_reached_peer_ && clock_.now() - imagesync_up_since_ < config_.imagesync_settle;
+}
+
 void ModuleRunner::retry_soon() {
     std::weak_ptr<bool> alive = alive_;
     retry_timer_ = clock_.after(std::max(config_.poll / 5, Duration{50}), [this, alive] {
@@ -156,13 +162,21 @@ void ModuleRunner::refresh_imagesync(std::function<void()> then) {
     imagesync_port_.status([this, alive, then = std::move(then)](ImagesyncStatus status) {
         if (alive.expired()) return;
         status_pending_ = false;
-        if (status.up && !imagesync_.up) imagesync_up_since_ = clock_.now();
+        if (status.up && !imagesync_.up) {
+            imagesync_up_since_ = clock_.now();
+            imagesync_reached_peer_ = false;
+        }
         // This side broke the link (imagesyncd restarted): the peer went on alone at once. A
         // status request that merely timed out is not a restart.
         if (status.up && status.instance != 0) {
-            if (last_instance_ != 0 && status.instance != last_instance_) last_in_sync_.reset();
+            if (last_instance_ != 0 && status.instance != last_instance_) {
+                last_in_sync_.reset();
+                imagesync_up_since_ = clock_.now();
+                imagesync_reached_peer_ = false;
+            }
             last_instance_ = status.instance;
         }
+        if (status.up && status.link != Link::down) imagesync_reached_peer_ = true;
         imagesync_ = status;
         remember_data();
         then();
@@ -251,7 +265,7 @@ void ModuleRunner::repromote() {
     const bool alone_before = liveness_ == Liveness::unknown && persisted_.may_start_alone &&
                               clock_.now() - started_at_ >= config_.startup_grace;
     if (!(peer_idle || peer_gone || alone_before)) return;
-    if (clock_.now() - imagesync_up_since_ < config_.imagesync_settle && imagesync_.link == Link::down) return;
+    if (imagesync_settling() && imagesync_.link == Link::down) return;
     repromoting_ = true;
     std::weak_ptr<bool> alive = alive_;
     imagesync_port_.promote([this, alive](Status st) {
@@ -459,7 +473,7 @@ Snapshot ModuleRunner::snapshot() const {
     s.current = state_;
     s.started = started_;
     s.imagesync_up = imagesync_.up;
-    s.imagesync_settling = imagesync_.up && clock_.now() - imagesync_up_since_ < config_.imagesync_settle;
+    s.imagesync_settling = imagesync_settling();
     s.data = imagesync_.data;
     s.link = imagesync_.link;
     s.standing = standing();

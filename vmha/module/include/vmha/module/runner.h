@@ -101,7 +101,8 @@ public:
 
 private:
     void poll();
-    void retry_soon();  // re-evaluate before the next poll (a failover's promotion refused)
+    void retry_soon();
+    bool imagesync_settling() const;  // re-evaluate before the next poll (a failover's promotion refused)
     void evaluate();
     Snapshot snapshot() const;
     void apply(const Decision& d);
@@ -173,6 +174,7 @@ private:
     std::uint64_t transitions_ = 0;  // answers asked for before a transition are stale
     bool vm_paused_io_ = false;
     TimePoint imagesync_up_since_{};
+    bool imagesync_reached_peer_ = false;  // this imagesyncd instance has had a link to the peer
     TimePoint last_connect_retry_{};
     bool outdating_ = false;
     bool repromoting_ = false;
