@@ -242,6 +242,8 @@ def main():
     if os.geteuid() != 0:
         print("e2e scenarios need root (namespaces, libvirtd): skipped")
         return 0
+    for d in testbed.cleanup_stale():
+        print(f"cleaned up a bed left by a dead test process: {d}")
     prog = unittest.main(argv=[sys.argv[0]] + sys.argv[2:], exit=False, verbosity=2)
     r = prog.result
     failed = len(r.failures) + len(r.errors)

@@ -48,6 +48,52 @@ class BedError(Exception):
     pass
 
 
+_live_beds = []
+
+
+def _on_signal(signum, frame):
+    # ctest's timeout or an interrupt: the bed goes down with the test, kept for reading.
+    for bed in list(_live_beds):
+        bed.failed = True
+        bed.teardown()
+    raise SystemExit(128 + signum)
+
+
+def cleanup_stale():
+    """Tears down beds left by test processes that died without their teardown (SIGKILL):
+    each bed folder names its owner's pid and its namespaces. Returns what was cleaned."""
+    cleaned = []
+    for entry in os.listdir("/tmp"):
+        d = os.path.join("/tmp", entry)
+        if not entry.startswith("vmha-e2e-") or not os.path.isfile(os.path.join(d, "owner")):
+            continue
+        try:
+            with open(os.path.join(d, "owner")) as f:
+                owner = int(f.read().split()[0])
+            os.kill(owner, 0)
+            continue  # its owner still runs
+        except (ValueError, IndexError, ProcessLookupError):
+            pass
+        except PermissionError:
+            continue
+        try:
+            with open(os.path.join(d, "netns")) as f:
+                names = f.read().split()
+        except FileNotFoundError:
+            names = []
+        for ns in names:
+            r = run(["ip", "netns", "pids", ns], check=False)
+            for pid in (r.stdout.split() if r.returncode == 0 else []):
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            run(["ip", "netns", "del", ns], check=False)
+        os.unlink(os.path.join(d, "owner"))  # kept for its logs; no longer a live bed
+        cleaned.append(d)
+    return cleaned
+
+
 def poll(what, check, timeout, interval=0.05):
     """Calls check() until it returns a true value (returned) or timeout seconds pass (raises)."""
     deadline = time.monotonic() + timeout
@@ -117,6 +163,13 @@ class Bed:
         self.modules = []
         self.failed = False
         self._netns_made = []
+        with open(os.path.join(self.dir, "owner"), "w") as f:
+            f.write(f"{os.getpid()}\n")
+        with open(os.path.join(self.dir, "netns"), "w") as f:
+            f.write("\n".join(self.netns.values()) + "\n")
+        _live_beds.append(self)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _on_signal)
 
     # ---- paths ---------------------------------------------------------------------------
     @property
@@ -483,6 +536,8 @@ log:
 
     # ---- teardown ------------------------------------------------------------------------
     def teardown(self):
+        if self in _live_beds:
+            _live_beds.remove(self)
         for n in NODES:
             if self.netns[n] in self._netns_made:
                 try:
@@ -492,6 +547,10 @@ log:
         for ns in self._netns_made:
             run(["ip", "netns", "del", ns], check=False)
         self._netns_made = []
+        try:
+            os.unlink(os.path.join(self.dir, "owner"))
+        except FileNotFoundError:
+            pass
         if self.failed or self.keep:
             print(f"test bed kept in {self.dir} (vmhad logs: hvN/vmhad.log, libvirt: hvN/lv, "
                   f"consoles: hvN/local/console)")
@@ -506,3 +565,12 @@ log:
             self.failed = True
         self.teardown()
         return False
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] != ["cleanup"]:
+        print("usage: testbed.py cleanup   (tears down beds whose test process died)", file=sys.stderr)
+        sys.exit(64)
+    for d in cleanup_stale():
+        print(f"cleaned up the bed in {d} (kept for its logs)")
