@@ -52,13 +52,15 @@ Connection::Signal::Signal(const asio::any_io_executor& executor)
     : timer_(executor, asio::steady_timer::time_point::max()) {}
 
 void Connection::Signal::notify() {
-    timer_.cancel();
+    if (waiting_) timer_.cancel();
 }
 
 asio::awaitable<void> Connection::Signal::wait() {
     timer_.expires_at(asio::steady_timer::time_point::max());
     error_code ec;
+    waiting_ = true;
     co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    waiting_ = false;
 }
 
 Connection::Connection(std::uint64_t id, Socket socket, std::span<Export* const> exports,
@@ -230,8 +232,9 @@ asio::awaitable<void> Connection::transmit(std::shared_ptr<Connection> self) {
         }
         if (stopping_) break;
 
-        std::array<std::byte, nbd::kRequestHeaderSize> header{};
-        error_code ec = co_await reader_.read_exact(header);
+        std::array<std::byte, nbd::kRequestHeaderSize> header;
+        error_code ec;
+        if (!reader_.try_take(header)) ec = co_await reader_.read_exact(header);
         if (ec) {
             if (!is_disconnect(ec)) {
                 spdlog::warn("connection {}: reading a request failed: {}", id_, ec.message());
@@ -253,10 +256,10 @@ asio::awaitable<void> Connection::transmit(std::shared_ptr<Connection> self) {
             spdlog::warn("connection {}: closing: {}", id_, s.error().message);
             break;
         }
-        nbd::Bytes payload;
+        Buffer payload;
         if (request->type == nbd::kCmdWrite) {
-            payload.resize(request->length);
-            ec = co_await reader_.read_exact(payload);
+            payload = pool_.take(request->length);
+            if (!reader_.try_take(payload.span())) ec = co_await reader_.read_exact(payload.span());
             if (ec) {
                 spdlog::debug("connection {}: the connection ended inside a WRITE payload", id_);
                 break;
@@ -310,18 +313,29 @@ asio::awaitable<void> Connection::write_loop(std::shared_ptr<Connection> self) {
 }
 
 asio::awaitable<void> Connection::write_replies() {
+    std::vector<Reply> batch;
+    std::vector<asio::const_buffer> buffers;
+    batch.reserve(kMaxRepliesPerSend);
+    buffers.reserve(2 * kMaxRepliesPerSend);
     while (!broken_) {
         if (replies_.empty()) {
             if (closing_) break;
             co_await writer_wake_.wait();
             continue;
         }
-        Reply reply = std::move(replies_.front());
-        replies_.pop_front();
-        const std::array<asio::const_buffer, 2> buffers{asio::buffer(reply.head),
-                                                        asio::buffer(reply.body)};
+        // Everything queued so far (in queue order) goes out in one gathered write.
+        batch.clear();
+        buffers.clear();
+        while (!replies_.empty() && batch.size() < kMaxRepliesPerSend) {
+            batch.push_back(std::move(replies_.front()));
+            replies_.pop_front();
+            const Reply& r = batch.back();
+            buffers.emplace_back(r.head.data(), r.head.size());
+            if (!r.body.empty()) buffers.emplace_back(r.body.data(), r.body.size());
+        }
         error_code ec;
         co_await asio::async_write(socket_, buffers, asio::redirect_error(asio::use_awaitable, ec));
+        for (Reply& r : batch) pool_.give(std::move(r.body));
         if (ec) {
             if (!is_disconnect(ec)) {
                 spdlog::warn("connection {}: sending a reply failed: {}", id_, ec.message());
@@ -362,7 +376,7 @@ void Connection::reply_error(const nbd::Request& request, const vmha::Error& err
 }
 
 asio::awaitable<void> Connection::serve(std::shared_ptr<Connection> self, nbd::Request request,
-                                        nbd::Bytes payload, vmha::Status verdict,
+                                        Buffer payload, vmha::Status verdict,
                                         std::optional<IntervalLock::Ticket> ticket) {
     vmha::Status status = std::move(verdict);
     if (status) {
@@ -375,6 +389,7 @@ asio::awaitable<void> Connection::serve(std::shared_ptr<Connection> self, nbd::R
         }
     }
     if (!status) reply_error(request, status.error());
+    pool_.give(std::move(payload));
     --in_flight_;
     bytes_in_flight_ -= payload_bytes(request);
     reader_wake_.notify();
@@ -382,16 +397,15 @@ asio::awaitable<void> Connection::serve(std::shared_ptr<Connection> self, nbd::R
 }
 
 asio::awaitable<vmha::Status> Connection::dispatch(const nbd::Request& request,
-                                                   const nbd::Bytes& payload,
+                                                   const Buffer& payload,
                                                    std::optional<IntervalLock::Ticket> ticket) {
     vmha::Status status;
     {
         switch (request.type) {
             case nbd::kCmdRead: {
-                nbd::Bytes data(request.length);
+                Buffer data = pool_.take(request.length);
                 status = co_await completion_of([&](ImageFile::Done done) {
-                    export_->file().read(request.offset, {data.data(), data.size()},
-                                         std::move(done));
+                    export_->file().read(request.offset, data.span(), std::move(done));
                 });
                 if (status) {
                     nbd::Bytes head = context_.structured_replies
@@ -399,6 +413,8 @@ asio::awaitable<vmha::Status> Connection::dispatch(const nbd::Request& request,
                                                 request.cookie, request.offset, request.length)
                                           : nbd::encode_simple_reply(request.cookie, 0);
                     queue({std::move(head), std::move(data)});
+                } else {
+                    pool_.give(std::move(data));
                 }
                 break;
             }
@@ -434,7 +450,7 @@ asio::awaitable<vmha::Status> Connection::dispatch(const nbd::Request& request,
 }
 
 asio::awaitable<vmha::Status> Connection::serve_write(const nbd::Request& request,
-                                                      const nbd::Bytes& payload,
+                                                      const Buffer& payload,
                                                       IntervalLock::Ticket ticket) {
     WriteOp op;
     op.offset = request.offset;
@@ -443,7 +459,7 @@ asio::awaitable<vmha::Status> Connection::serve_write(const nbd::Request& reques
     switch (request.type) {
         case nbd::kCmdWrite:
             op.kind = WriteOp::Kind::write;
-            op.data = {payload.data(), payload.size()};
+            op.data = payload.span();
             break;
         case nbd::kCmdWriteZeroes:
             op.kind = WriteOp::Kind::write_zeroes;

@@ -4,7 +4,9 @@
 // payload once its length is checked), checks it, and spawns a coroutine per request, so many
 // requests are in flight and replies go out in completion order. Writes take their interval
 // lock ticket in the reader, i.e. in arrival order. Replies go through an ordered queue with
-// one outstanding socket write.
+// one outstanding socket write; the writer sends every reply queued meanwhile (up to
+// kMaxRepliesPerSend) in one gathered write, so a burst of completions costs one system call.
+// Payloads (WRITE data, READ data) live in buffers recycled through a per-connection pool.
 //
 // Shutdown: stop() shuts down the receive side, so no new request is read; requests already
 // read finish and are answered; then the socket closes. Never answers NBD_ESHUTDOWN.
@@ -23,6 +25,7 @@
 #include <vmha/error.h>
 
 #include "asio.h"
+#include "buffer_pool.h"
 #include "buffered_reader.h"
 #include "export.h"
 #include "nbd_codec.h"
@@ -40,6 +43,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // waits beyond this, so a client cannot make the daemon buffer 64 x 32 MiB.
     static constexpr std::uint64_t kMaxBytesInFlight = 128ULL * 1024 * 1024;
     static constexpr std::chrono::seconds kHandshakeTimeout{30};
+    // Replies gathered into one socket write (two buffers each: within the iovec limit).
+    static constexpr std::size_t kMaxRepliesPerSend = 32;
 
     Connection(std::uint64_t id, Socket socket, std::span<Export* const> exports,
                OnClosed on_closed);
@@ -60,11 +65,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
       private:
         asio::steady_timer timer_;
+        bool waiting_ = false;  // notify() costs nothing while nobody waits
     };
 
     struct Reply {
         nbd::Bytes head;
-        nbd::Bytes body;
+        Buffer body;
     };
 
     asio::awaitable<void> run(std::shared_ptr<Connection> self);
@@ -74,12 +80,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
     asio::awaitable<void> write_loop(std::shared_ptr<Connection> self);
     asio::awaitable<void> write_replies();
     asio::awaitable<void> serve(std::shared_ptr<Connection> self, nbd::Request request,
-                                nbd::Bytes payload, vmha::Status verdict,
+                                Buffer payload, vmha::Status verdict,
                                 std::optional<IntervalLock::Ticket> ticket);
-    asio::awaitable<vmha::Status> dispatch(const nbd::Request& request, const nbd::Bytes& payload,
+    asio::awaitable<vmha::Status> dispatch(const nbd::Request& request, const Buffer& payload,
                                            std::optional<IntervalLock::Ticket> ticket);
     asio::awaitable<vmha::Status> serve_write(const nbd::Request& request,
-                                              const nbd::Bytes& payload,
+                                              const Buffer& payload,
                                               IntervalLock::Ticket ticket);
     vmha::Status serve_block_status(const nbd::Request& request);
 
@@ -93,6 +99,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     OnClosed on_closed_;
 
     BufferedReader<Socket> reader_{socket_};  // transmission: many requests per read
+    BufferPool pool_;                         // payload buffers, recycled
 
     Export* export_ = nullptr;
     nbd::RequestContext context_;

@@ -8,18 +8,24 @@
 # the ratios of (a) and (b) to nbdkit.
 #
 #   tests/bench/imagesync-bench.sh [--size 1G] [--runtime 10] [--rounds 3] [--json FILE]
+#                                  [--jobs JOB,...] [--configs CONFIG,...]
+#
+# --jobs and --configs run a subset (while working on one path); the ratios need nbdkit, so it
+# is always among the configurations.
 #
 # Every server runs on a private socket in a temporary directory and is stopped by PID.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
-size=1G runtime=10 rounds=3 json=""
+size=1G runtime=10 rounds=3 json="" only_jobs="" only_configs=""
 while (( $# )); do
   case $1 in
     --size) size=$2; shift 2 ;;
     --runtime) runtime=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --json) json=$2; shift 2 ;;
-    *) echo "usage: $0 [--size 1G] [--runtime 10] [--rounds 3] [--json FILE]" >&2; exit 64 ;;
+    --jobs) only_jobs=$2; shift 2 ;;
+    --configs) only_configs=$2; shift 2 ;;
+    *) echo "usage: $0 [--size 1G] [--runtime 10] [--rounds 3] [--json FILE] [--jobs JOB,...] [--configs CONFIG,...]" >&2; exit 64 ;;
   esac
 done
 imagesyncd=${IMAGESYNCD:-$top/build/imagesync/imagesyncd}
@@ -91,6 +97,14 @@ declare -A jobs=(
 job_order=(randwrite-4k-qd32 seqwrite-1m-qd8 write-flush-4k-qd1)
 configs=(imagesync-alone nbdkit qemu-nbd)
 (( replication )) && configs=(imagesync-replicated "${configs[@]}")
+if [[ -n $only_jobs ]]; then
+  IFS=, read -r -a job_order <<<"$only_jobs"
+  for job in "${job_order[@]}"; do [[ -n ${jobs[$job]:-} ]] || { echo "unknown job $job" >&2; exit 64; }; done
+fi
+if [[ -n $only_configs ]]; then
+  IFS=, read -r -a configs <<<"$only_configs"
+  [[ ",$only_configs," == *,nbdkit,* ]] || configs+=(nbdkit)
+fi
 
 run_fio() {  # URI JOB -> figure
   local uri=$1 job=$2 out

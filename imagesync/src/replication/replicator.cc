@@ -226,8 +226,9 @@ private:
 
     asio::awaitable<void> read_loop(std::shared_ptr<Session> self) {
         while (!closing_) {
-            std::array<std::byte, peer::header_size> head{};
-            error_code ec = co_await reader_.read_exact(head);
+            std::array<std::byte, peer::header_size> head;
+            error_code ec;
+            if (!reader_.try_take(head)) ec = co_await reader_.read_exact(head);
             if (ec || closing_) {
                 close(ec ? fmt::format("connection to {} broke: {}", remote_, ec.message())
                          : reason_);
@@ -238,9 +239,17 @@ private:
                 close(fmt::format("peer {} broke the protocol: {}", remote_, header.error().message));
                 break;
             }
-            auto payload = std::make_shared<peer::Bytes>(header->length);
+            // Not zero-filled: the socket read writes every byte before anything reads it.
+            std::shared_ptr<std::byte[]> payload;
+            const std::span<std::byte> body =
+                header->length > 0
+                    ? std::span<std::byte>(
+                          (payload = std::make_shared_for_overwrite<std::byte[]>(header->length))
+                              .get(),
+                          header->length)
+                    : std::span<std::byte>();
             if (header->length > 0) {
-                ec = co_await reader_.read_exact(*payload);
+                if (!reader_.try_take(body)) ec = co_await reader_.read_exact(body);
                 if (ec || closing_) {
                     close(ec ? fmt::format("connection to {} broke: {}", remote_, ec.message())
                              : reason_);
@@ -248,7 +257,7 @@ private:
                 }
             }
             last_rx_ = Clock::now();
-            auto message = peer::decode_payload(*header, view(*payload));
+            auto message = peer::decode_payload(*header, peer::ByteView(body.data(), body.size()));
             if (!message) {
                 close(fmt::format("peer {} broke the protocol: {}", remote_,
                                   message.error().message));
@@ -264,7 +273,7 @@ private:
                 if (!owner_.on_hello(*this, *hello)) break;  // closed with a reason
                 continue;
             }
-            owner_.on_message(*this, std::move(*message), payload);
+            owner_.on_message(*this, std::move(*message), std::move(payload));
         }
         reader_done_ = true;
         maybe_finished(self);
@@ -1128,7 +1137,7 @@ void Replicator::fail_fenced(const std::string& why) {
 // ---- Messages after the handshake ---------------------------------------------------------------
 
 void Replicator::on_message(Session& session, peer::Message message,
-                            std::shared_ptr<peer::Bytes> owner) {
+                            std::shared_ptr<const std::byte[]> owner) {
     if (session_.get() != &session) return;  // a replaced connection
     const std::uint64_t cookie = message.cookie;
     auto check_range = [&](const peer::Range& r) {
@@ -1241,7 +1250,7 @@ void Replicator::on_message(Session& session, peer::Message message,
 }
 
 void Replicator::apply_from_peer(Session& session, std::uint64_t cookie, const peer::Range& range,
-                                 WriteOp op, std::shared_ptr<peer::Bytes> owner) {
+                                 WriteOp op, std::shared_ptr<const std::byte[]> owner) {
     Export* e = exports_[range.export_index];
     // The ticket is taken now, in arrival order: overlapping operations apply in the order the
     // primary sent them.
