@@ -231,6 +231,7 @@ vmha::Result<Request> parse_request_header(ByteView in) {
 
 Bytes encode_request_header(const Request& r) {
     Bytes out;
+    out.reserve(kRequestHeaderSize);
     put_u32(out, kRequestMagic);
     put_u16(out, r.flags);
     put_u16(out, r.type);

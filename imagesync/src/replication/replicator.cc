@@ -190,7 +190,7 @@ public:
     void send(peer::Bytes head, std::span<const std::byte> data = {}) {
         if (closing_) return;
         queue_.push_back(Frame{std::move(head), data});
-        wake_.cancel();
+        if (writer_waiting_) wake_.cancel();
     }
 
     void send(const peer::Message& m) {
@@ -286,7 +286,9 @@ private:
             while (queue_.empty() && !closing_) {
                 wake_.expires_at(asio::steady_timer::time_point::max());
                 error_code ec;
+                writer_waiting_ = true;
                 co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+                writer_waiting_ = false;
                 if (queue_.empty() && finishing_) close(reason_);
             }
             if (closing_) break;
@@ -357,6 +359,7 @@ private:
     Clock::time_point last_rx_;
     Clock::time_point last_tx_;
     std::string reason_ = "closed";
+    bool writer_waiting_ = false;  // send() wakes the writer only when it waits
     bool handshaken_ = false;
     bool finishing_ = false;
     bool closing_ = false;
