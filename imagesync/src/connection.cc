@@ -278,12 +278,15 @@ asio::awaitable<void> Connection::transmit(std::shared_ptr<Connection> self) {
                       request->length, request->flags);
         ++in_flight_;
         bytes_in_flight_ += payload_bytes(*request);
+        if (ticket) {  // a write that passed its checks
+            start_write(self, *request, std::move(payload), *ticket);
+            continue;
+        }
         try {
             asio::co_spawn(socket_.get_executor(),
-                           serve(self, *request, std::move(payload), std::move(verdict), ticket),
+                           serve(self, *request, std::move(payload), std::move(verdict)),
                            asio::detached);
-        } catch (...) {  // the request never started: give its range back
-            if (ticket) export_->locks().release(*ticket);
+        } catch (...) {  // the request never started
             --in_flight_;
             bytes_in_flight_ -= payload_bytes(*request);
             throw;
@@ -376,12 +379,11 @@ void Connection::reply_error(const nbd::Request& request, const vmha::Error& err
 }
 
 asio::awaitable<void> Connection::serve(std::shared_ptr<Connection> self, nbd::Request request,
-                                        Buffer payload, vmha::Status verdict,
-                                        std::optional<IntervalLock::Ticket> ticket) {
+                                        Buffer payload, vmha::Status verdict) {
     vmha::Status status = std::move(verdict);
     if (status) {
         try {
-            status = co_await dispatch(request, payload, ticket);
+            status = co_await dispatch(request);
         } catch (const std::exception& e) {  // e.g. std::bad_alloc: fail the request only
             status = vmha::Error(vmha::errc::io_error, fmt::format("{} at offset {} failed: {}",
                                                                    nbd::command_name(request.type),
@@ -396,9 +398,7 @@ asio::awaitable<void> Connection::serve(std::shared_ptr<Connection> self, nbd::R
     (void)self;
 }
 
-asio::awaitable<vmha::Status> Connection::dispatch(const nbd::Request& request,
-                                                   const Buffer& payload,
-                                                   std::optional<IntervalLock::Ticket> ticket) {
+asio::awaitable<vmha::Status> Connection::dispatch(const nbd::Request& request) {
     vmha::Status status;
     {
         switch (request.type) {
@@ -421,9 +421,7 @@ asio::awaitable<vmha::Status> Connection::dispatch(const nbd::Request& request,
             case nbd::kCmdWrite:
             case nbd::kCmdWriteZeroes:
             case nbd::kCmdTrim:
-                status = co_await serve_write(request, payload, *ticket);
-                if (status) reply_ok(request);
-                break;
+                vmha::internal_error("a checked write reached the coroutine path");
             case nbd::kCmdFlush:
                 status = co_await completion_of([&](ReplicaSink::Done done) {
                     WriteOp flush;
@@ -449,9 +447,9 @@ asio::awaitable<vmha::Status> Connection::dispatch(const nbd::Request& request,
     co_return status;
 }
 
-asio::awaitable<vmha::Status> Connection::serve_write(const nbd::Request& request,
-                                                      const Buffer& payload,
-                                                      IntervalLock::Ticket ticket) {
+namespace {
+
+WriteOp write_op_of(const nbd::Request& request, const Buffer& payload) {
     WriteOp op;
     op.offset = request.offset;
     op.length = request.length;
@@ -470,8 +468,53 @@ asio::awaitable<vmha::Status> Connection::serve_write(const nbd::Request& reques
             op.kind = WriteOp::Kind::trim;
             break;
     }
-    co_return co_await completion_of(
-        [&](ReplicaSink::Done done) { export_->apply_in_order(ticket, op, std::move(done)); });
+    return op;
+}
+
+}  // namespace
+
+void Connection::start_write(std::shared_ptr<Connection> self, const nbd::Request& request,
+                             Buffer payload, IntervalLock::Ticket ticket) {
+    std::size_t slot = 0;
+    if (free_write_slots_.empty()) {
+        slot = write_slots_.size();
+        write_slots_.emplace_back();
+    } else {
+        slot = free_write_slots_.back();
+        free_write_slots_.pop_back();
+    }
+    WriteSlot& w = write_slots_[slot];
+    w.request = request;
+    w.payload = std::move(payload);
+    w.self = std::move(self);
+    // The write path completes later (the interval lock posts its grant), never inside this
+    // call; the callback (this + slot) fits std::function without an allocation.
+    try {
+        export_->apply_in_order(ticket, write_op_of(w.request, w.payload),
+                                [this, slot](vmha::Status s) { finish_write(slot, std::move(s)); });
+    } catch (const std::exception& e) {  // e.g. std::bad_alloc: fail the request only
+        finish_write(slot, vmha::Error(vmha::errc::io_error,
+                                       fmt::format("{} at offset {} failed: {}",
+                                                   nbd::command_name(request.type),
+                                                   request.offset, e.what())));
+    }
+}
+
+void Connection::finish_write(std::size_t slot, vmha::Status status) {
+    WriteSlot& w = write_slots_[slot];
+    if (status) {
+        reply_ok(w.request);
+    } else {
+        reply_error(w.request, status.error());
+    }
+    pool_.give(std::move(w.payload));
+    w.payload = Buffer();
+    --in_flight_;
+    bytes_in_flight_ -= payload_bytes(w.request);
+    free_write_slots_.push_back(slot);
+    reader_wake_.notify();
+    // Last: this may be the final reference to the connection.
+    std::shared_ptr<Connection> keep = std::move(w.self);
 }
 
 vmha::Status Connection::serve_block_status(const nbd::Request& request) {

@@ -1,8 +1,9 @@
 // One NBD client connection: option negotiation, then transmission.
 //
 // Transmission: a reader coroutine reads one request at a time (header, then a WRITE's
-// payload once its length is checked), checks it, and spawns a coroutine per request, so many
-// requests are in flight and replies go out in completion order. Writes take their interval
+// payload once its length is checked), checks it, and starts it, so many requests are in flight
+// and replies go out in completion order. WRITE, WRITE_ZEROES and TRIM (the hot path) run as a
+// plain callback chain from a slot of their own; every other request runs in a coroutine. Writes take their interval
 // lock ticket in the reader, i.e. in arrival order. Replies go through an ordered queue with
 // one outstanding socket write; the writer sends every reply queued meanwhile (up to
 // kMaxRepliesPerSend) in one gathered write, so a burst of completions costs one system call.
@@ -79,14 +80,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
     asio::awaitable<void> write_loop(std::shared_ptr<Connection> self);
     asio::awaitable<void> write_replies();
+    // Every request but a checked write (a refused one too): answered from a coroutine.
     asio::awaitable<void> serve(std::shared_ptr<Connection> self, nbd::Request request,
-                                Buffer payload, vmha::Status verdict,
-                                std::optional<IntervalLock::Ticket> ticket);
-    asio::awaitable<vmha::Status> dispatch(const nbd::Request& request, const Buffer& payload,
-                                           std::optional<IntervalLock::Ticket> ticket);
-    asio::awaitable<vmha::Status> serve_write(const nbd::Request& request,
-                                              const Buffer& payload,
-                                              IntervalLock::Ticket ticket);
+                                Buffer payload, vmha::Status verdict);
+    asio::awaitable<vmha::Status> dispatch(const nbd::Request& request);
+    // A WRITE, WRITE_ZEROES or TRIM that passed its checks; answered by finish_write().
+    void start_write(std::shared_ptr<Connection> self, const nbd::Request& request,
+                     Buffer payload, IntervalLock::Ticket ticket);
+    void finish_write(std::size_t slot, vmha::Status status);
     vmha::Status serve_block_status(const nbd::Request& request);
 
     void queue(Reply reply);
@@ -112,6 +113,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::size_t in_flight_ = 0;
     std::uint64_t bytes_in_flight_ = 0;
     std::deque<Reply> replies_;
+    // Writes in flight: the request, its payload and a reference that keeps the connection
+    // alive until the reply is queued. Slots are reused (free_write_slots_).
+    struct WriteSlot {
+        nbd::Request request;
+        Buffer payload;
+        std::shared_ptr<Connection> self;
+    };
+    std::vector<WriteSlot> write_slots_;
+    std::vector<std::size_t> free_write_slots_;
     Signal reader_wake_;
     Signal writer_wake_;
 };
