@@ -31,6 +31,11 @@ class Buffer {
     bool empty() const { return size_ == 0; }
     std::span<std::byte> span() { return {data_.get(), size_}; }
     std::span<const std::byte> span() const { return {data_.get(), size_}; }
+    // Gives up ownership of the memory (capacity() bytes, from new std::byte[]).
+    std::byte* release() {
+        size_ = 0;
+        return data_.release();
+    }
 
   private:
     friend class BufferPool;
@@ -44,6 +49,12 @@ class BufferPool {
     static constexpr std::size_t kMinClassBytes = 4096;
     static constexpr std::size_t kMaxClassBytes = 4u << 20;
     static constexpr std::size_t kMaxCachedPerClass = 64;
+
+    // Room for every cached buffer is reserved up front, so give() never allocates (it may run
+    // in a deleter).
+    BufferPool() {
+        for (auto& c : classes_) c.reserve(kMaxCachedPerClass);
+    }
 
     // A buffer of `size` bytes (uninitialised); an empty Buffer for size 0.
     Buffer take(std::size_t size) {
@@ -64,7 +75,7 @@ class BufferPool {
     }
 
     // Takes a buffer back for reuse (or frees it).
-    void give(Buffer buffer) {
+    void give(Buffer buffer) noexcept {
         if (buffer.capacity_ < kMinClassBytes || buffer.capacity_ > kMaxClassBytes ||
             !std::has_single_bit(buffer.capacity_)) {
             return;

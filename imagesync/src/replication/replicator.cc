@@ -13,6 +13,7 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include "buffer_pool.h"
 #include "buffered_reader.h"
 #include "meta/activity_log.h"
 #include "meta/dirty_map.h"
@@ -224,6 +225,18 @@ private:
         std::span<const std::byte> data;
     };
 
+    // A buffer for a frame's payload from the session's pool (not zero-filled: the socket read
+    // writes every byte before anything reads it). It goes back to the pool when the last
+    // reference (the decoded message, an apply in flight) is gone, even after the session.
+    std::shared_ptr<std::byte[]> take_payload(std::size_t size) {
+        if (size == 0) return {};
+        Buffer b = pool_->take(size);
+        const std::size_t capacity = b.capacity();
+        return std::shared_ptr<std::byte[]>(b.release(), [pool = pool_, capacity](std::byte* p) {
+            pool->give(Buffer(std::unique_ptr<std::byte[]>(p), 0, capacity));
+        });
+    }
+
     asio::awaitable<void> read_loop(std::shared_ptr<Session> self) {
         while (!closing_) {
             std::array<std::byte, peer::header_size> head;
@@ -239,15 +252,8 @@ private:
                 close(fmt::format("peer {} broke the protocol: {}", remote_, header.error().message));
                 break;
             }
-            // Not zero-filled: the socket read writes every byte before anything reads it.
-            std::shared_ptr<std::byte[]> payload;
-            const std::span<std::byte> body =
-                header->length > 0
-                    ? std::span<std::byte>(
-                          (payload = std::make_shared_for_overwrite<std::byte[]>(header->length))
-                              .get(),
-                          header->length)
-                    : std::span<std::byte>();
+            std::shared_ptr<std::byte[]> payload = take_payload(header->length);
+            const std::span<std::byte> body(payload.get(), header->length);
             if (header->length > 0) {
                 if (!reader_.try_take(body)) ec = co_await reader_.read_exact(body);
                 if (ec || closing_) {
@@ -356,6 +362,7 @@ private:
     asio::steady_timer ticker_;
     std::deque<Frame> queue_;
     BufferedReader<tcp::socket> reader_{socket_};
+    std::shared_ptr<BufferPool> pool_ = std::make_shared<BufferPool>();  // frame payloads
     Clock::time_point last_rx_;
     Clock::time_point last_tx_;
     std::string reason_ = "closed";
