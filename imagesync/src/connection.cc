@@ -52,13 +52,15 @@ Connection::Signal::Signal(const asio::any_io_executor& executor)
     : timer_(executor, asio::steady_timer::time_point::max()) {}
 
 void Connection::Signal::notify() {
-    timer_.cancel();
+    if (waiting_) timer_.cancel();
 }
 
 asio::awaitable<void> Connection::Signal::wait() {
     timer_.expires_at(asio::steady_timer::time_point::max());
     error_code ec;
+    waiting_ = true;
     co_await timer_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    waiting_ = false;
 }
 
 Connection::Connection(std::uint64_t id, Socket socket, std::span<Export* const> exports,
@@ -230,8 +232,9 @@ asio::awaitable<void> Connection::transmit(std::shared_ptr<Connection> self) {
         }
         if (stopping_) break;
 
-        std::array<std::byte, nbd::kRequestHeaderSize> header{};
-        error_code ec = co_await reader_.read_exact(header);
+        std::array<std::byte, nbd::kRequestHeaderSize> header;
+        error_code ec;
+        if (!reader_.try_take(header)) ec = co_await reader_.read_exact(header);
         if (ec) {
             if (!is_disconnect(ec)) {
                 spdlog::warn("connection {}: reading a request failed: {}", id_, ec.message());
@@ -253,10 +256,10 @@ asio::awaitable<void> Connection::transmit(std::shared_ptr<Connection> self) {
             spdlog::warn("connection {}: closing: {}", id_, s.error().message);
             break;
         }
-        nbd::Bytes payload;
+        Buffer payload;
         if (request->type == nbd::kCmdWrite) {
-            payload.resize(request->length);
-            ec = co_await reader_.read_exact(payload);
+            payload = pool_.take(request->length);
+            if (!reader_.try_take(payload.span())) ec = co_await reader_.read_exact(payload.span());
             if (ec) {
                 spdlog::debug("connection {}: the connection ended inside a WRITE payload", id_);
                 break;
@@ -275,12 +278,15 @@ asio::awaitable<void> Connection::transmit(std::shared_ptr<Connection> self) {
                       request->length, request->flags);
         ++in_flight_;
         bytes_in_flight_ += payload_bytes(*request);
+        if (ticket) {  // a write that passed its checks
+            start_write(self, *request, std::move(payload), *ticket);
+            continue;
+        }
         try {
             asio::co_spawn(socket_.get_executor(),
-                           serve(self, *request, std::move(payload), std::move(verdict), ticket),
+                           serve(self, *request, std::move(payload), std::move(verdict)),
                            asio::detached);
-        } catch (...) {  // the request never started: give its range back
-            if (ticket) export_->locks().release(*ticket);
+        } catch (...) {  // the request never started
             --in_flight_;
             bytes_in_flight_ -= payload_bytes(*request);
             throw;
@@ -310,18 +316,29 @@ asio::awaitable<void> Connection::write_loop(std::shared_ptr<Connection> self) {
 }
 
 asio::awaitable<void> Connection::write_replies() {
+    std::vector<Reply> batch;
+    std::vector<asio::const_buffer> buffers;
+    batch.reserve(kMaxRepliesPerSend);
+    buffers.reserve(2 * kMaxRepliesPerSend);
     while (!broken_) {
         if (replies_.empty()) {
             if (closing_) break;
             co_await writer_wake_.wait();
             continue;
         }
-        Reply reply = std::move(replies_.front());
-        replies_.pop_front();
-        const std::array<asio::const_buffer, 2> buffers{asio::buffer(reply.head),
-                                                        asio::buffer(reply.body)};
+        // Everything queued so far (in queue order) goes out in one gathered write.
+        batch.clear();
+        buffers.clear();
+        while (!replies_.empty() && batch.size() < kMaxRepliesPerSend) {
+            batch.push_back(std::move(replies_.front()));
+            replies_.pop_front();
+            const Reply& r = batch.back();
+            buffers.emplace_back(r.head.data(), r.head.size());
+            if (!r.body.empty()) buffers.emplace_back(r.body.data(), r.body.size());
+        }
         error_code ec;
         co_await asio::async_write(socket_, buffers, asio::redirect_error(asio::use_awaitable, ec));
+        for (Reply& r : batch) pool_.give(std::move(r.body));
         if (ec) {
             if (!is_disconnect(ec)) {
                 spdlog::warn("connection {}: sending a reply failed: {}", id_, ec.message());
@@ -362,12 +379,11 @@ void Connection::reply_error(const nbd::Request& request, const vmha::Error& err
 }
 
 asio::awaitable<void> Connection::serve(std::shared_ptr<Connection> self, nbd::Request request,
-                                        nbd::Bytes payload, vmha::Status verdict,
-                                        std::optional<IntervalLock::Ticket> ticket) {
+                                        Buffer payload, vmha::Status verdict) {
     vmha::Status status = std::move(verdict);
     if (status) {
         try {
-            status = co_await dispatch(request, payload, ticket);
+            status = co_await dispatch(request);
         } catch (const std::exception& e) {  // e.g. std::bad_alloc: fail the request only
             status = vmha::Error(vmha::errc::io_error, fmt::format("{} at offset {} failed: {}",
                                                                    nbd::command_name(request.type),
@@ -375,23 +391,21 @@ asio::awaitable<void> Connection::serve(std::shared_ptr<Connection> self, nbd::R
         }
     }
     if (!status) reply_error(request, status.error());
+    pool_.give(std::move(payload));
     --in_flight_;
     bytes_in_flight_ -= payload_bytes(request);
     reader_wake_.notify();
     (void)self;
 }
 
-asio::awaitable<vmha::Status> Connection::dispatch(const nbd::Request& request,
-                                                   const nbd::Bytes& payload,
-                                                   std::optional<IntervalLock::Ticket> ticket) {
+asio::awaitable<vmha::Status> Connection::dispatch(const nbd::Request& request) {
     vmha::Status status;
     {
         switch (request.type) {
             case nbd::kCmdRead: {
-                nbd::Bytes data(request.length);
+                Buffer data = pool_.take(request.length);
                 status = co_await completion_of([&](ImageFile::Done done) {
-                    export_->file().read(request.offset, {data.data(), data.size()},
-                                         std::move(done));
+                    export_->file().read(request.offset, data.span(), std::move(done));
                 });
                 if (status) {
                     nbd::Bytes head = context_.structured_replies
@@ -399,15 +413,15 @@ asio::awaitable<vmha::Status> Connection::dispatch(const nbd::Request& request,
                                                 request.cookie, request.offset, request.length)
                                           : nbd::encode_simple_reply(request.cookie, 0);
                     queue({std::move(head), std::move(data)});
+                } else {
+                    pool_.give(std::move(data));
                 }
                 break;
             }
             case nbd::kCmdWrite:
             case nbd::kCmdWriteZeroes:
             case nbd::kCmdTrim:
-                status = co_await serve_write(request, payload, *ticket);
-                if (status) reply_ok(request);
-                break;
+                vmha::internal_error("a checked write reached the coroutine path");
             case nbd::kCmdFlush:
                 status = co_await completion_of([&](ReplicaSink::Done done) {
                     WriteOp flush;
@@ -433,9 +447,9 @@ asio::awaitable<vmha::Status> Connection::dispatch(const nbd::Request& request,
     co_return status;
 }
 
-asio::awaitable<vmha::Status> Connection::serve_write(const nbd::Request& request,
-                                                      const nbd::Bytes& payload,
-                                                      IntervalLock::Ticket ticket) {
+namespace {
+
+WriteOp write_op_of(const nbd::Request& request, const Buffer& payload) {
     WriteOp op;
     op.offset = request.offset;
     op.length = request.length;
@@ -443,7 +457,7 @@ asio::awaitable<vmha::Status> Connection::serve_write(const nbd::Request& reques
     switch (request.type) {
         case nbd::kCmdWrite:
             op.kind = WriteOp::Kind::write;
-            op.data = {payload.data(), payload.size()};
+            op.data = payload.span();
             break;
         case nbd::kCmdWriteZeroes:
             op.kind = WriteOp::Kind::write_zeroes;
@@ -454,8 +468,53 @@ asio::awaitable<vmha::Status> Connection::serve_write(const nbd::Request& reques
             op.kind = WriteOp::Kind::trim;
             break;
     }
-    co_return co_await completion_of(
-        [&](ReplicaSink::Done done) { export_->apply_in_order(ticket, op, std::move(done)); });
+    return op;
+}
+
+}  // namespace
+
+void Connection::start_write(std::shared_ptr<Connection> self, const nbd::Request& request,
+                             Buffer payload, IntervalLock::Ticket ticket) {
+    std::size_t slot = 0;
+    if (free_write_slots_.empty()) {
+        slot = write_slots_.size();
+        write_slots_.emplace_back();
+    } else {
+        slot = free_write_slots_.back();
+        free_write_slots_.pop_back();
+    }
+    WriteSlot& w = write_slots_[slot];
+    w.request = request;
+    w.payload = std::move(payload);
+    w.self = std::move(self);
+    // The write path completes later (the interval lock posts its grant), never inside this
+    // call; the callback (this + slot) fits std::function without an allocation.
+    try {
+        export_->apply_in_order(ticket, write_op_of(w.request, w.payload),
+                                [this, slot](vmha::Status s) { finish_write(slot, std::move(s)); });
+    } catch (const std::exception& e) {  // e.g. std::bad_alloc: fail the request only
+        finish_write(slot, vmha::Error(vmha::errc::io_error,
+                                       fmt::format("{} at offset {} failed: {}",
+                                                   nbd::command_name(request.type),
+                                                   request.offset, e.what())));
+    }
+}
+
+void Connection::finish_write(std::size_t slot, vmha::Status status) {
+    WriteSlot& w = write_slots_[slot];
+    if (status) {
+        reply_ok(w.request);
+    } else {
+        reply_error(w.request, status.error());
+    }
+    pool_.give(std::move(w.payload));
+    w.payload = Buffer();
+    --in_flight_;
+    bytes_in_flight_ -= payload_bytes(w.request);
+    free_write_slots_.push_back(slot);
+    reader_wake_.notify();
+    // Last: this may be the final reference to the connection.
+    std::shared_ptr<Connection> keep = std::move(w.self);
 }
 
 vmha::Status Connection::serve_block_status(const nbd::Request& request) {

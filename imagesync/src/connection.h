@@ -1,10 +1,13 @@
 // One NBD client connection: option negotiation, then transmission.
 //
 // Transmission: a reader coroutine reads one request at a time (header, then a WRITE's
-// payload once its length is checked), checks it, and spawns a coroutine per request, so many
-// requests are in flight and replies go out in completion order. Writes take their interval
+// payload once its length is checked), checks it, and starts it, so many requests are in flight
+// and replies go out in completion order. WRITE, WRITE_ZEROES and TRIM (the hot path) run as a
+// plain callback chain from a slot of their own; every other request runs in a coroutine. Writes take their interval
 // lock ticket in the reader, i.e. in arrival order. Replies go through an ordered queue with
-// one outstanding socket write.
+// one outstanding socket write; the writer sends every reply queued meanwhile (up to
+// kMaxRepliesPerSend) in one gathered write, so a burst of completions costs one system call.
+// Payloads (WRITE data, READ data) live in buffers recycled through a per-connection pool.
 //
 // Shutdown: stop() shuts down the receive side, so no new request is read; requests already
 // read finish and are answered; then the socket closes. Never answers NBD_ESHUTDOWN.
@@ -23,6 +26,7 @@
 #include <vmha/error.h>
 
 #include "asio.h"
+#include "buffer_pool.h"
 #include "buffered_reader.h"
 #include "export.h"
 #include "nbd_codec.h"
@@ -40,6 +44,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // waits beyond this, so a client cannot make the daemon buffer 64 x 32 MiB.
     static constexpr std::uint64_t kMaxBytesInFlight = 128ULL * 1024 * 1024;
     static constexpr std::chrono::seconds kHandshakeTimeout{30};
+    // Replies gathered into one socket write (two buffers each: within the iovec limit).
+    static constexpr std::size_t kMaxRepliesPerSend = 32;
 
     Connection(std::uint64_t id, Socket socket, std::span<Export* const> exports,
                OnClosed on_closed);
@@ -60,11 +66,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
       private:
         asio::steady_timer timer_;
+        bool waiting_ = false;  // notify() costs nothing while nobody waits
     };
 
     struct Reply {
         nbd::Bytes head;
-        nbd::Bytes body;
+        Buffer body;
     };
 
     asio::awaitable<void> run(std::shared_ptr<Connection> self);
@@ -73,14 +80,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
     asio::awaitable<void> write_loop(std::shared_ptr<Connection> self);
     asio::awaitable<void> write_replies();
+    // Every request but a checked write (a refused one too): answered from a coroutine.
     asio::awaitable<void> serve(std::shared_ptr<Connection> self, nbd::Request request,
-                                nbd::Bytes payload, vmha::Status verdict,
-                                std::optional<IntervalLock::Ticket> ticket);
-    asio::awaitable<vmha::Status> dispatch(const nbd::Request& request, const nbd::Bytes& payload,
-                                           std::optional<IntervalLock::Ticket> ticket);
-    asio::awaitable<vmha::Status> serve_write(const nbd::Request& request,
-                                              const nbd::Bytes& payload,
-                                              IntervalLock::Ticket ticket);
+                                Buffer payload, vmha::Status verdict);
+    asio::awaitable<vmha::Status> dispatch(const nbd::Request& request);
+    // A WRITE, WRITE_ZEROES or TRIM that passed its checks; answered by finish_write().
+    void start_write(std::shared_ptr<Connection> self, const nbd::Request& request,
+                     Buffer payload, IntervalLock::Ticket ticket);
+    void finish_write(std::size_t slot, vmha::Status status);
     vmha::Status serve_block_status(const nbd::Request& request);
 
     void queue(Reply reply);
@@ -93,6 +100,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     OnClosed on_closed_;
 
     BufferedReader<Socket> reader_{socket_};  // transmission: many requests per read
+    BufferPool pool_;                         // payload buffers, recycled
 
     Export* export_ = nullptr;
     nbd::RequestContext context_;
@@ -105,6 +113,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::size_t in_flight_ = 0;
     std::uint64_t bytes_in_flight_ = 0;
     std::deque<Reply> replies_;
+    // Writes in flight: the request, its payload and a reference that keeps the connection
+    // alive until the reply is queued. Slots are reused (free_write_slots_).
+    struct WriteSlot {
+        nbd::Request request;
+        Buffer payload;
+        std::shared_ptr<Connection> self;
+    };
+    std::vector<WriteSlot> write_slots_;
+    std::vector<std::size_t> free_write_slots_;
     Signal reader_wake_;
     Signal writer_wake_;
 };

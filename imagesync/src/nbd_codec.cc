@@ -1,23 +1,30 @@
 #include "nbd_codec.h"
 
+#include <array>
+
 #include <fmt/format.h>
 
 #include "nbd_protocol.h"
 
 namespace imagesync::nbd {
 
-void put_u16(Bytes& out, std::uint16_t v) {
-    out.push_back(static_cast<std::byte>(v >> 8));
-    out.push_back(static_cast<std::byte>(v));
+namespace {
+
+// Appends `v` big-endian in one insert (one capacity check instead of one per byte).
+template <typename T>
+void put_big_endian(Bytes& out, T v) {
+    std::array<std::byte, sizeof(T)> b;
+    for (std::size_t i = 0; i < sizeof(T); ++i) {
+        b[i] = static_cast<std::byte>(v >> (8 * (sizeof(T) - 1 - i)));
+    }
+    out.insert(out.end(), b.begin(), b.end());
 }
-void put_u32(Bytes& out, std::uint32_t v) {
-    put_u16(out, static_cast<std::uint16_t>(v >> 16));
-    put_u16(out, static_cast<std::uint16_t>(v));
-}
-void put_u64(Bytes& out, std::uint64_t v) {
-    put_u32(out, static_cast<std::uint32_t>(v >> 32));
-    put_u32(out, static_cast<std::uint32_t>(v));
-}
+
+}  // namespace
+
+void put_u16(Bytes& out, std::uint16_t v) { put_big_endian(out, v); }
+void put_u32(Bytes& out, std::uint32_t v) { put_big_endian(out, v); }
+void put_u64(Bytes& out, std::uint64_t v) { put_big_endian(out, v); }
 void put_string(Bytes& out, std::string_view s) {
     for (const char c : s) out.push_back(static_cast<std::byte>(c));
 }
@@ -231,6 +238,7 @@ vmha::Result<Request> parse_request_header(ByteView in) {
 
 Bytes encode_request_header(const Request& r) {
     Bytes out;
+    out.reserve(kRequestHeaderSize);
     put_u32(out, kRequestMagic);
     put_u16(out, r.flags);
     put_u16(out, r.type);

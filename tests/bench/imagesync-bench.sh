@@ -8,21 +8,28 @@
 # the ratios of (a) and (b) to nbdkit.
 #
 #   tests/bench/imagesync-bench.sh [--size 1G] [--runtime 10] [--rounds 3] [--json FILE]
+#                                  [--jobs JOB,...] [--configs CONFIG,...]
+#
+# --jobs and --configs run a subset (while working on one path); the ratios need nbdkit, so it
+# is always among the configurations.
 #
 # Every server runs on a private socket in a temporary directory and is stopped by PID.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
-size=1G runtime=10 rounds=3 json=""
+size=1G runtime=10 rounds=3 json="" only_jobs="" only_configs=""
 while (( $# )); do
   case $1 in
     --size) size=$2; shift 2 ;;
     --runtime) runtime=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --json) json=$2; shift 2 ;;
-    *) echo "usage: $0 [--size 1G] [--runtime 10] [--rounds 3] [--json FILE]" >&2; exit 64 ;;
+    --jobs) only_jobs=$2; shift 2 ;;
+    --configs) only_configs=$2; shift 2 ;;
+    *) echo "usage: $0 [--size 1G] [--runtime 10] [--rounds 3] [--json FILE] [--jobs JOB,...] [--configs CONFIG,...]" >&2; exit 64 ;;
   esac
 done
 imagesyncd=${IMAGESYNCD:-$top/build/imagesync/imagesyncd}
+imagesync_tool=${IMAGESYNC:-$(dirname "$imagesyncd")/imagesync}
 [[ -x $imagesyncd ]] || { echo "build first: $imagesyncd is missing" >&2; exit 1; }
 for tool in fio nbdkit qemu-nbd; do command -v $tool >/dev/null || { echo "$tool is missing (tests/tools/install-deps.sh)" >&2; exit 1; }; done
 
@@ -47,6 +54,22 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 replication=0
 "$imagesyncd" --help 2>&1 | grep -q -- '--peer' && replication=1
+if (( replication )) && [[ ! -x $imagesync_tool ]]; then
+  echo "build first: $imagesync_tool is missing (the replicated run waits for the link with it)" >&2
+  exit 1
+fi
+
+# The replicated figures are for a connected pair: measuring while the primary still dials its
+# peer would measure writes recorded dirty (and the resync that follows), not replication.
+wait_for_link() {  # CONTROL_SOCKET; poll with a 20 s deadline
+  local ctl=$1 deadline=$((SECONDS + 20)) state=""
+  until [[ $state == connected ]]; do
+    (( SECONDS < deadline )) || { echo "the pair did not connect (link: ${state:-unknown})" >&2; return 1; }
+    sleep 0.05  # poll interval (deadline above)
+    state=$("$imagesync_tool" --control-socket "$ctl" status --json 2>/dev/null \
+            | python3 -c 'import json,sys; print(json.load(sys.stdin).get("connection",""))' 2>/dev/null || true)
+  done
+}
 
 start_server() {  # CONFIG -> sets $uri (not in a subshell: $pids must see the servers)
   local cfg=$1 sock=$work/$1.sock img=$work/$1.img
@@ -62,8 +85,11 @@ start_server() {  # CONFIG -> sets $uri (not in a subshell: $pids must see the s
       pids+=($!)
       wait_for_socket "$work/sec.sock"
       "$imagesyncd" --image disk="$img" --nbd-socket "$sock" --meta-dir "$work/meta-p" \
-        --role primary --peer "127.0.0.1:$port" --log-level warn >"$work/pri.log" 2>&1 &
+        --role primary --peer "127.0.0.1:$port" --control-socket "$work/pri.ctl" \
+        --log-level warn >"$work/pri.log" 2>&1 &
       pids+=($!)
+      wait_for_socket "$sock"
+      wait_for_link "$work/pri.ctl"
       uri="nbd+unix:///disk?socket=$sock" ;;
     imagesync-alone)
       "$imagesyncd" --image disk="$img" --nbd-socket "$sock" --meta-dir "$work/meta-a" \
@@ -91,6 +117,14 @@ declare -A jobs=(
 job_order=(randwrite-4k-qd32 seqwrite-1m-qd8 write-flush-4k-qd1)
 configs=(imagesync-alone nbdkit qemu-nbd)
 (( replication )) && configs=(imagesync-replicated "${configs[@]}")
+if [[ -n $only_jobs ]]; then
+  IFS=, read -r -a job_order <<<"$only_jobs"
+  for job in "${job_order[@]}"; do [[ -n ${jobs[$job]:-} ]] || { echo "unknown job $job" >&2; exit 64; }; done
+fi
+if [[ -n $only_configs ]]; then
+  IFS=, read -r -a configs <<<"$only_configs"
+  [[ ",$only_configs," == *,nbdkit,* ]] || configs+=(nbdkit)
+fi
 
 run_fio() {  # URI JOB -> figure
   local uri=$1 job=$2 out

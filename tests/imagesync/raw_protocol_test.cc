@@ -1,6 +1,9 @@
 // imagesyncd against hand-made NBD traffic: malformed and out-of-range requests get the right
 // errors, bad packets close only their connection, overlapping writes keep arrival order, and
 // SIGTERM answers the requests already read before closing.
+#include <map>
+#include <set>
+
 #include "raw_client.h"
 
 namespace imagesync_test {
@@ -241,6 +244,116 @@ TEST_F(RawProtocol, OverlappingWritesApplyInArrivalOrder) {
         const std::size_t at = 65536U - static_cast<std::size_t>(i) * 512U - 1;
         ASSERT_EQ((*data)[at], static_cast<unsigned char>(i + 1)) << "byte " << at;
     }
+}
+
+TEST_F(RawProtocol, RepliesCompletingOutOfOrderAreGatheredWithoutMixingUp) {
+    // One burst of reads of very different lengths (structured replies with data), writes,
+    // a flush and a refused request, sent in fragments that split headers and payloads at odd
+    // places: small operations complete before large ones, so replies come back out of order
+    // and several go out in one gathered write. Every cookie must be answered exactly once,
+    // with a well-formed reply and the right data.
+    auto c = client(true);
+    // A known pattern first: byte at offset o is (o / 512) * 7 + 1, modulo 256.
+    auto pattern = [](std::uint64_t offset) {
+        return static_cast<unsigned char>((offset / 512) * 7 + 1);
+    };
+    constexpr std::uint64_t kPatternBytes = 512 * 1024;
+    Bytes fill(kPatternBytes);
+    for (std::uint64_t o = 0; o < kPatternBytes; ++o) fill[o] = pattern(o);
+    ASSERT_TRUE(c->request(kWrite, 0, 1, 0, static_cast<std::uint32_t>(kPatternBytes), fill));
+    ASSERT_EQ(error_of(*c, 1), 0U);
+
+    struct Sent {
+        std::uint16_t type;
+        std::uint64_t offset;
+        std::uint32_t length;
+    };
+    std::map<std::uint64_t, Sent> sent;
+    Bytes burst;
+    std::uint64_t cookie = 100;
+    auto add = [&](std::uint16_t type, std::uint64_t offset, std::uint32_t length) {
+        be32(burst, kRequestMagic);
+        be16(burst, 0);
+        be16(burst, type);
+        be64(burst, cookie);
+        be64(burst, offset);
+        be32(burst, length);
+        if (type == kWrite) burst.insert(burst.end(), length, static_cast<unsigned char>(cookie));
+        sent[cookie++] = Sent{type, offset, length};
+    };
+    const std::uint32_t lengths[] = {512, 256 * 1024, 4096, 1, 131072, 512, 65536, 3000};
+    for (int round = 0; round < 6; ++round) {
+        for (const std::uint32_t length : lengths) {
+            const std::uint64_t offset = (static_cast<std::uint64_t>(round) * 40960 + length) %
+                                         (kPatternBytes - length);
+            add(kRead, offset, length);
+        }
+        // Writes beyond the pattern, each to its own range.
+        add(kWrite, kPatternBytes + static_cast<std::uint64_t>(round) * 8192, 4096);
+        add(kWrite, kPatternBytes + static_cast<std::uint64_t>(round) * 8192 + 4096, 700);
+    }
+    add(kFlush, 0, 0);
+    add(kRead, kSize, 4096);  // beyond the end: an error chunk
+    // Fragments of 1 to 2999 bytes, each its own send.
+    std::size_t at = 0;
+    for (std::size_t i = 1; at < burst.size(); ++i) {
+        const std::size_t n = std::min(burst.size() - at, (i * 677) % 2999 + 1);
+        ASSERT_TRUE(c->send(Bytes(burst.begin() + static_cast<std::ptrdiff_t>(at),
+                                  burst.begin() + static_cast<std::ptrdiff_t>(at + n))));
+        at += n;
+    }
+
+    std::vector<std::uint64_t> order;
+    while (order.size() < sent.size()) {
+        auto magic = c->recv(4);
+        ASSERT_TRUE(magic.has_value()) << "replies stopped after " << order.size();
+        const auto m = static_cast<std::uint32_t>(from_be(*magic, 0, 4));
+        if (m == kSimpleReplyMagic) {
+            auto rest = c->recv(12);
+            ASSERT_TRUE(rest.has_value());
+            const std::uint64_t k = from_be(*rest, 4, 8);
+            ASSERT_EQ(sent.count(k), 1U) << "unknown cookie " << k;
+            EXPECT_EQ(from_be(*rest, 0, 4), 0U) << "cookie " << k;
+            EXPECT_NE(sent[k].type, kRead) << "a structured read got a simple reply";
+            order.push_back(k);
+            continue;
+        }
+        ASSERT_EQ(m, kStructuredReplyMagic) << "reply " << order.size() << " is not well formed";
+        auto rest = c->recv(16);
+        ASSERT_TRUE(rest.has_value());
+        const auto type = static_cast<std::uint16_t>(from_be(*rest, 2, 2));
+        const std::uint64_t k = from_be(*rest, 4, 8);
+        auto payload = c->recv(static_cast<std::size_t>(from_be(*rest, 12, 4)));
+        ASSERT_TRUE(payload.has_value());
+        ASSERT_EQ(sent.count(k), 1U) << "unknown cookie " << k;
+        const Sent& r = sent[k];
+        ASSERT_EQ(r.type, kRead);
+        order.push_back(k);
+        if (r.offset >= kSize) {
+            EXPECT_NE(type & 0x8000, 0) << "a read beyond the end got no error chunk";
+            continue;
+        }
+        ASSERT_EQ(type, 1) << "OFFSET_DATA expected for cookie " << k;  // with the DONE flag
+        ASSERT_EQ(payload->size(), 8U + r.length);
+        EXPECT_EQ(from_be(*payload, 0, 8), r.offset);
+        for (std::uint32_t i = 0; i < r.length; ++i) {
+            ASSERT_EQ((*payload)[8 + i], pattern(r.offset + i))
+                << "cookie " << k << " byte " << i;
+        }
+    }
+    std::set<std::uint64_t> unique(order.begin(), order.end());
+    EXPECT_EQ(unique.size(), sent.size()) << "a cookie was answered twice";
+    // The writes landed where they were sent.
+    for (const auto& [k, r] : sent) {
+        if (r.type != kWrite) continue;
+        ASSERT_TRUE(c->request(kRead, 0, 9000 + k, r.offset, r.length));
+        auto chunk = c->chunk();
+        ASSERT_TRUE(chunk.has_value());
+        ASSERT_EQ(chunk->payload.size(), 8U + r.length);
+        EXPECT_EQ(chunk->payload[8], static_cast<unsigned char>(k));
+        EXPECT_EQ(chunk->payload.back(), static_cast<unsigned char>(k));
+    }
+    EXPECT_TRUE(daemon_->running());
 }
 
 TEST_F(RawProtocol, SecondaryAnswersWritesWithEperm) {

@@ -162,6 +162,7 @@ const char* type_name(MessageType type) {
 }
 
 void encode_write_header(std::uint64_t cookie, const Range& range, bool fua, Bytes& out) {
+    out.reserve(out.size() + header_size + op_fixed);
     put_header(out, MessageType::write, static_cast<std::uint32_t>(op_fixed + range.length), cookie);
     put_op(out, fua ? op_fua : 0, range);
 }
@@ -169,6 +170,7 @@ void encode_write_header(std::uint64_t cookie, const Range& range, bool fua, Byt
 void encode(const Message& m, Bytes& out) {
     const MessageType type = type_of(m.body);
     Bytes payload;
+    payload.reserve(64);  // every fixed-size message fits: one allocation
     std::visit(
         [&](const auto& b) {
             using T = std::decay_t<decltype(b)>;
@@ -235,6 +237,7 @@ void encode(const Message& m, Bytes& out) {
             }
         },
         m.body);
+    out.reserve(out.size() + header_size + payload.size());
     put_header(out, type, static_cast<std::uint32_t>(payload.size()), m.cookie);
     out.insert(out.end(), payload.begin(), payload.end());
 }

@@ -13,6 +13,7 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include "buffer_pool.h"
 #include "buffered_reader.h"
 #include "meta/activity_log.h"
 #include "meta/dirty_map.h"
@@ -190,7 +191,7 @@ public:
     void send(peer::Bytes head, std::span<const std::byte> data = {}) {
         if (closing_) return;
         queue_.push_back(Frame{std::move(head), data});
-        wake_.cancel();
+        if (writer_waiting_) wake_.cancel();
     }
 
     void send(const peer::Message& m) {
@@ -224,10 +225,23 @@ private:
         std::span<const std::byte> data;
     };
 
+    // A buffer for a frame's payload from the session's pool (not zero-filled: the socket read
+    // writes every byte before anything reads it). It goes back to the pool when the last
+    // reference (the decoded message, an apply in flight) is gone, even after the session.
+    std::shared_ptr<std::byte[]> take_payload(std::size_t size) {
+        if (size == 0) return {};
+        Buffer b = pool_->take(size);
+        const std::size_t capacity = b.capacity();
+        return std::shared_ptr<std::byte[]>(b.release(), [pool = pool_, capacity](std::byte* p) {
+            pool->give(Buffer(std::unique_ptr<std::byte[]>(p), 0, capacity));
+        });
+    }
+
     asio::awaitable<void> read_loop(std::shared_ptr<Session> self) {
         while (!closing_) {
-            std::array<std::byte, peer::header_size> head{};
-            error_code ec = co_await reader_.read_exact(head);
+            std::array<std::byte, peer::header_size> head;
+            error_code ec;
+            if (!reader_.try_take(head)) ec = co_await reader_.read_exact(head);
             if (ec || closing_) {
                 close(ec ? fmt::format("connection to {} broke: {}", remote_, ec.message())
                          : reason_);
@@ -238,9 +252,10 @@ private:
                 close(fmt::format("peer {} broke the protocol: {}", remote_, header.error().message));
                 break;
             }
-            auto payload = std::make_shared<peer::Bytes>(header->length);
+            std::shared_ptr<std::byte[]> payload = take_payload(header->length);
+            const std::span<std::byte> body(payload.get(), header->length);
             if (header->length > 0) {
-                ec = co_await reader_.read_exact(*payload);
+                if (!reader_.try_take(body)) ec = co_await reader_.read_exact(body);
                 if (ec || closing_) {
                     close(ec ? fmt::format("connection to {} broke: {}", remote_, ec.message())
                              : reason_);
@@ -248,7 +263,7 @@ private:
                 }
             }
             last_rx_ = Clock::now();
-            auto message = peer::decode_payload(*header, view(*payload));
+            auto message = peer::decode_payload(*header, peer::ByteView(body.data(), body.size()));
             if (!message) {
                 close(fmt::format("peer {} broke the protocol: {}", remote_,
                                   message.error().message));
@@ -264,7 +279,7 @@ private:
                 if (!owner_.on_hello(*this, *hello)) break;  // closed with a reason
                 continue;
             }
-            owner_.on_message(*this, std::move(*message), payload);
+            owner_.on_message(*this, std::move(*message), std::move(payload));
         }
         reader_done_ = true;
         maybe_finished(self);
@@ -277,7 +292,9 @@ private:
             while (queue_.empty() && !closing_) {
                 wake_.expires_at(asio::steady_timer::time_point::max());
                 error_code ec;
+                writer_waiting_ = true;
                 co_await wake_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+                writer_waiting_ = false;
                 if (queue_.empty() && finishing_) close(reason_);
             }
             if (closing_) break;
@@ -345,9 +362,11 @@ private:
     asio::steady_timer ticker_;
     std::deque<Frame> queue_;
     BufferedReader<tcp::socket> reader_{socket_};
+    std::shared_ptr<BufferPool> pool_ = std::make_shared<BufferPool>();  // frame payloads
     Clock::time_point last_rx_;
     Clock::time_point last_tx_;
     std::string reason_ = "closed";
+    bool writer_waiting_ = false;  // send() wakes the writer only when it waits
     bool handshaken_ = false;
     bool finishing_ = false;
     bool closing_ = false;
@@ -1128,7 +1147,7 @@ void Replicator::fail_fenced(const std::string& why) {
 // ---- Messages after the handshake ---------------------------------------------------------------
 
 void Replicator::on_message(Session& session, peer::Message message,
-                            std::shared_ptr<peer::Bytes> owner) {
+                            std::shared_ptr<const std::byte[]> owner) {
     if (session_.get() != &session) return;  // a replaced connection
     const std::uint64_t cookie = message.cookie;
     auto check_range = [&](const peer::Range& r) {
@@ -1241,7 +1260,7 @@ void Replicator::on_message(Session& session, peer::Message message,
 }
 
 void Replicator::apply_from_peer(Session& session, std::uint64_t cookie, const peer::Range& range,
-                                 WriteOp op, std::shared_ptr<peer::Bytes> owner) {
+                                 WriteOp op, std::shared_ptr<const std::byte[]> owner) {
     Export* e = exports_[range.export_index];
     // The ticket is taken now, in arrival order: overlapping operations apply in the order the
     // primary sent them.

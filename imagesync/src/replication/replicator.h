@@ -202,9 +202,9 @@ private:
     bool on_hello(Session& session, const peer::Hello& hello);
     peer::Hello make_hello() const;
     // Every message after the handshake.
-    void on_message(Session& session, peer::Message message, std::shared_ptr<peer::Bytes> owner);
+    void on_message(Session& session, peer::Message message, std::shared_ptr<const std::byte[]> owner);
     void apply_from_peer(Session& session, std::uint64_t cookie, const peer::Range& range,
-                         WriteOp op, std::shared_ptr<peer::Bytes> owner);
+                         WriteOp op, std::shared_ptr<const std::byte[]> owner);
     void on_ack(std::uint64_t cookie, std::uint32_t status);
     void on_resync_finished_by_source(Session& session, const peer::State& state);
     void send_ping(Session& session);

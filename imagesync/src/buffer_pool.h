@@ -1,0 +1,107 @@
+// Payload buffers for the data path: allocated without zero-filling (every byte is written by
+// a socket read or a file read before anything reads it) and recycled, so a steady stream of
+// requests of similar sizes allocates nothing.
+//
+// Buffers come in power-of-two capacities from 4 KiB to 4 MiB; each size class keeps up to
+// kMaxCachedPerClass returned buffers. Larger buffers are allocated to size and freed on return.
+//
+// Owned by one event loop thread; not thread-safe. A Buffer may outlive its pool only if it is
+// never given back.
+#pragma once
+
+#include <array>
+#include <bit>
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <vector>
+
+namespace imagesync {
+
+class Buffer {
+  public:
+    Buffer() = default;
+    Buffer(std::unique_ptr<std::byte[]> data, std::size_t size, std::size_t capacity)
+        : data_(std::move(data)), size_(size), capacity_(capacity) {}
+
+    std::byte* data() { return data_.get(); }
+    const std::byte* data() const { return data_.get(); }
+    std::size_t size() const { return size_; }
+    std::size_t capacity() const { return capacity_; }
+    bool empty() const { return size_ == 0; }
+    std::span<std::byte> span() { return {data_.get(), size_}; }
+    std::span<const std::byte> span() const { return {data_.get(), size_}; }
+    // Gives up ownership of the memory (capacity() bytes, from new std::byte[]).
+    std::byte* release() {
+        size_ = 0;
+        return data_.release();
+    }
+
+  private:
+    friend class BufferPool;
+    std::unique_ptr<std::byte[]> data_;
+    std::size_t size_ = 0;
+    std::size_t capacity_ = 0;
+};
+
+class BufferPool {
+  public:
+    static constexpr std::size_t kMinClassBytes = 4096;
+    static constexpr std::size_t kMaxClassBytes = 4u << 20;
+    static constexpr std::size_t kMaxCachedPerClass = 64;
+
+    // Room for every cached buffer is reserved up front, so give() never allocates (it may run
+    // in a deleter).
+    BufferPool() {
+        for (auto& c : classes_) c.reserve(kMaxCachedPerClass);
+    }
+
+    // A buffer of `size` bytes (uninitialised); an empty Buffer for size 0.
+    Buffer take(std::size_t size) {
+        if (size == 0) return {};
+        if (size > kMaxClassBytes) {
+            return Buffer(std::unique_ptr<std::byte[]>(new std::byte[size]), size, size);
+        }
+        const std::size_t capacity = std::bit_ceil(std::max(size, kMinClassBytes));
+        auto& cached = classes_[class_of(capacity)];
+        if (!cached.empty()) {
+            Buffer b = std::move(cached.back());
+            cached.pop_back();
+            b.size_ = size;
+            return b;
+        }
+        ++allocations_;
+        return Buffer(std::unique_ptr<std::byte[]>(new std::byte[capacity]), size, capacity);
+    }
+
+    // Takes a buffer back for reuse (or frees it).
+    void give(Buffer buffer) noexcept {
+        if (buffer.capacity_ < kMinClassBytes || buffer.capacity_ > kMaxClassBytes ||
+            !std::has_single_bit(buffer.capacity_)) {
+            return;
+        }
+        auto& cached = classes_[class_of(buffer.capacity_)];
+        if (cached.size() < kMaxCachedPerClass) cached.push_back(std::move(buffer));
+    }
+
+    // Buffers allocated from the heap so far (not counting those above the largest class).
+    std::size_t allocations() const { return allocations_; }
+    std::size_t cached() const {
+        std::size_t n = 0;
+        for (const auto& c : classes_) n += c.size();
+        return n;
+    }
+
+  private:
+    static constexpr std::size_t kClasses =
+        std::countr_zero(kMaxClassBytes) - std::countr_zero(kMinClassBytes) + 1;
+    static std::size_t class_of(std::size_t capacity) {
+        return static_cast<std::size_t>(std::countr_zero(capacity) -
+                                        std::countr_zero(kMinClassBytes));
+    }
+
+    std::array<std::vector<Buffer>, kClasses> classes_;
+    std::size_t allocations_ = 0;
+};
+
+}  // namespace imagesync

@@ -1,0 +1,139 @@
+// Unit tests of the data path's buffers: the payload pool (reuse, size classes, large buffers)
+// and the receive buffer in front of a socket (messages split across reads at every boundary,
+// the synchronous fast path, a message larger than the buffer).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <numeric>
+
+#include "asio.h"
+
+#include <boost/asio/local/connect_pair.hpp>
+#include "buffer_pool.h"
+#include "buffered_reader.h"
+
+namespace imagesync {
+namespace {
+
+TEST(BufferPool, ABufferGivenBackIsReusedForTheSameSizeClass) {
+    BufferPool pool;
+    Buffer a = pool.take(4096);
+    ASSERT_EQ(a.size(), 4096U);
+    EXPECT_EQ(a.capacity(), 4096U);
+    std::byte* first = a.data();
+    pool.give(std::move(a));
+    EXPECT_EQ(pool.cached(), 1U);
+    // 3000 bytes round up to the same 4 KiB class: the same memory comes back.
+    Buffer b = pool.take(3000);
+    EXPECT_EQ(b.data(), first);
+    EXPECT_EQ(b.size(), 3000U);
+    EXPECT_EQ(pool.allocations(), 1U);
+    EXPECT_EQ(pool.cached(), 0U);
+}
+
+TEST(BufferPool, SizeClassesArePowersOfTwoAndDoNotMix) {
+    BufferPool pool;
+    Buffer small = pool.take(100);
+    EXPECT_EQ(small.capacity(), BufferPool::kMinClassBytes);
+    Buffer mid = pool.take(600 * 1024);
+    EXPECT_EQ(mid.capacity(), 1024U * 1024);
+    pool.give(std::move(small));
+    // A 1 MiB request does not get the 4 KiB buffer.
+    Buffer big = pool.take(1024 * 1024);
+    EXPECT_EQ(big.capacity(), 1024U * 1024);
+    EXPECT_EQ(pool.allocations(), 3U);
+    EXPECT_EQ(pool.cached(), 1U);
+}
+
+TEST(BufferPool, LargeBuffersAreExactAndNotKept) {
+    BufferPool pool;
+    const std::size_t size = BufferPool::kMaxClassBytes + 1;
+    Buffer b = pool.take(size);
+    EXPECT_EQ(b.size(), size);
+    EXPECT_EQ(b.capacity(), size);
+    std::memset(b.data(), 0xab, b.size());  // all of it is usable (ASan checks the bounds)
+    pool.give(std::move(b));
+    EXPECT_EQ(pool.cached(), 0U);
+    EXPECT_TRUE(pool.take(0).empty());
+    pool.give(Buffer());  // an empty buffer is simply dropped
+    EXPECT_EQ(pool.cached(), 0U);
+}
+
+TEST(BufferPool, EachClassKeepsABoundedNumber) {
+    BufferPool pool;
+    std::vector<Buffer> out;
+    for (std::size_t i = 0; i < BufferPool::kMaxCachedPerClass + 10; ++i) out.push_back(pool.take(8192));
+    for (auto& b : out) pool.give(std::move(b));
+    EXPECT_EQ(pool.cached(), BufferPool::kMaxCachedPerClass);
+}
+
+// Reads `sizes` messages through a BufferedReader of `capacity` bytes from a socket holding
+// `stream`, alternately by the synchronous fast path and by read_exact, and returns what was
+// read, concatenated.
+std::vector<std::byte> read_messages(const std::vector<std::byte>& stream,
+                                     const std::vector<std::size_t>& sizes, std::size_t capacity,
+                                     std::size_t* taken_synchronously) {
+    asio::io_context io;
+    asio::local::stream_protocol::socket a(io), b(io);
+    asio::local::connect_pair(a, b);
+    asio::write(b, asio::buffer(stream));  // small enough for the socket buffer
+    b.shutdown(asio::socket_base::shutdown_send);
+
+    std::vector<std::byte> got;
+    *taken_synchronously = 0;
+    bool failed = false;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            BufferedReader<asio::local::stream_protocol::socket> reader(a, capacity);
+            for (const std::size_t n : sizes) {
+                std::vector<std::byte> message(n);
+                if (reader.try_take(message)) {
+                    ++*taken_synchronously;
+                } else {
+                    const auto ec = co_await reader.read_exact(message);
+                    if (ec) {
+                        failed = true;
+                        co_return;
+                    }
+                }
+                got.insert(got.end(), message.begin(), message.end());
+            }
+            // Nothing is left: the next read sees the end of the stream.
+            std::array<std::byte, 1> extra{};
+            EXPECT_FALSE(reader.try_take(extra));
+            EXPECT_TRUE(co_await reader.read_exact(extra));
+        },
+        asio::detached);
+    io.run();
+    EXPECT_FALSE(failed) << "the stream ended early";
+    return got;
+}
+
+TEST(BufferedReader, MessagesSplitAcrossReadsAtEveryBoundaryArriveWhole) {
+    // Headers of 28 and 32 bytes, payloads of 0..2000 bytes, through a 64-byte buffer: every
+    // message straddles reads, some payloads exceed the buffer (read directly into place).
+    std::vector<std::size_t> sizes;
+    for (std::size_t i = 0; i < 40; ++i) {
+        sizes.push_back(i % 2 == 0 ? 28 : 32);
+        sizes.push_back((i * 61) % 2001);
+    }
+    const std::size_t total = std::accumulate(sizes.begin(), sizes.end(), std::size_t{0});
+    std::vector<std::byte> stream(total);
+    for (std::size_t i = 0; i < total; ++i) stream[i] = static_cast<std::byte>(i * 7 + i / 251);
+
+    for (const std::size_t capacity : {std::size_t{1}, std::size_t{64}, std::size_t{4096},
+                                       std::size_t{256 * 1024}}) {
+        std::size_t synchronous = 0;
+        const auto got = read_messages(stream, sizes, capacity, &synchronous);
+        EXPECT_EQ(got, stream) << "capacity " << capacity;
+        if (capacity == 256 * 1024) {
+            // The whole stream fits the buffer: after the first read, everything is taken
+            // without suspending.
+            EXPECT_GE(synchronous, sizes.size() - 1);
+        }
+    }
+}
+
+}  // namespace
+}  // namespace imagesync
