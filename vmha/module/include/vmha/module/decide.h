@@ -36,15 +36,20 @@
 // |      |   (this node's VM paused with its disks lost: WAIT); or  |                          |
 // |      |   imagesync reports split brain                          |                          |
 // |  42  | runs, failover wanted (failover checker, or VM failed    | SECOND, hand over        |
-// |      |   with no restart left), eligible peer                   |                          |
+// |      |   with no restart left), eligible peer, failover on      |                          |
 // |  43  | runs, the VM failed, a restart is left in the window     | cur, restart the VM      |
 // |      |   (imagesync not primary yet: cur, wait for it first)    |                          |
 // |  44  | runs, the VM failed, no restart left, no eligible peer   | WAIT                     |
-// |  45  | runs, failover checker failed, no eligible peer          | cur                      |
+// |      |   (or failover off)                                      |                          |
+// |  45  | runs, failover checker failed, no eligible peer (or      | cur                      |
+// |      |   failover off)                                          |                          |
 // |  46  | runs, the operator asked for a swap, eligible peer       | SECOND, hand over        |
 // |  47  | runs, automatic failback due, eligible peer              | SECOND, hand over        |
 // |  48  | runs, the peer receives every write                      | PRIM                     |
 // |  49  | runs                                                     | ALONE                    |
+// |  62  | (evaluated first) the operator chose this node to run    | ALONE / PRIM (WAIT while |
+// |      |   the VM (`vmha prim`), the data here UpToDate (after a  |   a grant to the peer    |
+// |      |   forced promotion with --force), the peer not running it|   stands)                |
 // |  50  | imagesync reports split brain                            | WAIT                     |
 // |  51  | a "wait" checker failed, or the VM failed here with no   | WAIT                     |
 // |      |   restart left: node unfit                               |                          |
@@ -55,6 +60,10 @@
 // |      |   peer's copy newer, or both diverged                    |                          |
 // | 53b  | imagesyncd just (re)started, not yet connected           | WAIT (it may find the    |
 // |      |                                                          |   peer's still primary)  |
+// |  64  | this node may not take the VM over: failover is off, or  | WAIT                     |
+// |      |   the operator started it as secondary (`vmha second`),  |                          |
+// |      |   and the peer is lost, silent since start, unfit or     |                          |
+// |      |   stopped (`second`: or this node is preferred)          |                          |
 // |  54  | the peer lost on every heartbeat path, and this copy was | ALONE                    |
 // |      |   as new as the peer's when it was last heard            | (else WAIT)              |
 // |  55  | peer silent since start, this node last ran it alone     | ALONE                    |
@@ -140,6 +149,11 @@ struct Snapshot {
     bool restart_left = true;              // the restart budget allows one more restart
     bool swap_requested = false;
     bool failback_due = false;  // automatic failback: the preferred peer is ready, stable
+    // `vmha failover off` (persisted): this node never takes the VM over from its peer, and
+    // never hands it over but by an operator's swap.
+    bool failover_off = false;
+    bool operator_prim = false;    // `vmha prim`: run the VM here (until it runs, or stop)
+    bool operator_second = false;  // `vmha second`: wait for the peer to run it (until it does)
 };
 
 struct Decision {
