@@ -28,7 +28,8 @@ std::string line_for(const nlohmann::json& e) {
             }
         }
         const bool ok = e.value("ok", false);
-        text = fmt::format("{} ran `{}{}`: {}", str(e, "user"), str(e, "verb"), options,
+        text = fmt::format("{} ran `{}{}`{}: {}", str(e, "user"), str(e, "verb"), options,
+                           e.contains("forwarded_to") ? " (on " + str(e, "forwarded_to") + ")" : "",
                            ok ? "done" : "refused: " + str(e, "error"));
     } else {
         text = str(e, "message");

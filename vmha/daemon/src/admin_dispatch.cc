@@ -96,7 +96,20 @@ void Daemon::handle(const std::string& verb, const nlohmann::json& request, Repl
                 spdlog::info("module \"{}\": operator {}: {} goes to {}, where the VM runs", name, f["user"].get<std::string>(),
                              verb, m->peer_name());
             }
-            return m->forward(std::move(f), *timeout, std::move(done));
+            if (verb == "progress") return m->forward(std::move(f), *timeout, std::move(done));
+            // Journaled here too, with where it went and how it ended.
+            nlohmann::json entry = {{"kind", "command"}, {"verb", verb}, {"user", f["user"]},
+                                    {"requested_at", utc_now()}, {"forwarded_to", m->peer_name()}};
+            for (const char* key : {"force", "full", "mark"}) {
+                if (flag(request, key)) entry["options"][key] = true;
+            }
+            return m->forward(std::move(f), *timeout,
+                              [m, entry = std::move(entry), done = std::move(done)](Result<nlohmann::json> r) mutable {
+                                  entry["ok"] = r.ok();
+                                  if (!r) entry["error"] = r.error().message;
+                                  m->journal().append(std::move(entry));
+                                  done(std::move(r));
+                              });
         }
         if (!m->channel_up() && verb != "progress") {
             return done(Error(errc::connection_lost,

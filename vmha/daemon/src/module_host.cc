@@ -402,8 +402,11 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
                 }
                 if (r.verdict == checkers::Verdict::unknown) return;
                 const bool failed = r.verdict == checkers::Verdict::failed;
+                // Journaled while this node runs the VM (elsewhere a vm checker only says the
+                // domain is not here).
                 auto known = checker_failed.find(name);
-                if (known == checker_failed.end() ? failed : known->second != failed) {
+                const bool changed = known == checker_failed.end() ? failed : known->second != failed;
+                if (changed && module::runs_vm(runner->state())) {
                     journal.append({{"kind", "checker"},
                                     {"checker", name},
                                     {"verdict", failed ? "failed" : "healthy"},
