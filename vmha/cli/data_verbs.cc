@@ -56,7 +56,7 @@ int admin_resync(const AdminOptions& o, const std::string& module, bool full, bo
         }
         last = p.result;
         const std::string connection = str(last, "connection", "down");
-        if (last["resync"].is_object()) {
+        if (last["resync"].is_object() && num(last["resync"], "total_bytes") > 0) {
             bar.show(num(last["resync"], "done_bytes"), num(last["resync"], "total_bytes"), eta_text(last["resync"]), last);
         } else if (last["verify"].is_object()) {
             bar.show(num(last["verify"], "compared_bytes"), num(last, "size_bytes"), "comparing", last);
