@@ -16,9 +16,14 @@
 //     does not run the VM itself, does not compete for it (the preferred node wins a tie), and
 //     its generations show the claimant's copy as new as its own; it holds back from running
 //     as long as its grant stands. The claimant starts the VM only
-//     once it reads its own claim id in the peer's grant (rule 60).
+//     once it reads its own claim id in the peer's grant (rule 60), or
+//   - by the operator's choice (`vmha prim`, rule 62), never beside a peer that reports running
+//     it, and only once any grant this node gave the peer is withdrawn.
+// `vmha failover off` and `vmha second` take the first way away from an idle node, and the
+// claims for a VM the peer gave up (unfit, stopped); `second` every claim but on a hand-over
+// (rule 64).
 // And only an UpToDate copy may ever start the VM: rule 53 stands before every rule that
-// starts it, and check_may_start_vm() is the one check the runner makes again just before it
+// starts it (rule 62, before it, checks the same), and check_may_start_vm() is the one check the runner makes again just before it
 // acts.
 //
 // Rules, evaluated top to bottom; the first that matches decides ("cur" = current state,
