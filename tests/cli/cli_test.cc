@@ -394,6 +394,16 @@ TEST(VmhaCli, PrimRefusesOutdatedDataUntilForcedAndConfirmed) {
     EXPECT_EQ(r.exit_code, 0) << r.output;
     EXPECT_TRUE(has(r.output, "restarted on hv2")) << r.output;
 
+    // prim on the stopped node while hv2 runs the VM: refused before anything starts or is asked.
+    for (const auto& args : std::vector<std::vector<std::string>>{{"prim", "web1"}, {"prim", "web1", "--force"}}) {
+        r = c.run_vmha("hv1", args);
+        EXPECT_EQ(r.exit_code, 1) << r.output;
+        EXPECT_TRUE(has(r.output, "hv2 runs the VM")) << r.output;
+        EXPECT_FALSE(has(r.output, "discards:")) << r.output;
+    }
+    EXPECT_EQ(c.state("hv1"), "STOP");
+    EXPECT_NE(c.module_status("hv1")["imagesyncd"]["state"], "running");
+
     r = c.run_vmha("hv2", {"log", "web1", "--json"});
     bool forced = false;
     for (const auto& e : json_lines(r)) {

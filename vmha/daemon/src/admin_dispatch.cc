@@ -130,8 +130,9 @@ void Daemon::command(ModuleHost& m, const std::string& verb, const nlohmann::jso
         if (flag(request, key)) options[key] = true;
     }
     if (verb == "prim" && flag(request, "dry_run")) {
-        // What `prim --force` would discard, and whether plain `prim` would be refused: asked
-        // before the CLI asks the operator to confirm. Changes nothing, so not journaled.
+        // What `prim --force` would discard, asked before the CLI asks the operator to confirm;
+        // refused as the command itself would be. Changes nothing, so not journaled.
+        if (auto st = m.prim_refusal(flag(request, "force")); !st) return done(std::move(st).error());
         return done(nlohmann::json{{"module", name}, {"node", node_.name}, {"preview", m.prim_preview()}});
     }
     spdlog::info("module \"{}\": operator {}: {}{}", name, who, verb, options.empty() ? "" : " " + options.dump());

@@ -526,6 +526,8 @@ void ModuleHost::restart(std::function<void(Status)> done) { ports_->runner->op_
 void ModuleHost::prim(bool force, std::function<void(Status)> done) {
     Ports& p = *ports_;
     using S = services::ImagesyncSupervisor::State;
+    // Refused before anything starts: a refused `prim` leaves a stopped module stopped.
+    if (auto st = p.runner->prim_refusal(force); !st) return done(st);
     if (!force && !p.runner->imagesync().up && (p.supervisor.state() == S::idle || p.supervisor.state() == S::stopped)) {
         // Stopped: `prim` starts the module; imagesyncd runs first.
         if (auto st = p.supervisor.start(); !st) return done(st);
@@ -534,6 +536,8 @@ void ModuleHost::prim(bool force, std::function<void(Status)> done) {
 }
 
 nlohmann::json ModuleHost::prim_preview() const { return ports_->runner->prim_preview(); }
+
+Status ModuleHost::prim_refusal(bool force) const { return ports_->runner->prim_refusal(force); }
 
 Status ModuleHost::second() {
     Ports& p = *ports_;

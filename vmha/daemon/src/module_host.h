@@ -61,6 +61,7 @@ public:
     void restart(std::function<void(Status)> done);  // `vmha restart`: the VM only, here
     void prim(bool force, std::function<void(Status)> done);  // `vmha prim [--force]`
     nlohmann::json prim_preview() const;                     // what `prim --force` discards
+    Status prim_refusal(bool force) const;                   // why `prim` would be refused
     Status second();                                         // `vmha second`
     Status set_failover(bool on);                            // `vmha failover on|off`
     // `vmha resync` / `vmha verify` through imagesyncd on this node (it must be primary).

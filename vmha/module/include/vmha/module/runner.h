@@ -96,6 +96,8 @@ public:
     void op_prim(bool force, Done done);
     // What `prim --force` would discard (for the operator's confirmation).
     nlohmann::json prim_preview() const;
+    // Why op_prim(force) would be refused now; ok if it would not.
+    Status prim_refusal(bool force) const;
     // `vmha second`: start (if stopped) and wait for the peer to run the VM; never take it here
     // until the peer has run it.
     Status op_second();
@@ -130,7 +132,6 @@ private:
     void remember_data();
     Standing standing() const;
     DataState data_here() const;  // imagesync's, or the last known while it is down
-    Status prim_refusal(bool force) const;
     bool current_with_peer() const;
 
     RunnerConfig config_;
