@@ -278,6 +278,25 @@ TEST(VmhaCli, StateStatusRestartVerifyResyncAndForwarding) {
     EXPECT_TRUE(has(r.output, "transition")) << r.output;
     EXPECT_TRUE(has(r.output, "ran `swap` (on hv1): done")) << r.output;
     EXPECT_TRUE(has(r.output, "(rule ")) << r.output;
+
+    // log --follow prints new entries as they come (ended by this test, by PID).
+    const fs::path out = c.dir() / "follow.out";
+    struct Follower {
+        pid_t pid;
+        ~Follower() {
+            if (pid > 0) {
+                ::kill(pid, SIGKILL);
+                ::waitpid(pid, nullptr, 0);
+            }
+        }
+    } follower{spawn({VMHA_PATH, "--socket", (c.node_dir("hv1") / "run/admin.sock").string(), "log", "web1", "-n",
+                      "1", "--follow"},
+                     out)};
+    ASSERT_GT(follower.pid, 0);
+    EXPECT_TRUE(poll_until(20s, [&] { return !read_file(out).empty(); }));
+    r = c.run_vmha("hv1", {"failover", "off", "web1"});
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_TRUE(poll_until(20s, [&] { return has(read_file(out), "ran `failover off`: done"); })) << read_file(out);
 }
 
 TEST(VmhaCli, FailoverOffKeepsTheVmFromMovingAndPrimStartsItByHand) {
