@@ -312,10 +312,117 @@ TEST(Decide, Rule60_ClaimThenRunWithTheGrant) {
 
 TEST(Decide, Rule61_ThePeerShouldRunIt) { check(base(State::wait), {61, State::second}); }
 
+TEST(Decide, Rule62_TheOperatorChoseThisNode) {
+    // `vmha prim`: the peer silent since start, this node's copy UpToDate: it runs the VM.
+    Snapshot s = base(State::wait);
+    s.liveness = Liveness::unknown;
+    s.silent_since_start = true;
+    s.channel_up = false;
+    s.report.reset();
+    s.link = Link::down;
+    check(s, {56, State::wait});
+    s.operator_prim = true;
+    check(s, {62, State::alone});
+    // Chosen over a split brain (after `prim --force` promoted this copy).
+    Snapshot b = base(State::wait);
+    b.link = Link::split_brain;
+    b.operator_prim = true;
+    check(b, {62, State::alone});
+    // A grant this node gave the peer is withdrawn first.
+    Snapshot g = base(State::second);
+    g.operator_prim = true;
+    g.granted_to_peer = 5;
+    g.report->claim = 5;
+    const Decision dg = decide(g);
+    EXPECT_EQ(dg.rule, 62);
+    EXPECT_EQ(dg.next, State::wait);
+    EXPECT_EQ(dg.grant, 0u);
+    // Never while the peer runs the VM, never on data that is not UpToDate.
+    Snapshot r = idle_peer_running(State::second);
+    r.operator_prim = true;
+    check(r, {52, State::second});
+    Snapshot o = base(State::wait);
+    o.operator_prim = true;
+    o.data = DataState::outdated;
+    EXPECT_NE(decide(o).rule, 62);
+}
+
+TEST(Decide, Rule64_FailoverOffOrSecondHoldsAnIdleNodeBack) {
+    for (bool second : {false, true}) {
+        // The peer lost while this copy was current: no takeover.
+        Snapshot s = base(State::second);
+        s.liveness = Liveness::lost;
+        s.current_when_lost = true;
+        s.channel_up = false;
+        s.report.reset();
+        s.link = Link::down;
+        check(s, {54, State::alone});
+        (second ? s.operator_second : s.failover_off) = true;
+        check(s, {64, State::wait});
+        // Silent since start, this node last ran it alone: no start.
+        Snapshot a = base(State::wait);
+        a.liveness = Liveness::unknown;
+        a.silent_since_start = true;
+        a.may_start_alone = true;
+        a.channel_up = false;
+        a.report.reset();
+        check(a, {55, State::alone});
+        (second ? a.operator_second : a.failover_off) = true;
+        check(a, {64, State::wait});
+        // The peer unfit or stopped: no claim.
+        for (int why = 0; why < 2; ++why) {
+            Snapshot t = base(State::second);
+            if (why == 0) t.report->fit = false;
+            if (why == 1) t.report->state = State::stop;
+            (second ? t.operator_second : t.failover_off) = true;
+            const Decision d = decide(t);
+            EXPECT_EQ(d.rule, 64) << why;
+            EXPECT_FALSE(d.claim) << why;
+        }
+        // A swap (the peer hands the VM over) still happens.
+        Snapshot h = base(State::second);
+        h.report->handing_over = true;
+        (second ? h.operator_second : h.failover_off) = true;
+        EXPECT_EQ(decide(h).rule, 60);
+        EXPECT_TRUE(decide(h).claim);
+    }
+    // Failover off still lets the preferred node claim on a first start; `second` does not.
+    Snapshot p = base(State::wait);
+    p.preferred = true;
+    p.failover_off = true;
+    EXPECT_EQ(decide(p).rule, 60);
+    p.failover_off = false;
+    p.operator_second = true;
+    check(p, {64, State::wait});
+}
+
+TEST(Decide, FailoverOffKeepsARunningNodeFromHandingOver) {
+    Snapshot s = base(State::prim);
+    s.vm_failed = "the VM crashed";
+    s.restart_left = false;
+    check(s, {42, State::second});
+    s.failover_off = true;
+    check(s, {44, State::wait});
+    EXPECT_NE(decide(s).reason.find("failover is off"), std::string::npos);
+    Snapshot f = base(State::prim);
+    f.failover = "checker ping failed";
+    f.failover_off = true;
+    check(f, {45, State::prim});
+    // The operator's swap still hands it over; local restarts still happen.
+    Snapshot w = base(State::prim);
+    w.swap_requested = true;
+    w.failover_off = true;
+    check(w, {46, State::second});
+    Snapshot r = base(State::prim);
+    r.vm_failed = "the VM crashed";
+    r.failover_off = true;
+    check(r, {43, State::prim});
+}
+
 TEST(Decide, EveryRuleIsReachedByTheTests) {
     // The rule numbers of the table in decide.h; the tests above reach each.
     const std::set<int> table = {10, 20, 21, 30, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50,
-                                 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 63};
+                                 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64};
     std::set<int> seen;
     std::mt19937_64 rng(7);
     auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<std::uint64_t>(n)); };
@@ -355,6 +462,9 @@ TEST(Decide, EveryRuleIsReachedByTheTests) {
         s.vm_disks_lost = pick(8) == 0;
         s.swap_requested = pick(6) == 0;
         s.failback_due = pick(6) == 0;
+        s.failover_off = pick(4) == 0;
+        s.operator_prim = pick(8) == 0;
+        s.operator_second = pick(8) == 0;
         const Decision d = decide(s);
         seen.insert(d.rule);
         ASSERT_TRUE(table.count(d.rule)) << d.rule;
@@ -366,7 +476,15 @@ TEST(Decide, EveryRuleIsReachedByTheTests) {
             const bool lost = s.liveness == Liveness::lost && s.current_when_lost;
             const bool alone = s.liveness == Liveness::unknown && s.silent_since_start && s.may_start_alone;
             const bool granted = s.channel_up && s.report && s.own_claim != 0 && s.report->grant == s.own_claim;
-            ASSERT_TRUE(lost || alone || granted) << d.rule << ": " << d.reason;
+            ASSERT_TRUE(lost || alone || granted || s.operator_prim) << d.rule << ": " << d.reason;
+            // Failover off or `vmha second`: never a start on the peer's loss.
+            if ((s.failover_off || s.operator_second) && !s.operator_prim) {
+                ASSERT_TRUE(granted) << d.rule;
+            }
+            // The operator's choice never starts the VM beside a peer that runs it.
+            if (s.operator_prim && !granted) {
+                ASSERT_FALSE(s.channel_up && s.report && s.report->runs()) << d.rule;
+            }
         }
         // A node that runs the VM never grants a claim.
         if (runs_vm(s.current)) {

@@ -96,6 +96,11 @@ struct World final : ImagesyncPort, VmPort, PeerPort, Store, Observer {
     void outdate(Done d) override { call("imagesync.outdate", d); }
     void declare_initial_data(Done d) override { call("imagesync.declare_initial_data", d); }
     void resume_io(Done d) override { call("imagesync.resume_io", d); }
+    void promote_forced(Done d) override {
+        is.primary = true;
+        is.data = DataState::up_to_date;
+        call("imagesync.promote_forced", d);
+    }
     // VmPort
     void start(Done d) override {
         vm_running = true;
@@ -333,6 +338,87 @@ TEST_F(RunnerTest, AMalformedPeerReportIsIgnored) {
     runner->on_peer_message(nlohmann::json::array());
     loop.drain();
     EXPECT_EQ(runner->state(), State::prim);
+}
+
+}  // namespace
+}  // namespace vmha::module
+
+namespace vmha::module {
+namespace {
+
+// The operator's commands (vmha restart, prim, second, failover).
+
+TEST_F(RunnerTest, RestartStopsAndStartsTheVmWithoutAHandOver) {
+    bring_to_prim();
+    world.calls.clear();
+    Status result = Error(errc::internal, "not called");
+    runner->op_restart([&](Status st) { result = st; });
+    loop.drain();
+    EXPECT_TRUE(result.ok());
+    EXPECT_EQ(world.calls, (Calls{"vm.stop", "vm.start"}));
+    EXPECT_EQ(runner->state(), State::prim);
+    EXPECT_TRUE(world.vm_running);
+}
+
+TEST_F(RunnerTest, RestartIsRefusedWhereTheVmDoesNotRun) {
+    runner->start();
+    loop.drain();
+    Status result;
+    runner->op_restart([&](Status st) { result = st; });
+    ASSERT_FALSE(result.ok());
+    EXPECT_TRUE(result.error().is(errc::invalid_argument));
+    EXPECT_NE(result.error().message.find("does not run the VM on hv1"), std::string::npos) << result.error().message;
+}
+
+TEST_F(RunnerTest, FailoverOffIsPersistedAndReported) {
+    bring_to_prim();
+    ASSERT_TRUE(runner->op_failover(false).ok());
+    EXPECT_FALSE(world.persisted.failover);
+    EXPECT_EQ(runner->status_json()["failover"], false);
+    EXPECT_EQ(runner->report()["failover"], false);
+    ASSERT_TRUE(runner->op_failover(true).ok());
+    EXPECT_TRUE(world.persisted.failover);
+}
+
+TEST_F(RunnerTest, PrimOnOutdatedDataIsRefusedThenForcedThroughImagesync) {
+    world.is.data = DataState::outdated;
+    world.is.link = Link::down;
+    runner->start();
+    loop.drain();
+    ASSERT_EQ(runner->state(), State::wait);
+    Status plain;
+    runner->op_prim(false, [&](Status st) { plain = st; });
+    ASSERT_FALSE(plain.ok());
+    EXPECT_TRUE(plain.error().is(errc::not_up_to_date));
+    EXPECT_NE(plain.error().message.find("--force"), std::string::npos);
+    const auto preview = runner->prim_preview();
+    EXPECT_EQ(preview["data_state"], "Outdated");
+    EXPECT_FALSE(preview["discards"].empty());
+
+    world.calls.clear();
+    Status forced = Error(errc::internal, "not called");
+    runner->op_prim(true, [&](Status st) { forced = st; });
+    loop.drain();
+    EXPECT_TRUE(forced.ok());
+    ASSERT_FALSE(world.calls.empty());
+    EXPECT_EQ(world.calls.front(), "imagesync.promote_forced");
+    EXPECT_EQ(runner->state(), State::alone) << runner->reason();
+    EXPECT_TRUE(world.vm_running);
+}
+
+TEST_F(RunnerTest, PrimIsRefusedWhileThePeerRunsTheVm) {
+    runner->start();
+    loop.drain();
+    runner->on_peer_liveness(Liveness::alive);
+    runner->on_peer_channel(true);
+    runner->on_peer_message(report("PRIM"));
+    loop.drain();
+    ASSERT_EQ(runner->state(), State::second);
+    Status st;
+    runner->op_prim(true, [&](Status s) { st = s; });
+    ASSERT_FALSE(st.ok());
+    EXPECT_TRUE(st.error().is(errc::busy));
+    EXPECT_TRUE(runner->op_second().ok());  // `second` on a secondary is fine
 }
 
 }  // namespace

@@ -89,6 +89,20 @@ Status Daemon::start() {
         if (!hv) return std::move(hv).error();
         modules_.push_back(std::make_unique<ModuleHost>(io_, pool_, std::move(ms), **hv,
                                                         *hypervisors_[self->hypervisor_uri].events, *hub_));
+        // Requests the peer forwards for this module are answered as if asked here.
+        modules_.back()->serve_forwarded([this](nlohmann::json request, Reply done) {
+            if (!request["verb"].is_string() || !request["module"].is_string()) {
+                return done(Error(errc::invalid_argument, "a forwarded request needs a verb and a module"));
+            }
+            const std::string verb = request["verb"].get<std::string>();
+            static const std::set<std::string> forwardable = {"restart", "swap", "resync", "verify", "progress",
+                                                              "failover"};
+            if (!forwardable.count(verb)) {
+                return done(Error(errc::invalid_argument,
+                                  fmt::format("\"{}\" is not a verb the peer may forward", verb)));
+            }
+            handle(verb, request, std::move(done));
+        });
     }
 
     admin_ = std::make_unique<services::AdminServer>(io_, node_.admin_socket, *this);
@@ -148,43 +162,6 @@ ModuleHost* Daemon::find(const std::string& module) {
         if (m->name() == module) return m.get();
     }
     return nullptr;
-}
-
-void Daemon::handle(const std::string& verb, const nlohmann::json& request,
-                    std::function<void(Result<nlohmann::json>)> done) {
-    const std::string name = request.value("module", "");
-    ModuleHost* m = name.empty() ? nullptr : find(name);
-    if (!name.empty() && !m) {
-        return done(Error(errc::not_found, fmt::format("module \"{}\" is not configured on {}", name, node_.name)));
-    }
-    if (verb == "status") {
-        nlohmann::json modules = nlohmann::json::array();
-        for (auto& h : modules_) {
-            if (!m || h.get() == m) modules.push_back(h->status());
-        }
-        return done(nlohmann::json{{"node", node_.name}, {"modules", std::move(modules)}});
-    }
-    if (verb != "start" && verb != "stop" && verb != "swap") {
-        return done(Error(errc::invalid_argument, fmt::format("unknown verb \"{}\" (status, start, stop, swap)", verb)));
-    }
-    if (!m) return done(Error(errc::invalid_argument, fmt::format("\"{}\" needs a module", verb)));
-    spdlog::info("module \"{}\": operator: {}", name, verb);
-    if (verb == "start") {
-        auto st = m->start_module();
-        if (!st) return done(std::move(st).error());
-        return done(nlohmann::json{{"module", name}, {"state", std::string(module::to_string(m->runner().state()))}});
-    }
-    if (verb == "stop") {
-        m->stop_module([done, name, m](Status st) {
-            if (!st) return done(std::move(st).error());
-            done(nlohmann::json{{"module", name}, {"state", std::string(module::to_string(m->runner().state()))}});
-        });
-        return;
-    }
-    m->swap([done, name](Status st) {
-        if (!st) return done(std::move(st).error());
-        done(nlohmann::json{{"module", name}, {"swapped", true}});
-    });
 }
 
 }  // namespace vmha::daemon

@@ -51,6 +51,10 @@ private:
     Result<hv::Hypervisor*> hypervisor_for(const std::string& uri);
     ModuleHost* find(const std::string& module);
     void stop();
+    // The admin verbs (admin_dispatch.cc).
+    using Reply = std::function<void(Result<nlohmann::json>)>;
+    void command(ModuleHost& m, const std::string& verb, const nlohmann::json& request, Reply done);
+    void failover(ModuleHost* only, const nlohmann::json& request, Reply done);
 
     DaemonOptions options_;
     boost::asio::io_context io_;

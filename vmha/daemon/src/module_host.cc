@@ -3,9 +3,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
@@ -14,6 +16,7 @@
 
 #include "asio_clock.h"
 #include "file_store.h"
+#include "journal.h"
 
 namespace vmha::daemon {
 namespace {
@@ -102,6 +105,17 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
     checkers::Checker* vm_checker = nullptr;
     std::shared_ptr<bool> live = std::make_shared<bool>(true);
     nlohmann::json vm_json = {{"state", "unknown"}, {"reason", ""}};
+    Journal journal;
+    nlohmann::json last_imagesync;             // imagesyncd's last status reply, whole
+    std::map<std::string, bool> checker_failed;  // last verdict per checker, for the journal
+    // Requests forwarded to the peer, waiting for its answer.
+    struct Forwarded {
+        std::function<void(Result<nlohmann::json>)> done;
+        std::shared_ptr<boost::asio::steady_timer> timer;
+    };
+    std::map<std::uint64_t, Forwarded> forwarded;
+    std::uint64_t next_forward_id = 0;
+    ModuleHost::AdminCall serve_forwarded;
 
     // The VM port: blocking Hypervisor calls on the pool, results posted to the loop. While
     // vmha itself starts or stops the VM, the vm checker is suspended (not a failure).
@@ -198,7 +212,8 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
           clock(io_),
           store(std::filesystem::path(setup.node.state_dir) / setup.module.name / "module.json"),
           supervisor(io_, setup.module, setup.node, setup.supervisor,
-                     [this](const services::ImagesyncSupervisor::Event& e) { on_supervisor(e); }) {
+                     [this](const services::ImagesyncSupervisor::Event& e) { on_supervisor(e); }),
+          journal(std::filesystem::path(setup.node.state_dir) / setup.module.name / "journal.jsonl") {
         module::RunnerConfig c;
         c.module = setup.module.name;
         c.self = self;
@@ -267,6 +282,7 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
         }
         supervisor.control().status([this, done](Result<nlohmann::json> r) {
             if (!r) return done(module::ImagesyncStatus{});
+            last_imagesync = *r;
             auto s = fold_status(*r);
             const pid_t pid = supervisor.pid();
             s.instance = pid > 0 ? static_cast<std::uint64_t>(pid) : 0;
@@ -274,6 +290,9 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
         });
     }
     void promote(module::Done done) override { supervisor.control().promote(false, to_status(std::move(done))); }
+    void promote_forced(module::Done done) override {
+        supervisor.control().promote(true, to_status(std::move(done)));
+    }
     void demote(module::Done done) override { supervisor.control().demote(to_status(std::move(done))); }
     void connect(module::Done done) override { supervisor.control().connect(to_status(std::move(done))); }
     void outdate(module::Done done) override { supervisor.control().outdate(to_status(std::move(done))); }
@@ -298,8 +317,59 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
     void transition(module::State from, module::State to, int rule, const std::string& reason) override {
         spdlog::info("module \"{}\": {} -> {} (rule {}): {}", setup.module.name, module::to_string(from),
                      module::to_string(to), rule, reason);
+        journal.append({{"kind", "transition"},
+                        {"from", std::string(module::to_string(from))},
+                        {"to", std::string(module::to_string(to))},
+                        {"rule", rule},
+                        {"reason", reason}});
     }
-    void note(const std::string& what) override { spdlog::info("module \"{}\": {}", setup.module.name, what); }
+    void note(const std::string& what) override {
+        spdlog::info("module \"{}\": {}", setup.module.name, what);
+        journal.append({{"kind", "note"}, {"message", what}});
+    }
+
+    // --- forwarding (ModuleHost::forward)
+    void answer_forwarded(const nlohmann::json& m) {
+        const std::uint64_t id = m.value("id", std::uint64_t{0});
+        auto reply = [this, id, l = std::weak_ptr<bool>(live)](Result<nlohmann::json> r) {
+            if (l.expired() || !peer) return;
+            nlohmann::json out = {{"type", "admin_reply"}, {"id", id}, {"ok", r.ok()}};
+            if (r) {
+                out["result"] = std::move(*r);
+            } else {
+                out["code"] = r.error().code.category() == error_category()
+                                  ? std::string(errc_name(static_cast<errc>(r.error().code.value())))
+                                  : std::string("internal");
+                out["error"] = r.error().message;
+            }
+            (void)peer->send(std::move(out));
+        };
+        auto request = m.find("request");
+        if (request == m.end() || !request->is_object() || !serve_forwarded) {
+            return reply(Error(errc::invalid_argument, "a forwarded request without a request object"));
+        }
+        nlohmann::json r = *request;
+        r["forwarded_from"] = peer_name;  // the TLS-authenticated peer, whatever it wrote
+        serve_forwarded(std::move(r), reply);
+    }
+    void complete_forwarded(const nlohmann::json& m) {
+        auto it = forwarded.find(m.value("id", std::uint64_t{0}));
+        if (it == forwarded.end()) return;  // timed out already
+        auto f = std::move(it->second);
+        forwarded.erase(it);
+        f.timer->cancel();
+        if (m.value("ok", false)) return f.done(m.contains("result") ? m["result"] : nlohmann::json::object());
+        const auto code = services::errc_from_name(m.value("code", "")).value_or(errc::internal);
+        f.done(Error(code, m.value("error", std::string("the peer refused"))));
+    }
+    void fail_forwarded(const std::string& why) {
+        auto all = std::move(forwarded);
+        forwarded.clear();
+        for (auto& [id, f] : all) {
+            f.timer->cancel();
+            f.done(Error(errc::connection_lost, why));
+        }
+    }
     void starting_vm() override {
         spdlog::info("module \"{}\": starting domain \"{}\"", setup.module.name, setup.module.vm.name);
     }
@@ -332,6 +402,17 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
                 }
                 if (r.verdict == checkers::Verdict::unknown) return;
                 const bool failed = r.verdict == checkers::Verdict::failed;
+                // Journaled while this node runs the VM (elsewhere a vm checker only says the
+                // domain is not here).
+                auto known = checker_failed.find(name);
+                const bool changed = known == checker_failed.end() ? failed : known->second != failed;
+                if (changed && module::runs_vm(runner->state())) {
+                    journal.append({{"kind", "checker"},
+                                    {"checker", name},
+                                    {"verdict", failed ? "failed" : "healthy"},
+                                    {"reason", r.reason}});
+                }
+                checker_failed[name] = failed;
                 if (failed) spdlog::warn("module \"{}\": checker \"{}\" failed: {}", setup.module.name, name, r.reason);
                 runner->on_checker(name, action, failed, r.reason);
             });
@@ -358,10 +439,14 @@ Status ModuleHost::start() {
         if (l.expired()) return;
         spdlog::info("module \"{}\": control channel to {} {}: {}", p.setup.module.name, p.peer_name,
                      up ? "up" : "down", reason);
+        if (!up) p.fail_forwarded(fmt::format("the control channel to {} went down: {}", p.peer_name, reason));
         p.runner->on_peer_channel(up);
     };
     ev.on_message = [&p, l](const nlohmann::json& m) {
         if (l.expired()) return;
+        const std::string type = m.is_object() ? m.value("type", "") : "";
+        if (type == "admin") return p.answer_forwarded(m);
+        if (type == "admin_reply") return p.complete_forwarded(m);
         p.runner->on_peer_message(m);
     };
     ev.on_liveness = [&p, l](peer::Liveness lv, const std::string& reason) {
@@ -393,6 +478,7 @@ void ModuleHost::shutdown() {
     for (auto& c : p.checker_list) c->stop();
     if (p.peer) p.peer->stop();
     p.supervisor.detach();
+    p.fail_forwarded("vmhad is stopping");
 }
 
 nlohmann::json ModuleHost::status() const {
@@ -414,6 +500,9 @@ nlohmann::json ModuleHost::status() const {
         }
         j["peer"]["paths"] = std::move(paths);
     }
+    j["verify"] = p.last_imagesync.is_object() && p.last_imagesync.contains("verify")
+                      ? p.last_imagesync["verify"]
+                      : nlohmann::json(nullptr);
     j["imagesyncd"] = {{"state", std::string(services::to_string(p.supervisor.state()))},
                        {"pid", p.supervisor.pid()}};
     return j;
@@ -431,5 +520,133 @@ Status ModuleHost::start_module() {
 }
 
 void ModuleHost::stop_module(std::function<void(Status)> done) { ports_->runner->op_stop(std::move(done)); }
+
+void ModuleHost::restart(std::function<void(Status)> done) { ports_->runner->op_restart(std::move(done)); }
+
+void ModuleHost::prim(bool force, std::function<void(Status)> done) {
+    Ports& p = *ports_;
+    using S = services::ImagesyncSupervisor::State;
+    // Refused before anything starts: a refused `prim` leaves a stopped module stopped.
+    if (auto st = p.runner->prim_refusal(force); !st) return done(st);
+    if (!force && !p.runner->imagesync().up && (p.supervisor.state() == S::idle || p.supervisor.state() == S::stopped)) {
+        // Stopped: `prim` starts the module; imagesyncd runs first.
+        if (auto st = p.supervisor.start(); !st) return done(st);
+    }
+    p.runner->op_prim(force, std::move(done));
+}
+
+nlohmann::json ModuleHost::prim_preview() const { return ports_->runner->prim_preview(); }
+
+Status ModuleHost::prim_refusal(bool force) const { return ports_->runner->prim_refusal(force); }
+
+Status ModuleHost::second() {
+    Ports& p = *ports_;
+    using S = services::ImagesyncSupervisor::State;
+    if (p.supervisor.state() == S::idle || p.supervisor.state() == S::stopped) {
+        if (auto st = p.supervisor.start(); !st) return st;
+    }
+    return p.runner->op_second();
+}
+
+Status ModuleHost::set_failover(bool on) { return ports_->runner->op_failover(on); }
+
+void ModuleHost::resync(bool full, std::function<void(Result<nlohmann::json>)> done) {
+    Ports& p = *ports_;
+    if (!module::runs_vm(p.runner->state())) {
+        return done(Error(errc::invalid_argument,
+                          fmt::format("module \"{}\" does not run the VM on {}; a resync starts where it runs",
+                                      p.setup.module.name, p.self)));
+    }
+    p.supervisor.control().resync(full, [&p, full, done](Result<nlohmann::json> r) {
+        if (!r) return done(std::move(r).error());
+        p.last_imagesync = *r;
+        done(nlohmann::json{{"module", p.setup.module.name},
+                            {"node", p.self},
+                            {"full", full},
+                            {"connection", r->value("connection", "")},
+                            {"dirty_bytes", r->value("dirty_bytes", std::uint64_t{0})}});
+    });
+}
+
+void ModuleHost::verify(bool mark, std::function<void(Result<nlohmann::json>)> done) {
+    Ports& p = *ports_;
+    if (!module::runs_vm(p.runner->state())) {
+        return done(Error(errc::invalid_argument,
+                          fmt::format("module \"{}\" does not run the VM on {}; a verify runs where it runs",
+                                      p.setup.module.name, p.self)));
+    }
+    p.supervisor.control().verify(mark, [&p, done](Result<nlohmann::json> r) {
+        if (!r) return done(std::move(r).error());
+        nlohmann::json out = *r;
+        out.erase("ok");
+        out["module"] = p.setup.module.name;
+        out["node"] = p.self;
+        done(std::move(out));
+    });
+}
+
+nlohmann::json ModuleHost::progress() const {
+    const Ports& p = *ports_;
+    const nlohmann::json& s = p.last_imagesync;
+    std::uint64_t total = 0;
+    if (s.is_object() && s.contains("exports") && s["exports"].is_array()) {
+        for (const auto& e : s["exports"]) total += e.value("size", std::uint64_t{0});
+    }
+    auto key = [&](const char* k) {
+        return s.is_object() && s.contains(k) ? s[k] : nlohmann::json(nullptr);
+    };
+    return {{"module", p.setup.module.name},
+            {"node", p.self},
+            {"state", std::string(module::to_string(p.runner->state()))},
+            {"connection", s.is_object() ? s.value("connection", "down") : "down"},
+            {"dirty_bytes", s.is_object() ? s.value("dirty_bytes", std::uint64_t{0}) : 0},
+            {"size_bytes", total},
+            {"resync", key("resync")},
+            {"verify", key("verify")}};
+}
+
+Journal& ModuleHost::journal() { return ports_->journal; }
+
+void ModuleHost::serve_forwarded(AdminCall call) { ports_->serve_forwarded = std::move(call); }
+
+void ModuleHost::forward(nlohmann::json request, std::chrono::milliseconds timeout,
+                         std::function<void(Result<nlohmann::json>)> done) {
+    Ports& p = *ports_;
+    if (!p.peer || !p.peer->status().channel_up) {
+        const std::string why = p.peer ? p.peer->status().channel_reason : "no peer channel";
+        return done(Error(errc::connection_lost,
+                          fmt::format("module \"{}\": {} cannot be asked: the control channel is down ({})",
+                                      p.setup.module.name, p.peer_name, why)));
+    }
+    const std::uint64_t id = ++p.next_forward_id;
+    auto timer = std::make_shared<boost::asio::steady_timer>(p.io, timeout);
+    std::weak_ptr<bool> l = p.live;
+    timer->async_wait([&p, l, id, timeout](const boost::system::error_code& ec) {
+        if (ec || l.expired()) return;
+        auto it = p.forwarded.find(id);
+        if (it == p.forwarded.end()) return;
+        auto f = std::move(it->second);
+        p.forwarded.erase(it);
+        f.done(Error(errc::timeout, fmt::format("module \"{}\": {} did not answer within {} s",
+                                                p.setup.module.name, p.peer_name, timeout.count() / 1000)));
+    });
+    p.forwarded[id] = {std::move(done), timer};
+    if (!p.peer->send({{"type", "admin"}, {"id", id}, {"request", std::move(request)}})) {
+        p.fail_forwarded(fmt::format("module \"{}\": the control channel to {} is down", p.setup.module.name,
+                                     p.peer_name));
+    }
+}
+
+bool ModuleHost::channel_up() const { return ports_->peer && ports_->peer->status().channel_up; }
+
+bool ModuleHost::peer_runs_vm() const {
+    const auto j = ports_->runner->status_json();
+    const auto& peer = j["peer"];
+    if (peer.value("channel", "down") != "up" || !peer["state"].is_string()) return false;
+    const auto st = module::parse_state(peer["state"].get<std::string>());
+    return st && module::runs_vm(*st);
+}
+
+const std::string& ModuleHost::peer_name() const { return ports_->peer_name; }
 
 }  // namespace vmha::daemon

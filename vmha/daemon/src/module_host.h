@@ -7,6 +7,8 @@
 // calls run on the worker pool and post their results back.
 #pragma once
 
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,6 +27,8 @@
 #include <vmha/services/imagesync_supervisor.h>
 
 namespace vmha::daemon {
+
+class Journal;
 
 struct ModuleSetup {
     config::Module module;
@@ -54,6 +58,30 @@ public:
     void swap(std::function<void(Status)> done);
     Status start_module();  // `vmha start`
     void stop_module(std::function<void(Status)> done);  // `vmha stop`: done once in STOP
+    void restart(std::function<void(Status)> done);  // `vmha restart`: the VM only, here
+    void prim(bool force, std::function<void(Status)> done);  // `vmha prim [--force]`
+    nlohmann::json prim_preview() const;                     // what `prim --force` discards
+    Status prim_refusal(bool force) const;                   // why `prim` would be refused
+    Status second();                                         // `vmha second`
+    Status set_failover(bool on);                            // `vmha failover on|off`
+    // `vmha resync` / `vmha verify` through imagesyncd on this node (it must be primary).
+    void resync(bool full, std::function<void(Result<nlohmann::json>)> done);
+    void verify(bool mark, std::function<void(Result<nlohmann::json>)> done);
+    // Resync and verify progress as imagesyncd last reported it (polled every second).
+    nlohmann::json progress() const;
+    Journal& journal();
+
+    // Forwarding over the peer control channel: a request for the peer's vmhad, answered by
+    // its admin dispatch as if asked there. The channel down, or no answer within `timeout`:
+    // an Error (connection_lost, timeout).
+    using AdminCall = std::function<void(nlohmann::json request,
+                                         std::function<void(Result<nlohmann::json>)> done)>;
+    void serve_forwarded(AdminCall call);  // how requests from the peer are answered here
+    void forward(nlohmann::json request, std::chrono::milliseconds timeout,
+                 std::function<void(Result<nlohmann::json>)> done);
+    bool channel_up() const;
+    bool peer_runs_vm() const;  // the peer's last report says ALONE or PRIM
+    const std::string& peer_name() const;
 
     struct Ports;
 

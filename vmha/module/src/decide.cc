@@ -40,7 +40,7 @@ std::string reason_to_run(const Snapshot& s) {
 // run the VM and does not compete for it with the preference on its side.
 std::uint64_t compute_grant(const Snapshot& s) {
     if (!s.channel_up || !s.report || s.report->claim == 0) return 0;
-    if (runs_vm(s.current)) return 0;
+    if (runs_vm(s.current) || s.operator_prim) return 0;
     // Never to a copy older than this one: it would start the VM on stale data.
     if (s.standing != Standing::same && s.standing != Standing::behind) return 0;
     const bool competing = s.own_claim != 0 && s.preferred && s.started;
@@ -68,7 +68,7 @@ Decision decide_running(const Snapshot& s) {
     }
     const bool eligible = peer_eligible(s);
     const bool vm_out_of_restarts = s.vm_failed && !s.restart_left;
-    if ((s.failover || vm_out_of_restarts) && eligible) {
+    if ((s.failover || vm_out_of_restarts) && eligible && !s.failover_off) {
         Decision d = make(State::second, 42,
                           fmt::format("failing over to {}: {}", s.peer,
                                       s.failover ? *s.failover
@@ -87,12 +87,16 @@ Decision decide_running(const Snapshot& s) {
     }
     if (s.vm_failed) {
         return make(State::wait, 44,
-                    fmt::format("{}; no restart is left and {} cannot take the VM over",
-                                *s.vm_failed, s.peer));
+                    s.failover_off ? fmt::format("{}; no restart is left, and failover is off",
+                                                 *s.vm_failed)
+                                   : fmt::format("{}; no restart is left and {} cannot take the VM over",
+                                                 *s.vm_failed, s.peer));
     }
     if (s.failover) {
-        return make(cur, 45, fmt::format("{}; it would fail over, but {} cannot take the VM over",
-                                         *s.failover, s.peer));
+        return make(cur, 45, s.failover_off
+                                 ? fmt::format("{}; it would fail over, but failover is off", *s.failover)
+                                 : fmt::format("{}; it would fail over, but {} cannot take the VM over",
+                                               *s.failover, s.peer));
     }
     if (s.swap_requested && eligible) {
         Decision d = make(State::second, 46, fmt::format("swapping to {} (operator)", s.peer));
@@ -117,7 +121,24 @@ Decision decide_running(const Snapshot& s) {
     return make(State::alone, 49, std::move(why));
 }
 
+// Why this node may not take the VM over (rule 64); empty = it may.
+std::string held_back(const Snapshot& s) {
+    if (s.operator_second) {
+        return fmt::format("started as secondary by the operator (`vmha second`): waiting for {} to "
+                           "run the VM", s.peer);
+    }
+    if (s.failover_off) return "failover is off (`vmha failover on` allows it)";
+    return {};
+}
+
 Decision decide_idle(const Snapshot& s, std::uint64_t grant) {
+    if (s.operator_prim && !peer_reports_running(s) && may_start_vm_on(s.data)) {
+        if (s.granted_to_peer != 0) {
+            return make(State::wait, 62, fmt::format("the operator chose this node to run the VM; "
+                                                     "withdrawing the grant to {} first", s.peer));
+        }
+        return make(running_state(s), 62, "the operator chose this node to run the VM (`vmha prim`)");
+    }
     if (s.link == Link::split_brain) {
         return make(State::wait, 50,
                     fmt::format("split brain with {}: both wrote without the other; choose the "
@@ -160,6 +181,14 @@ Decision decide_idle(const Snapshot& s, std::uint64_t grant) {
         return make(State::wait, 53, fmt::format("imagesyncd has just started; waiting for it to "
                                                  "reach {}'s", s.peer));
     }
+    if (std::string why = held_back(s); !why.empty()) {
+        if (s.liveness == Liveness::lost) {
+            return make(State::wait, 64, fmt::format("{} lost on every heartbeat path, but {}", s.peer, why));
+        }
+        if (s.liveness == Liveness::unknown && s.silent_since_start) {
+            return make(State::wait, 64, fmt::format("{} not heard since start, and {}", s.peer, why));
+        }
+    }
     if (s.liveness == Liveness::lost) {
         if (!s.current_when_lost) {
             return make(State::wait, 54,
@@ -193,6 +222,12 @@ Decision decide_idle(const Snapshot& s, std::uint64_t grant) {
         return make(State::second, 59, fmt::format("handing the VM over to {}", s.peer));
     }
     std::string why = reason_to_run(s);
+    if (!why.empty() && !s.report->handing_over) {
+        const bool takeover = !s.report->fit || s.report->state == State::stop;
+        if (std::string held = held_back(s); !held.empty() && (s.operator_second || takeover)) {
+            return make(State::wait, 64, fmt::format("{}, but {}", why, held));
+        }
+    }
     if (!why.empty() && s.standing != Standing::same && s.standing != Standing::ahead) {
         return make(State::wait, 60, fmt::format("{}, but the data here is not known to be as new "
                                                  "as on {}", why, s.peer));

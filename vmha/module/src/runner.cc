@@ -1,6 +1,7 @@
 #include <vmha/module/runner.h>
 
 #include <algorithm>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -202,7 +203,7 @@ void ModuleRunner::remember_data() {
 // promotion and the VM's start, or between the VM's stop and the demotion): demote it, or it
 // could neither receive the peer's writes nor let the peer's resync in.
 void ModuleRunner::demote_if_idle() {
-    if (runs_vm(state_) || busy_ || !imagesync_.up || !imagesync_.primary || demoting_) return;
+    if (runs_vm(state_) || busy_ || operator_prim_ || !imagesync_.up || !imagesync_.primary || demoting_) return;
     demoting_ = true;
     std::weak_ptr<bool> alive = alive_;
     imagesync_port_.demote([this, alive](Status st) {
@@ -398,9 +399,15 @@ void ModuleRunner::read_report(const nlohmann::json& m) {
     peer_generations_ = read_generations(m);
     peer_crashed_primary_ = m.value("crashed_primary", false);
     peer_reason_ = m.value("reason", "");
+    peer_dirty_bytes_ = m.value("dirty_bytes", std::uint64_t{0});
     report_ = r;
     if (r.runs()) {
         handing_over_ = false;  // the peer took it
+        operator_second_ = false;
+        if (operator_prim_ && !runs_vm(state_)) {
+            operator_prim_ = false;
+            observer_.note(fmt::format("{} runs the VM: `vmha prim` withdrawn", config_.peer));
+        }
         if (persisted_.may_start_alone && !runs_vm(state_)) {
             persisted_.may_start_alone = false;  // the peer runs it now: it is the last to run it
             if (auto st = store_.save(persisted_); !st) {
@@ -438,6 +445,8 @@ Status ModuleRunner::op_start() {
 void ModuleRunner::op_stop(Done done) {
     if (!started_ && state_ == State::stop && !busy_) return done({});
     if (started_) {
+        operator_prim_ = false;
+        operator_second_ = false;
         started_ = false;
         persisted_.started = false;
         if (auto st = store_.save(persisted_); !st) return done(st);
@@ -464,6 +473,210 @@ void ModuleRunner::op_swap(Done done) {
     swap_requested_ = true;
     swap_waiters_.push_back(std::move(done));
     evaluate();
+}
+
+void ModuleRunner::op_restart(Done done) {
+    if (!runs_vm(state_)) {
+        done(Error(errc::invalid_argument,
+                   fmt::format("module \"{}\" does not run the VM on {} (it is {}: {}); restart it "
+                               "where it runs", config_.module, config_.self, to_string(state_), reason_)));
+        return;
+    }
+    if (busy_ || restarting_) {
+        done(Error(errc::busy, fmt::format("module \"{}\" is changing state on {}; try again when it "
+                                           "is {}", config_.module, config_.self, to_string(state_))));
+        return;
+    }
+    busy_ = true;
+    restarting_ = true;
+    ++transitions_;  // health answers asked before the restart are stale
+    observer_.note("restarting the VM (operator): a graceful shutdown, then a start; no failover");
+    std::weak_ptr<bool> alive = alive_;
+    auto finished = [this, alive, done](Status st) {
+        if (alive.expired()) return;
+        busy_ = false;
+        restarting_ = false;
+        ++transitions_;
+        done(st);
+        if (pending_) {
+            pending_ = false;
+            evaluate();
+        }
+    };
+    vm_.stop([this, alive, finished](Status st) {
+        if (alive.expired()) return;
+        if (!st) {
+            fail_effect("stopping the VM for a restart", st);
+            return finished(st);
+        }
+        observer_.starting_vm();
+        vm_.start([this, alive, finished](Status vst) {
+            if (alive.expired()) return;
+            if (vst) {
+                vm_failed_.reset();
+            } else {
+                vm_failed_ = fmt::format("the VM failed to start again after a restart: {}", vst.error().message);
+            }
+            finished(vst);
+        });
+    });
+}
+
+DataState ModuleRunner::data_here() const { return imagesync_.up ? imagesync_.data : persisted_.data; }
+
+Status ModuleRunner::prim_refusal(bool force) const {
+    if (runs_vm(state_)) {
+        return Error(errc::invalid_argument, fmt::format("module \"{}\" already runs the VM on {} ({})",
+                                                         config_.module, config_.self, to_string(state_)));
+    }
+    if (channel_up_ && report_ && report_->runs()) {
+        return Error(errc::busy, fmt::format("module \"{}\": {} runs the VM ({}); `vmha swap {}` moves it "
+                                             "here", config_.module, config_.peer, to_string(report_->state),
+                                             config_.module));
+    }
+    for (const auto& [name, c] : checkers_) {
+        if (c.failed && c.action == CheckerAction::wait) {
+            return Error(errc::busy, fmt::format("module \"{}\": this node is unfit to run the VM: {}",
+                                                 config_.module, c.reason));
+        }
+    }
+    if (force) {
+        if (!started_) {
+            return Error(errc::invalid_argument,
+                         fmt::format("module \"{}\" is stopped on {}; start it (`vmha start {}`), then run "
+                                     "`vmha prim --force` again", config_.module, config_.self, config_.module));
+        }
+        if (!imagesync_.up) {
+            return Error(errc::busy, fmt::format("module \"{}\": imagesyncd on {} is not answering yet; try "
+                                                 "again", config_.module, config_.self));
+        }
+        if (busy_) {
+            return Error(errc::busy, fmt::format("module \"{}\" is changing state on {}; try again",
+                                                 config_.module, config_.self));
+        }
+        return {};
+    }
+    const DataState data = data_here();
+    // A module never started here does not know its data yet: rule 62 waits for UpToDate.
+    const bool never_read = !imagesync_.up && data == DataState::unknown;
+    if (!may_start_vm_on(data) && !never_read) {
+        return Error(errc::not_up_to_date,
+                     fmt::format("module \"{}\": the data on {} is {}; starting the VM on it would lose "
+                                 "acknowledged writes (`vmha prim --force {}` discards them)",
+                                 config_.module, config_.self, to_string(data), config_.module));
+    }
+    if (imagesync_.up && imagesync_.link == Link::split_brain) {
+        return Error(errc::split_brain,
+                     fmt::format("module \"{}\": split brain with {}: both wrote without the other "
+                                 "(`vmha prim --force {}` keeps the copy on {})",
+                                 config_.module, config_.peer, config_.module, config_.self));
+    }
+    const Standing st = standing();
+    if (st == Standing::behind || st == Standing::diverged) {
+        return Error(errc::not_up_to_date,
+                     fmt::format("module \"{}\": {} holds {} data than {} (`vmha prim --force {}` "
+                                 "discards it)", config_.module, config_.peer,
+                                 st == Standing::behind ? "newer" : "diverging", config_.self, config_.module));
+    }
+    return {};
+}
+
+nlohmann::json ModuleRunner::prim_preview() const {
+    const DataState data = data_here();
+    const Standing st = standing();
+    const bool split = imagesync_.up && imagesync_.link == Link::split_brain;
+    nlohmann::json j = {{"node", config_.self},
+                        {"data_state", std::string(to_string(data))},
+                        {"peer", config_.peer},
+                        {"peer_data_state", report_ && channel_up_ ? nlohmann::json(std::string(to_string(report_->data)))
+                                                                   : nlohmann::json(nullptr)},
+                        {"standing", std::string(to_string(st))},
+                        {"split_brain", split},
+                        {"peer_dirty_bytes", report_ && channel_up_ ? nlohmann::json(peer_dirty_bytes_)
+                                                                    : nlohmann::json(nullptr)}};
+    std::vector<std::string> discards;
+    if (!may_start_vm_on(data)) {
+        discards.push_back(fmt::format("the data on {} is {}: the writes it lacks are lost for good, and "
+                                       "{}'s copy is overwritten from it at the next resync",
+                                       config_.self, to_string(data), config_.peer));
+    }
+    if (split || st == Standing::diverged || st == Standing::behind) {
+        discards.push_back(fmt::format("{}'s copy holds writes that {} lacks{}; they are overwritten at the "
+                                       "next resync", config_.peer, config_.self,
+                                       report_ && channel_up_ ? fmt::format(" ({} bytes recorded dirty there)",
+                                                                            peer_dirty_bytes_)
+                                                              : std::string()));
+    }
+    if (!channel_up_ && discards.empty()) {
+        discards.push_back(fmt::format("{} is not heard: whatever it wrote since it was last in sync with "
+                                       "{} is overwritten at the next resync", config_.peer, config_.self));
+    }
+    j["discards"] = discards;
+    return j;
+}
+
+void ModuleRunner::op_prim(bool force, Done done) {
+    if (auto st = prim_refusal(force); !st) return done(st);
+    operator_second_ = false;
+    if (!started_) {
+        operator_prim_ = true;
+        observer_.note("`vmha prim`: this node starts as primary");
+        done(op_start());
+        return;
+    }
+    if (!force || may_start_vm_on(imagesync_.data)) {
+        operator_prim_ = true;
+        observer_.note("`vmha prim`: the operator chose this node to run the VM");
+        evaluate();
+        done({});
+        return;
+    }
+    busy_ = true;
+    observer_.note(fmt::format("`vmha prim --force`: promoting the {} data on {} anyway",
+                               to_string(imagesync_.data), config_.self));
+    std::weak_ptr<bool> alive = alive_;
+    imagesync_port_.promote_forced([this, alive, done](Status st) {
+        if (alive.expired()) return;
+        busy_ = false;
+        pending_ = false;
+        if (!st) {
+            fail_effect("the forced promotion", st);
+            done(st);
+            evaluate();
+            return;
+        }
+        imagesync_.primary = true;
+        imagesync_.data = DataState::up_to_date;
+        operator_prim_ = true;
+        done({});
+        evaluate();
+    });
+}
+
+Status ModuleRunner::op_second() {
+    if (runs_vm(state_)) {
+        return Error(errc::invalid_argument,
+                     fmt::format("module \"{}\" runs the VM on {} ({}); `vmha swap {}` hands it to {}",
+                                 config_.module, config_.self, to_string(state_), config_.module, config_.peer));
+    }
+    operator_prim_ = false;
+    operator_second_ = true;
+    observer_.note(fmt::format("`vmha second`: this node waits for {} to run the VM", config_.peer));
+    if (!started_) return op_start();
+    evaluate();
+    return {};
+}
+
+Status ModuleRunner::op_failover(bool on) {
+    if (persisted_.failover == on) return {};
+    Persisted p = persisted_;
+    p.failover = on;
+    if (auto st = store_.save(p); !st) return st;
+    persisted_ = p;
+    observer_.note(on ? "failover on: this node may take the VM over from its peer"
+                      : "failover off: this node never takes the VM over from its peer");
+    evaluate();
+    return {};
 }
 
 Snapshot ModuleRunner::snapshot() const {
@@ -501,6 +714,9 @@ Snapshot ModuleRunner::snapshot() const {
     s.imagesync_primary = imagesync_.primary;
     s.restart_left = budget_.remaining(clock_.now()) > 0;
     s.swap_requested = swap_requested_;
+    s.failover_off = !persisted_.failover;
+    s.operator_prim = operator_prim_;
+    s.operator_second = operator_second_;
     s.failback_due = config_.automatic_failback && !config_.preferred && peer_eligible_since_ &&
                      clock_.now() - *peer_eligible_since_ >= config_.failback_stable;
     return s;
@@ -799,6 +1015,7 @@ void ModuleRunner::finish(State next, const Decision& d) {
             done({});
         }
     }
+    if (runs_vm(next)) operator_prim_ = false;
     // Persist what a restart of vmhad (or the node) must know.
     Persisted p = persisted_;
     p.last_state = next;
@@ -854,7 +1071,9 @@ nlohmann::json ModuleRunner::report() const {
             {"handing_over", handing_over_},
             {"vm_disks_lost", runs_vm(state_) && vm_paused_io_ && !imagesync_.primary},
             {"generations", generations_json(imagesync_.up ? imagesync_.generations : persisted_.generations)},
-            {"crashed_primary", imagesync_.up ? imagesync_.crashed_primary : persisted_.crashed_primary}};
+            {"crashed_primary", imagesync_.up ? imagesync_.crashed_primary : persisted_.crashed_primary},
+            {"dirty_bytes", imagesync_.dirty_bytes},
+            {"failover", persisted_.failover}};
 }
 
 // Whether this copy is known to be as new as the peer's right now.
@@ -932,6 +1151,10 @@ nlohmann::json ModuleRunner::status_json() const {
         checkers.push_back({{"name", name}, {"verdict", c.failed ? "failed" : "healthy"}, {"reason", c.reason}});
     }
     j["checkers"] = std::move(checkers);
+    j["failover"] = persisted_.failover;
+    j["operator"] = operator_prim_     ? nlohmann::json("prim")
+                    : operator_second_ ? nlohmann::json("second")
+                                       : nlohmann::json(nullptr);
     return j;
 }
 

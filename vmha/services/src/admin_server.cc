@@ -49,6 +49,7 @@ struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
         Protocol::socket socket;
         asio::steady_timer deadline;  // idle between requests, or writing a reply
         asio::steady_timer waiter;    // wakes the coroutine when the handler answers
+        ucred client{};               // SO_PEERCRED: who asks (handed to the handler)
         bool closed = false;
         void close() {
             closed = true;
@@ -199,6 +200,8 @@ struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
             self->finish(c);
             co_return;
         }
+        socklen_t cred_len = sizeof c->client;
+        (void)::getsockopt(c->socket.native_handle(), SOL_SOCKET, SO_PEERCRED, &c->client, &cred_len);
         std::string buffer;
         while (!c->closed && !self->stopped) {
             c->deadline.expires_after(idle_timeout);
@@ -251,7 +254,10 @@ struct AdminServer::Impl : std::enable_shared_from_this<Impl> {
         const std::string verb = request["verb"].get<std::string>();
         auto answer = std::make_shared<std::optional<vmha::Result<nlohmann::json>>>();
         std::weak_ptr<Connection> weak = c;
-        self->handler.handle(verb, request, [answer, weak, verb](vmha::Result<nlohmann::json> r) {
+        // Who asks, as the kernel says (never as the client says): the handler logs it.
+        nlohmann::json with_client = request;
+        with_client["client"] = {{"uid", c->client.uid}, {"pid", c->client.pid}};
+        self->handler.handle(verb, with_client, [answer, weak, verb](vmha::Result<nlohmann::json> r) {
             if (*answer) {
                 spdlog::error("admin verb \"{}\" answered twice; the second answer is dropped", verb);
                 return;

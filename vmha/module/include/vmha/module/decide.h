@@ -16,9 +16,14 @@
 //     does not run the VM itself, does not compete for it (the preferred node wins a tie), and
 //     its generations show the claimant's copy as new as its own; it holds back from running
 //     as long as its grant stands. The claimant starts the VM only
-//     once it reads its own claim id in the peer's grant (rule 60).
+//     once it reads its own claim id in the peer's grant (rule 60), or
+//   - by the operator's choice (`vmha prim`, rule 62), never beside a peer that reports running
+//     it, and only once any grant this node gave the peer is withdrawn.
+// `vmha failover off` and `vmha second` take the first way away from an idle node, and the
+// claims for a VM the peer gave up (unfit, stopped); `second` every claim but on a hand-over
+// (rule 64).
 // And only an UpToDate copy may ever start the VM: rule 53 stands before every rule that
-// starts it, and check_may_start_vm() is the one check the runner makes again just before it
+// starts it (rule 62, before it, checks the same), and check_may_start_vm() is the one check the runner makes again just before it
 // acts.
 //
 // Rules, evaluated top to bottom; the first that matches decides ("cur" = current state,
@@ -36,15 +41,20 @@
 // |      |   (this node's VM paused with its disks lost: WAIT); or  |                          |
 // |      |   imagesync reports split brain                          |                          |
 // |  42  | runs, failover wanted (failover checker, or VM failed    | SECOND, hand over        |
-// |      |   with no restart left), eligible peer                   |                          |
+// |      |   with no restart left), eligible peer, failover on      |                          |
 // |  43  | runs, the VM failed, a restart is left in the window     | cur, restart the VM      |
 // |      |   (imagesync not primary yet: cur, wait for it first)    |                          |
 // |  44  | runs, the VM failed, no restart left, no eligible peer   | WAIT                     |
-// |  45  | runs, failover checker failed, no eligible peer          | cur                      |
+// |      |   (or failover off)                                      |                          |
+// |  45  | runs, failover checker failed, no eligible peer (or      | cur                      |
+// |      |   failover off)                                          |                          |
 // |  46  | runs, the operator asked for a swap, eligible peer       | SECOND, hand over        |
 // |  47  | runs, automatic failback due, eligible peer              | SECOND, hand over        |
 // |  48  | runs, the peer receives every write                      | PRIM                     |
 // |  49  | runs                                                     | ALONE                    |
+// |  62  | (evaluated first) the operator chose this node to run    | ALONE / PRIM (WAIT while |
+// |      |   the VM (`vmha prim`), the data here UpToDate (after a  |   a grant to the peer    |
+// |      |   forced promotion with --force), the peer not running it|   stands)                |
 // |  50  | imagesync reports split brain                            | WAIT                     |
 // |  51  | a "wait" checker failed, or the VM failed here with no   | WAIT                     |
 // |      |   restart left: node unfit                               |                          |
@@ -55,6 +65,10 @@
 // |      |   peer's copy newer, or both diverged                    |                          |
 // | 53b  | imagesyncd just (re)started, not yet connected           | WAIT (it may find the    |
 // |      |                                                          |   peer's still primary)  |
+// |  64  | this node may not take the VM over: failover is off, or  | WAIT                     |
+// |      |   the operator started it as secondary (`vmha second`),  |                          |
+// |      |   and the peer is lost, silent since start, unfit or     |                          |
+// |      |   stopped (`second`: or this node is preferred)          |                          |
 // |  54  | the peer lost on every heartbeat path, and this copy was | ALONE                    |
 // |      |   as new as the peer's when it was last heard            | (else WAIT)              |
 // |  55  | peer silent since start, this node last ran it alone     | ALONE                    |
@@ -140,6 +154,11 @@ struct Snapshot {
     bool restart_left = true;              // the restart budget allows one more restart
     bool swap_requested = false;
     bool failback_due = false;  // automatic failback: the preferred peer is ready, stable
+    // `vmha failover off` (persisted): this node never takes the VM over from its peer, and
+    // never hands it over but by an operator's swap.
+    bool failover_off = false;
+    bool operator_prim = false;    // `vmha prim`: run the VM here (until it runs, or stop)
+    bool operator_second = false;  // `vmha second`: wait for the peer to run it (until it does)
 };
 
 struct Decision {

@@ -59,6 +59,11 @@ public:
     virtual void stop(Done done) = 0;
     virtual void status(std::function<void(ImagesyncStatus)> done) = 0;
     virtual void promote(Done done) = 0;  // refuses unless UpToDate
+    // `vmha prim --force`: promotes Inconsistent or Outdated data (imagesync's forced promotion;
+    // the peer's newer writes are discarded at the next resync). Ports that cannot refuse.
+    virtual void promote_forced(Done done) {
+        done(Error(errc::unsupported, "a forced promotion is not supported here"));
+    }
     virtual void demote(Done done) = 0;   // drains, flushes, then refuses writes
     virtual void connect(Done done) = 0;
     virtual void outdate(Done done) = 0;  // the peer wrote without us: mark Outdated
@@ -99,6 +104,7 @@ struct Persisted {
     bool started = false;
     bool may_start_alone = false;
     State last_state = State::stop;
+    bool failover = true;  // `vmha failover on|off`
     // imagesync's data state and generations as last read: reported to the peer while
     // imagesyncd is not running (module stopped), so that the peer can still tell whose copy
     // is newer.

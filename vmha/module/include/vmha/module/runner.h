@@ -90,6 +90,22 @@ public:
     // an error if it could not be saved or was started again meanwhile.
     void op_stop(Done done);
     void op_swap(Done done);
+    // Restarts the VM where it runs (graceful stop, start), no failover; refused elsewhere.
+    void op_restart(Done done);
+    // `vmha prim [--force]`: run the VM on this node. Refused while the peer runs it, and
+    // without `force` unless this copy is UpToDate and not older than the peer's; with `force`,
+    // imagesync's forced promotion first (the module must be started). Done once decided on.
+    void op_prim(bool force, Done done);
+    // What `prim --force` would discard (for the operator's confirmation).
+    nlohmann::json prim_preview() const;
+    // Why op_prim(force) would be refused now; ok if it would not.
+    Status prim_refusal(bool force) const;
+    // `vmha second`: start (if stopped) and wait for the peer to run the VM; never take it here
+    // until the peer has run it.
+    Status op_second();
+    // `vmha failover on|off` (persisted): whether this node may take the VM over from its peer.
+    Status op_failover(bool on);
+    bool failover() const { return persisted_.failover; }
 
     State state() const { return state_; }
     const std::string& reason() const { return reason_; }
@@ -119,6 +135,7 @@ private:
     void release_fence();
     void remember_data();
     Standing standing() const;
+    DataState data_here() const;  // imagesync's, or the last known while it is down
     bool current_with_peer() const;
 
     RunnerConfig config_;
@@ -166,6 +183,10 @@ private:
     bool swap_requested_ = false;
     std::deque<Done> swap_waiters_;
     std::deque<Done> stop_waiters_;
+    bool operator_prim_ = false;    // `vmha prim`, until the VM runs here or the peer runs it
+    bool operator_second_ = false;  // `vmha second`, until the peer runs the VM
+    std::uint64_t peer_dirty_bytes_ = 0;  // as the peer last reported
+    bool restarting_ = false;       // `vmha restart` in progress
 
     bool busy_ = false;
     bool pending_ = false;
