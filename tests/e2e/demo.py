@@ -111,8 +111,8 @@ def main():
         note(f"hv1 is SECOND and UpToDate again {time.time() - t1:.1f} s after it booted{what}")
         show_status(bed, "hv1")
 
-        say("5. vmha swap web1: the VM goes back to hv1, cleanly, with both copies in sync")
-        r = bed.vmha("hv2", "swap", m.name, timeout=300)
+        say("5. vmha swap web1 (typed on hv1, carried out by hv2): the VM goes back to hv1")
+        r = bed.vmha("hv1", "swap", m.name, timeout=300)
         note(r.stdout.strip())
         bed.wait_state("hv1", m, "PRIM", 120)
         bed.wait_more_acks(m, 10)
