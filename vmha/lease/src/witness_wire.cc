@@ -40,7 +40,7 @@ std::pair<std::string, std::string> pair_nodes(std::string_view pair) {
 }
 
 json hello(std::string_view role_key, std::string_view name) {
-    return json{{"protocol", protocol_name}, {"version", protocol_version}, {std::string(role_key), name}};
+    return json{{"protocol", protocol_name}, {"version", static_cast<unsigned>(protocol_version)}, {std::string(role_key), name}};
 }
 
 namespace {
@@ -55,7 +55,7 @@ Result<std::string> string_field(const json& j, const char* key, const char* wha
 
 Result<std::uint64_t> uint_field(const json& j, const char* key, const char* what) {
     const auto it = j.find(key);
-    if (it == j.end() || !it->is_number_unsigned()) {
+    if (it == j.end() || !it->is_number_integer() || (!it->is_number_unsigned() && it->get<std::int64_t>() < 0)) {
         return Error(errc::protocol_error, fmt::format("a {} has no \"{}\" unsigned number", what, key));
     }
     return it->get<std::uint64_t>();
@@ -91,7 +91,7 @@ json encode(const Request& request) {
            {"op", to_string(request.op)},
            {"pair", request.key.pair},
            {"module", request.key.module}};
-    if (request.op == Op::acquire || request.op == Op::renew) j["ttl_ms"] = request.ttl.count();
+    if (request.op == Op::acquire || request.op == Op::renew) j["ttl_ms"] = static_cast<std::uint64_t>(request.ttl.count());
     return j;
 }
 
@@ -143,8 +143,8 @@ json encode(const Reply& reply) {
     return json{{"id", reply.id},
                 {"ok", true},
                 {"holder", s.holder},
-                {"remaining_ms", s.remaining.count()},
-                {"ttl_ms", s.ttl.count()},
+                {"remaining_ms", static_cast<std::uint64_t>(s.remaining.count())},
+                {"ttl_ms", static_cast<std::uint64_t>(s.ttl.count())},
                 {"epoch", s.epoch}};
 }
 

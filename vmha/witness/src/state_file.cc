@@ -82,7 +82,7 @@ Status save_state(const std::filesystem::path& file, const std::vector<Record>& 
                               {"module", r.key.module},
                               {"holder", r.holder},
                               {"epoch", r.epoch},
-                              {"ttl_ms", r.ttl.count()}});
+                              {"ttl_ms", static_cast<std::uint64_t>(r.ttl.count())}});
     }
     const std::string text = json{{"version", state_version}, {"leases", leases}}.dump(1) + "\n";
     const std::filesystem::path tmp = file.string() + ".tmp";
