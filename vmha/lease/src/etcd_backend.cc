@@ -259,10 +259,7 @@ struct EtcdClient : std::enable_shared_from_this<EtcdClient> {
     }
 
     void run(asio::awaitable<Result<LeaseState>> op, LeaseBackend::Done done) {
-        if (stopped) {
-            asio::post(executor, [done = std::move(done)] { done(Error(errc::shutting_down, "the etcd lease client is stopped")); });
-            return;
-        }
+        if (stopped) return;  // no completion after stop()
         asio::co_spawn(executor, drive(shared_from_this(), std::move(op), std::move(done)), asio::detached);
     }
 
@@ -274,8 +271,7 @@ struct EtcdClient : std::enable_shared_from_this<EtcdClient> {
         } catch (const std::exception& e) {
             r = Error(errc::internal, fmt::format("etcd lease request failed: {}", e.what()));
         }
-        if (self->stopped) r = Error(errc::shutting_down, "the etcd lease client is stopped");
-        done(std::move(r));
+        if (!self->stopped) done(std::move(r));
     }
 };
 

@@ -54,7 +54,10 @@ struct WitnessClient : std::enable_shared_from_this<WitnessClient> {
         it->second.deadline->cancel();
         pending.erase(it);
         unsent_payload.erase(id);
-        asio::post(executor, [done = std::move(done), result = std::move(result)]() mutable { done(std::move(result)); });
+        asio::post(executor, [weak = weak_from_this(), done = std::move(done), result = std::move(result)]() mutable {
+            auto self = weak.lock();
+            if (self && !self->stopped) done(std::move(result));
+        });
     }
 
     void fail_all(const Error& error) {
@@ -65,12 +68,7 @@ struct WitnessClient : std::enable_shared_from_this<WitnessClient> {
     }
 
     void request(wire::Request r, LeaseBackend::Done done) {
-        if (stopped) {
-            asio::post(executor, [done = std::move(done)] {
-                done(Error(errc::shutting_down, "the witness client is stopped"));
-            });
-            return;
-        }
+        if (stopped) return;  // no completion after stop()
         r.id = ++next_id;
         Pending p{std::move(done), std::make_unique<asio::steady_timer>(executor), r.op};
         p.deadline->expires_after(options.request_timeout);

@@ -21,7 +21,8 @@
 //
 // Threading: a backend runs on the executor passed at its creation; every completion is
 // delivered there, never inline from inside the call that started the work (as the module
-// runner's ports do). Calls may overlap; each completes exactly once, with a deadline.
+// runner's ports do). Calls may overlap; each completes exactly once, with a deadline,
+// except that no completion is delivered after stop() or the backend's destruction.
 #pragma once
 
 #include <chrono>
@@ -82,7 +83,8 @@ public:
     virtual void release(const LeaseKey& key, const std::string& holder, DoneStatus done) = 0;
     // The lease's state, unchanged.
     virtual void query(const LeaseKey& key, Done done) = 0;
-    // Cancels pending calls (they complete with shutting_down) and closes connections.
+    // Drops pending calls (their completions never run) and closes connections; later calls
+    // never complete either. For shutdown: the caller forgets its leases with them.
     virtual void stop() = 0;
 };
 
