@@ -2,7 +2,10 @@
 // (etcd). (The other witness keys are tested with the rest of the module file in tests/unit.)
 #include <gtest/gtest.h>
 
+#include <boost/asio/io_context.hpp>
+
 #include <vmha/config/load.h>
+#include <vmha/lease/from_config.h>
 
 namespace {
 
@@ -55,6 +58,27 @@ TEST(ModuleWitnessKeys, Refusals) {
     EXPECT_EQ(errors("{endpoints: [\"10.0.0.3:7950\"], lease: 10s, margin: 10s}"),
               std::vector<std::string>{"m.yaml:7:61: witness.margin: margin 10s leaves no time of the 10s lease (it "
                                        "must be below 99% of it)"});
+}
+
+TEST(ModuleWitnessKeys, BackendFromConfig) {
+    std::optional<Witness> w;
+    Findings findings;
+    auto loaded = parse_file("m.yaml", module_with_witness("{endpoints: [\"10.0.0.3:7950\"], margin: 2s}"), findings);
+    ASSERT_TRUE(loaded.valid && loaded.module && loaded.module->witness);
+    EXPECT_EQ(vmha::lease::key_of(*loaded.module), (vmha::lease::LeaseKey{"hv1+hv2", "m"}));
+    EXPECT_EQ(vmha::lease::timing_of(*loaded.module->witness).margin, std::chrono::seconds(2));
+    boost::asio::io_context io;
+    Node node;
+    node.name = "hv1";
+    auto none = vmha::lease::make_backend(io.get_executor(), *loaded.module->witness, node);
+    ASSERT_FALSE(none);
+    EXPECT_TRUE(none.error().is(vmha::errc::invalid_config)) << none.error().message;
+    node.tls = Tls{"/nonexistent/ca.pem", "/nonexistent/hv1.pem", "/nonexistent/hv1.key"};
+    auto unreadable = vmha::lease::make_backend(io.get_executor(), *loaded.module->witness, node);
+    ASSERT_FALSE(unreadable);
+    EXPECT_NE(unreadable.error().message.find("/nonexistent/ca.pem"), std::string::npos) << unreadable.error().message;
+    EXPECT_TRUE(errors("{type: etcd, endpoints: [\"127.0.0.1:2379\"]}", &w).empty());
+    EXPECT_TRUE(vmha::lease::make_backend(io.get_executor(), *w, node));
 }
 
 }  // namespace
