@@ -144,8 +144,13 @@ struct WitnessClient : std::enable_shared_from_this<WitnessClient> {
                                             0);
         if (auto st = co_await ch->connect(local, remote, options.connect_timeout); !st) co_return st.error();
         if (auto st = co_await ch->handshake(asio::ssl::stream_base::client, options.connect_timeout); !st) {
-            co_return Error(errc::connection_lost, fmt::format("TLS handshake with {} failed: {}", where(),
-                                                               peer::detail::describe_handshake_failure({}, ch->ssl())));
+            // The witness's certificate verdict when it failed, else what the handshake said
+            // (e.g. the witness refusing this node's certificate).
+            const bool verified = SSL_get_verify_result(ch->ssl()) == X509_V_OK;
+            co_return Error(st.error().is(errc::timeout) ? errc::timeout : errc::connection_lost,
+                            fmt::format("TLS handshake with {} failed: {}", where(),
+                                        verified ? st.error().message
+                                                 : peer::detail::describe_handshake_failure({}, ch->ssl())));
         }
         if (!options.witness_name.empty()) {
             if (auto st = peer::detail::check_peer_identity(ch->ssl(), options.witness_name, where()); !st) {

@@ -61,9 +61,10 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
     static asio::awaitable<void> serve(std::shared_ptr<State> self, std::shared_ptr<Channel> ch) {
         const auto& limits = self->limits;
         if (auto st = co_await ch->handshake(asio::ssl::stream_base::server, limits.handshake_timeout); !st) {
+            // The peer's certificate verdict when it failed, else what the handshake said.
+            const bool verified = SSL_get_verify_result(ch->ssl()) == X509_V_OK;
             spdlog::warn("TLS handshake with {} failed: {}", ch->remote(),
-                         st.error().is(errc::timeout) ? st.error().message
-                                                      : peer::detail::describe_handshake_failure({}, ch->ssl()));
+                         verified ? st.error().message : peer::detail::describe_handshake_failure({}, ch->ssl()));
             ch->close();
             co_return;
         }
