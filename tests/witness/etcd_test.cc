@@ -10,7 +10,7 @@ using vmha::lease::LeaseTiming;
 using vmha::lease::LeaseView;
 
 class Etcd : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         IMAGESYNC_REQUIRE_TOOL("etcd");
         client_port_ = imagesync_test::free_port();
@@ -18,14 +18,30 @@ protected:
         while (peer_port_ == client_port_) peer_port_ = imagesync_test::free_port();
         const std::string client = "http://127.0.0.1:" + std::to_string(client_port_);
         const std::string peer = "http://127.0.0.1:" + std::to_string(peer_port_);
-        etcd_ = std::make_unique<Process>(
-            std::vector<std::string>{"etcd", "--name", "t", "--data-dir", (dir_ / "data").string(),
-                                     "--listen-client-urls", client, "--advertise-client-urls", client,
-                                     "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                                     "--initial-cluster", "t=" + peer, "--initial-cluster-state", "new",
-                                     "--heartbeat-interval", "50", "--election-timeout", "500",
-                                     "--log-level", "warn"},
-            dir_ / "etcd.log");
+        etcd_ = std::make_unique<Process>(std::vector<std::string>{"etcd",
+                                                                   "--name",
+                                                                   "t",
+                                                                   "--data-dir",
+                                                                   (dir_ / "data").string(),
+                                                                   "--listen-client-urls",
+                                                                   client,
+                                                                   "--advertise-client-urls",
+                                                                   client,
+                                                                   "--listen-peer-urls",
+                                                                   peer,
+                                                                   "--initial-advertise-peer-urls",
+                                                                   peer,
+                                                                   "--initial-cluster",
+                                                                   "t=" + peer,
+                                                                   "--initial-cluster-state",
+                                                                   "new",
+                                                                   "--heartbeat-interval",
+                                                                   "50",
+                                                                   "--election-timeout",
+                                                                   "500",
+                                                                   "--log-level",
+                                                                   "warn"},
+                                          dir_ / "etcd.log");
         ASSERT_TRUE(wait_port(etcd_->pid(), client_port_, dir_ / "etcd.log"));
         // Listening is not serving: poll until a query answers.
         auto probe = backend();

@@ -11,7 +11,8 @@ void make_certs(const fs::path& dir) {
         ASSERT_EQ(r.exit_code, 0) << imagesync_test::describe(argv) << "\n" << r.output;
     };
     run({"sh", VMHA_CERTS_SCRIPT, "ca", dir.string()});
-    for (const char* n : {"hv1", "hv2", "hv3", "hv4", "witness1"}) run({"sh", VMHA_CERTS_SCRIPT, "node", dir.string(), n});
+    for (const char* n : {"hv1", "hv2", "hv3", "hv4", "witness1"})
+        run({"sh", VMHA_CERTS_SCRIPT, "node", dir.string(), n});
     run({"sh", VMHA_CERTS_SCRIPT, "ca", (dir / "other").string()});
     run({"sh", VMHA_CERTS_SCRIPT, "node", (dir / "other").string(), "hv2"});
 }
@@ -38,7 +39,8 @@ void make_certs(const fs::path& dir) {
                                          << imagesync_test::read_file(log);
 }
 
-Process::Process(std::vector<std::string> argv, fs::path log) : log_(std::move(log)), name_(argv.at(0)) {
+Process::Process(std::vector<std::string> argv, fs::path log)
+    : log_(std::move(log)), name_(argv.at(0)) {
     pid_ = imagesync_test::spawn(argv, log_);
 }
 

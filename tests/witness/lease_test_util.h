@@ -3,11 +3,10 @@
 // io_context with a deadline.
 #pragma once
 
-#include <utility>  // Boost 1.74's Asio headers need it first under GCC 12
-
 #include <chrono>
 #include <optional>
 #include <string>
+#include <utility>  // Boost 1.74's Asio headers need it first under GCC 12
 #include <vector>
 
 #include <boost/asio/io_context.hpp>
@@ -55,7 +54,8 @@ inline Result<LeaseState> renew(boost::asio::io_context& io, LeaseBackend& b, co
     b.renew(key, node, ttl, [&](Result<LeaseState> r) { out = std::move(r); });
     return await(io, out);
 }
-inline vmha::Status release(boost::asio::io_context& io, LeaseBackend& b, const LeaseKey& key, const std::string& node) {
+inline vmha::Status release(boost::asio::io_context& io, LeaseBackend& b, const LeaseKey& key,
+                            const std::string& node) {
     std::optional<vmha::Status> out;
     b.release(key, node, [&](vmha::Status s) { out = std::move(s); });
     return await(io, out);
@@ -77,18 +77,18 @@ inline void run_for(boost::asio::io_context& io, std::chrono::milliseconds d) {
 
 // A process we started, killed by PID (SIGKILL) when the guard goes; its log shown on failure.
 class Process {
-public:
+  public:
     Process(std::vector<std::string> argv, fs::path log);
     ~Process();
     Process(const Process&) = delete;
     Process& operator=(const Process&) = delete;
     pid_t pid() const { return pid_; }
     const fs::path& log() const { return log_; }
-    std::optional<int> stop(int signo);  // signal, then wait (20 s)
+    std::optional<int> stop(int signo);                               // signal, then wait (20 s)
     std::optional<int> wait_exit(std::chrono::milliseconds timeout);  // exit by itself
     bool running();
 
-private:
+  private:
     pid_t pid_ = -1;
     fs::path log_;
     std::string name_;

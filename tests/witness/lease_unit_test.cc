@@ -80,7 +80,9 @@ TEST(LeaseView, RenewIntervalIsAThirdOfTheCertainPeriod) {
 
 TEST(LeaseView, TimingChecks) {
     EXPECT_TRUE(vmha::lease::check_timing(10s, LeaseTiming{0.01, 1000ms}));
-    EXPECT_TRUE(vmha::lease::check_timing(10s, LeaseTiming{0.01, 9999ms}).error().is(errc::invalid_argument));
+    EXPECT_TRUE(vmha::lease::check_timing(10s, LeaseTiming{0.01, 9999ms})
+                    .error()
+                    .is(errc::invalid_argument));
     EXPECT_FALSE(vmha::lease::check_timing(10s, LeaseTiming{0.6, 0ms}));
     EXPECT_FALSE(vmha::lease::check_timing(10s, LeaseTiming{0.01, -1ms}));
 }
@@ -90,20 +92,26 @@ TEST(LeaseView, TimingChecks) {
 // lets the lease go, whatever the network delay.
 TEST(LeaseView, HolderGivesUpBeforeTheWitnessExpiresUnderDriftAndDelay) {
     const LeaseTiming timing{0.01, 500ms};
-    for (const double rate : {1.0, 0.995, 0.99}) {  // holder's clock speed relative to the witness's
+    for (const double rate :
+         {1.0, 0.995, 0.99}) {  // holder's clock speed relative to the witness's
         for (const auto delay : {0ms, 10ms, 1500ms}) {
             LeaseTable table;
             LeaseView view("hv1", timing);
-            // Holder sends at its local t0; the witness receives after `delay` (witness time w0+delay).
+            // Holder sends at its local t0; the witness receives after `delay` (witness time
+            // w0+delay).
             const TimePoint w0 = t0;
             auto granted = table.acquire(web1, "hv1", 3s, w0 + delay);
             table.apply(web1, *granted.change);
             view.on_reply(t0, granted.state);
-            // The witness frees the lease at witness time w0 + delay + 3s. Where is the holder's clock then?
+            // The witness frees the lease at witness time w0 + delay + 3s. Where is the holder's
+            // clock then?
             const auto witness_elapsed = delay + 3s;
-            const auto holder_elapsed = std::chrono::duration_cast<Duration>(witness_elapsed * rate);
-            EXPECT_FALSE(view.holds(t0 + holder_elapsed)) << "rate " << rate << " delay " << delay.count();
-            EXPECT_EQ(table.acquire(web1, "hv2", 3s, w0 + witness_elapsed - 1ms).state.holder, "hv1");
+            const auto holder_elapsed =
+                std::chrono::duration_cast<Duration>(witness_elapsed * rate);
+            EXPECT_FALSE(view.holds(t0 + holder_elapsed))
+                << "rate " << rate << " delay " << delay.count();
+            EXPECT_EQ(table.acquire(web1, "hv2", 3s, w0 + witness_elapsed - 1ms).state.holder,
+                      "hv1");
             EXPECT_EQ(table.acquire(web1, "hv2", 3s, w0 + witness_elapsed).state.holder, "hv2");
         }
     }
@@ -175,7 +183,8 @@ TEST(StateFile, RoundTripsAndRefusesDamage) {
     auto empty = vmha::witness::load_state(file);
     ASSERT_TRUE(empty);
     EXPECT_TRUE(empty->empty());
-    ASSERT_TRUE(vmha::witness::save_state(file, {{web1, "hv1", 3, 2s}, {{"hv3+hv4", "db1"}, "", 1, 0s}}));
+    ASSERT_TRUE(
+        vmha::witness::save_state(file, {{web1, "hv1", 3, 2s}, {{"hv3+hv4", "db1"}, "", 1, 0s}}));
     auto back = vmha::witness::load_state(file);
     ASSERT_TRUE(back);
     ASSERT_EQ(back->size(), 2u);
@@ -184,8 +193,10 @@ TEST(StateFile, RoundTripsAndRefusesDamage) {
     EXPECT_EQ((*back)[0].epoch, 3u);
     EXPECT_EQ((*back)[0].ttl, 2s);
     EXPECT_FALSE(std::filesystem::exists(dir / "leases.json.tmp"));
-    for (const std::string bad : {"{", "[]", R"({"version":2,"leases":[]})",
-                                  R"({"version":1,"leases":[{"pair":"hv2+hv1","module":"m","holder":"","epoch":1,"ttl_ms":5}]})"}) {
+    for (
+        const std::string bad :
+        {"{", "[]", R"({"version":2,"leases":[]})",
+         R"({"version":1,"leases":[{"pair":"hv2+hv1","module":"m","holder":"","epoch":1,"ttl_ms":5}]})"}) {
         imagesync_test::write_file(file, bad);
         auto r = vmha::witness::load_state(file);
         ASSERT_FALSE(r) << bad;
@@ -204,15 +215,19 @@ TEST(Wire, RequestsRoundTripAndBadOnesAreRefused) {
     EXPECT_EQ(back->key, web1);
     EXPECT_EQ(back->ttl, 1500ms);
     using nlohmann::json;
-    for (const json& bad : {json{{"id", 1}, {"op", "steal"}, {"pair", "hv1+hv2"}, {"module", "m"}},
-                            json{{"id", 1}, {"op", "query"}, {"pair", "hv2+hv1"}, {"module", "m"}},
-                            json{{"id", 1}, {"op", "query"}, {"pair", "hv1"}, {"module", "m"}},
-                            json{{"id", 1}, {"op", "query"}, {"pair", "hv1+hv2"}, {"module", "a/b"}},
-                            json{{"id", -1}, {"op", "query"}, {"pair", "hv1+hv2"}, {"module", "m"}},
-                            json{{"id", 1}, {"op", "acquire"}, {"pair", "hv1+hv2"}, {"module", "m"}},
-                            json{{"id", 1}, {"op", "acquire"}, {"pair", "hv1+hv2"}, {"module", "m"}, {"ttl_ms", 5}},
-                            json{{"id", 1}, {"op", "acquire"}, {"pair", "hv1+hv2"}, {"module", "m"},
-                                 {"ttl_ms", 10'000'000}}}) {
+    for (const json& bad :
+         {json{{"id", 1}, {"op", "steal"}, {"pair", "hv1+hv2"}, {"module", "m"}},
+          json{{"id", 1}, {"op", "query"}, {"pair", "hv2+hv1"}, {"module", "m"}},
+          json{{"id", 1}, {"op", "query"}, {"pair", "hv1"}, {"module", "m"}},
+          json{{"id", 1}, {"op", "query"}, {"pair", "hv1+hv2"}, {"module", "a/b"}},
+          json{{"id", -1}, {"op", "query"}, {"pair", "hv1+hv2"}, {"module", "m"}},
+          json{{"id", 1}, {"op", "acquire"}, {"pair", "hv1+hv2"}, {"module", "m"}},
+          json{{"id", 1}, {"op", "acquire"}, {"pair", "hv1+hv2"}, {"module", "m"}, {"ttl_ms", 5}},
+          json{{"id", 1},
+               {"op", "acquire"},
+               {"pair", "hv1+hv2"},
+               {"module", "m"},
+               {"ttl_ms", 10'000'000}}}) {
         auto p = wire::parse_request(bad);
         ASSERT_FALSE(p) << bad.dump();
         EXPECT_TRUE(p.error().is(errc::protocol_error)) << bad.dump();
@@ -225,12 +240,17 @@ TEST(Wire, RepliesRoundTripWithTheirErrors) {
     EXPECT_EQ(ok->result->holder, "hv2");
     EXPECT_EQ(ok->result->remaining, 900ms);
     EXPECT_EQ(ok->result->epoch, 5u);
-    auto err = wire::parse_reply(wire::encode(wire::Reply{8, vmha::Error(errc::permission_denied, "no")}));
+    auto err =
+        wire::parse_reply(wire::encode(wire::Reply{8, vmha::Error(errc::permission_denied, "no")}));
     ASSERT_TRUE(err);
     ASSERT_FALSE(err->result);
     EXPECT_TRUE(err->result.error().is(errc::permission_denied));
-    EXPECT_FALSE(wire::parse_reply(nlohmann::json{{"id", 1}, {"ok", true}, {"holder", "x"}, {"remaining_ms", 5},
-                                                  {"ttl_ms", 1}, {"epoch", 1}}));
+    EXPECT_FALSE(wire::parse_reply(nlohmann::json{{"id", 1},
+                                                  {"ok", true},
+                                                  {"holder", "x"},
+                                                  {"remaining_ms", 5},
+                                                  {"ttl_ms", 1},
+                                                  {"epoch", 1}}));
     EXPECT_FALSE(wire::parse_hello(wire::hello("node", "hv1"), "witness"));
     auto v2 = wire::hello("node", "hv1");
     v2["version"] = 2;
@@ -240,9 +260,11 @@ TEST(Wire, RepliesRoundTripWithTheirErrors) {
 TEST(WitnessConfig, ParsesAndRefusesWithTheFileAndLine) {
     imagesync_test::TempDir dir;
     const auto file = dir / "witness.yaml";
-    imagesync_test::write_file(file, "name: w1\nlisten: 127.0.0.1:7950\ntls: {ca: a, cert: b, key: c}\n"
-                                     "state_file: /x/leases.json\npairs:\n  - nodes: [hv2, hv1]\n    modules: [web1]\n"
-                                     "  - nodes: [hv3, hv4]\n");
+    imagesync_test::write_file(
+        file,
+        "name: w1\nlisten: 127.0.0.1:7950\ntls: {ca: a, cert: b, key: c}\n"
+        "state_file: /x/leases.json\npairs:\n  - nodes: [hv2, hv1]\n    modules: [web1]\n"
+        "  - nodes: [hv3, hv4]\n");
     auto c = vmha::witness::load_witness_config(file);
     ASSERT_TRUE(c) << c.error().message;
     EXPECT_EQ(c->listen_port, 7950);
@@ -255,9 +277,12 @@ TEST(WitnessConfig, ParsesAndRefusesWithTheFileAndLine) {
     imagesync_test::write_file(file, "name: w1\nlisten: nowhere\ntls: {ca: a, cert: b, key: c}\n");
     auto bad = vmha::witness::load_witness_config(file);
     ASSERT_FALSE(bad);
-    EXPECT_NE(bad.error().message.find(file.string() + ":2:"), std::string::npos) << bad.error().message;
+    EXPECT_NE(bad.error().message.find(file.string() + ":2:"), std::string::npos)
+        << bad.error().message;
     imagesync_test::write_file(file, "name: w1\ntls: {ca: a, cert: b, key: c}\nstate: x\n");
-    EXPECT_NE(vmha::witness::load_witness_config(file).error().message.find("unknown key \"state\""), std::string::npos);
+    EXPECT_NE(
+        vmha::witness::load_witness_config(file).error().message.find("unknown key \"state\""),
+        std::string::npos);
 }
 
 }  // namespace

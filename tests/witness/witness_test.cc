@@ -1,8 +1,8 @@
 // vmha-witness as a real process on a private port, with real certificates, and the
 // witness lease backend as its client.
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/write.hpp>
 
 #include "frame.h"
@@ -18,7 +18,7 @@ using vmha::lease::LeaseView;
 namespace asio = boost::asio;
 
 class Witness : public ::testing::Test {
-protected:
+  protected:
     static void SetUpTestSuite() {
         certs_ = new imagesync_test::TempDir();
         make_certs(certs_->path());
@@ -35,17 +35,18 @@ protected:
 
     void write_config(const std::string& extra) {
         const auto& c = certs_->path();
-        imagesync_test::write_file(dir_ / "witness.yaml",
-                                   "name: witness1\nlisten: 127.0.0.1:" + std::to_string(port_) + "\ntls:\n  ca: " +
-                                       (c / "ca.pem").string() + "\n  cert: " + (c / "witness1.pem").string() +
-                                       "\n  key: " + (c / "witness1.key").string() + "\nstate_file: " +
-                                       (dir_ / "leases.json").string() + "\n" + extra);
+        imagesync_test::write_file(
+            dir_ / "witness.yaml",
+            "name: witness1\nlisten: 127.0.0.1:" + std::to_string(port_) + "\ntls:\n  ca: " +
+                (c / "ca.pem").string() + "\n  cert: " + (c / "witness1.pem").string() +
+                "\n  key: " + (c / "witness1.key").string() +
+                "\nstate_file: " + (dir_ / "leases.json").string() + "\n" + extra);
     }
 
     ::testing::AssertionResult start_witness() {
         witness_ = std::make_unique<Process>(
-            std::vector<std::string>{VMHA_WITNESS_PATH, "--config", (dir_ / "witness.yaml").string(), "--log-level",
-                                     "debug"},
+            std::vector<std::string>{VMHA_WITNESS_PATH, "--config",
+                                     (dir_ / "witness.yaml").string(), "--log-level", "debug"},
             dir_ / "witness.log");
         return wait_port(witness_->pid(), port_, dir_ / "witness.log");
     }
@@ -62,10 +63,13 @@ protected:
         EXPECT_TRUE(b) << b.error().message;
         return b ? std::move(*b) : nullptr;
     }
-    std::unique_ptr<LeaseBackend> client(const std::string& node) { return client(node, certs_->path()); }
+    std::unique_ptr<LeaseBackend> client(const std::string& node) {
+        return client(node, certs_->path());
+    }
 
     // hv2 polls acquire until granted (deadline 20 s); answers the grant and when it came.
-    std::pair<LeaseState, Clock::time_point> take_over(LeaseBackend& b, const std::string& node, const LeaseKey& key,
+    std::pair<LeaseState, Clock::time_point> take_over(LeaseBackend& b, const std::string& node,
+                                                       const LeaseKey& key,
                                                        std::chrono::milliseconds ttl) {
         const auto deadline = Clock::now() + 20s;
         while (Clock::now() < deadline) {
@@ -243,7 +247,8 @@ TEST_F(Witness, ACertificateFromAnotherCaIsRefused) {
         asio::ssl::context ctx(asio::ssl::context::tls);
         ctx.load_verify_file((certs_->path() / "ca.pem").string());
         ctx.use_certificate_chain_file((certs_->path() / "other" / "hv2.pem").string());
-        ctx.use_private_key_file((certs_->path() / "other" / "hv2.key").string(), asio::ssl::context::pem);
+        ctx.use_private_key_file((certs_->path() / "other" / "hv2.key").string(),
+                                 asio::ssl::context::pem);
         ctx.set_verify_mode(asio::ssl::verify_peer);
         asio::ssl::stream<asio::ip::tcp::socket> stream(io, ctx);
         stream.lowest_layer().connect({asio::ip::make_address("127.0.0.1"), port_});
@@ -256,8 +261,9 @@ TEST_F(Witness, ACertificateFromAnotherCaIsRefused) {
     }
     auto hv1 = client("hv1");
     EXPECT_TRUE(acquire(io_, *hv1, web1, "hv1", 5s)->held_by("hv1"));
-    EXPECT_NE(imagesync_test::read_file(witness_->log()).find("does not verify against the cluster CA"),
-              std::string::npos);
+    EXPECT_NE(
+        imagesync_test::read_file(witness_->log()).find("does not verify against the cluster CA"),
+        std::string::npos);
 }
 
 TEST_F(Witness, ANodeOutsideThePairOrTheAllowedListIsRefused) {
@@ -268,13 +274,14 @@ TEST_F(Witness, ANodeOutsideThePairOrTheAllowedListIsRefused) {
     ASSERT_FALSE(r);
     EXPECT_TRUE(r.error().is(errc::permission_denied)) << r.error().message;
     auto hv1 = client("hv1");
-    EXPECT_TRUE(acquire(io_, *hv1, {"hv1+hv2", "db1"}, "hv1", 5s).error().is(errc::permission_denied));
+    EXPECT_TRUE(
+        acquire(io_, *hv1, {"hv1+hv2", "db1"}, "hv1", 5s).error().is(errc::permission_denied));
     EXPECT_TRUE(acquire(io_, *hv1, web1, "hv1", 5s)->held_by("hv1"));
 }
 
 // A TLS client with a good certificate that sends bytes of its own.
 class RawClient {
-public:
+  public:
     RawClient(std::uint16_t port, const fs::path& certs, const std::string& node)
         : ctx_(*vmha::peer::detail::make_tls_context(
               vmha::config::Tls{(certs / "ca.pem").string(), (certs / (node + ".pem")).string(),
@@ -286,8 +293,9 @@ public:
     }
     void send(const std::vector<std::uint8_t>& bytes) { asio::write(stream_, asio::buffer(bytes)); }
     void send_hello(const std::string& node) {
-        send(vmha::peer::detail::encode_frame(vmha::peer::detail::FrameType::hello,
-                                              {{"protocol", "vmha-witness"}, {"version", 1}, {"node", node}}));
+        send(vmha::peer::detail::encode_frame(
+            vmha::peer::detail::FrameType::hello,
+            {{"protocol", "vmha-witness"}, {"version", 1}, {"node", node}}));
         std::array<std::uint8_t, 12> header{};
         asio::read(stream_, asio::buffer(header));
         auto h = vmha::peer::detail::decode_frame_header(header);
@@ -304,7 +312,8 @@ public:
         while (Clock::now() < deadline) {
             boost::system::error_code ec;
             stream_.read_some(asio::buffer(buf), ec);
-            if (ec == asio::error::would_block || ec == asio::ssl::error::stream_errors::stream_truncated) {
+            if (ec == asio::error::would_block ||
+                ec == asio::ssl::error::stream_errors::stream_truncated) {
                 if (ec == asio::ssl::error::stream_errors::stream_truncated) return true;
                 std::this_thread::sleep_for(10ms);  // poll interval
                 continue;
@@ -314,14 +323,14 @@ public:
         return false;
     }
 
-private:
+  private:
     asio::io_context io_;
     std::shared_ptr<asio::ssl::context> ctx_;
     asio::ssl::stream<asio::ip::tcp::socket> stream_;
 };
 
-std::vector<std::uint8_t> header(std::uint32_t magic, std::uint8_t version, std::uint8_t type, std::uint16_t flags,
-                                 std::uint32_t length) {
+std::vector<std::uint8_t> header(std::uint32_t magic, std::uint8_t version, std::uint8_t type,
+                                 std::uint16_t flags, std::uint32_t length) {
     std::vector<std::uint8_t> out;
     for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<std::uint8_t>(magic >> s));
     out.push_back(version);
@@ -349,7 +358,8 @@ TEST_F(Witness, MalformedFramesCloseOneConnectionAndTheWitnessServesOn) {
         {"huge length", header(0x564D4850, 1, 3, 0, 0xFFFFFFF0)},
         {"not JSON", json_frame("{not json")},
         {"not a request", json_frame(R"({"id":1,"op":"steal","pair":"hv1+hv2","module":"web1"})")},
-        {"a second HELLO", [] {
+        {"a second HELLO",
+         [] {
              auto h = header(0x564D4850, 1, 1, 0, 2);
              h.push_back('{');
              h.push_back('}');
@@ -369,8 +379,9 @@ TEST_F(Witness, MalformedFramesCloseOneConnectionAndTheWitnessServesOn) {
     {
         // HELLO naming another node than the certificate: refused.
         RawClient raw(port_, certs_->path(), "hv2");
-        raw.send(vmha::peer::detail::encode_frame(vmha::peer::detail::FrameType::hello,
-                                                  {{"protocol", "vmha-witness"}, {"version", 1}, {"node", "hv1"}}));
+        raw.send(vmha::peer::detail::encode_frame(
+            vmha::peer::detail::FrameType::hello,
+            {{"protocol", "vmha-witness"}, {"version", 1}, {"node", "hv1"}}));
         EXPECT_TRUE(raw.closed_by_peer());
     }
     EXPECT_TRUE(witness_->running());
@@ -383,24 +394,27 @@ TEST_F(Witness, ManyModulesAndTwoPairsAtOnce) {
     ASSERT_TRUE(start_witness());
     std::map<std::string, std::unique_ptr<LeaseBackend>> nodes;
     for (const char* n : {"hv1", "hv2", "hv3", "hv4"}) nodes[n] = client(n);
-    const std::vector<std::pair<std::string, std::vector<std::string>>> pairs = {{"hv1+hv2", {"hv1", "hv2"}},
-                                                                                 {"hv3+hv4", {"hv3", "hv4"}}};
+    const std::vector<std::pair<std::string, std::vector<std::string>>> pairs = {
+        {"hv1+hv2", {"hv1", "hv2"}}, {"hv3+hv4", {"hv3", "hv4"}}};
     constexpr int modules = 20;
     // Every node asks for every module of its pair, all requests in flight at once.
-    std::map<std::tuple<std::string, std::string, std::string>, std::optional<Result<LeaseState>>> answers;
+    std::map<std::tuple<std::string, std::string, std::string>, std::optional<Result<LeaseState>>>
+        answers;
     for (const auto& [pair, members] : pairs) {
         for (int m = 0; m < modules; ++m) {
             for (const auto& node : members) {
                 const LeaseKey key{pair, "m" + std::to_string(m)};
                 auto& slot = answers[{pair, key.module, node}];
-                nodes[node]->acquire(key, node, 30s, [&slot](Result<LeaseState> r) { slot = std::move(r); });
+                nodes[node]->acquire(key, node, 30s,
+                                     [&slot](Result<LeaseState> r) { slot = std::move(r); });
             }
         }
     }
     const auto deadline = Clock::now() + 20s;
     io_.restart();
     auto all_done = [&] {
-        return std::all_of(answers.begin(), answers.end(), [](const auto& a) { return a.second.has_value(); });
+        return std::all_of(answers.begin(), answers.end(),
+                           [](const auto& a) { return a.second.has_value(); });
     };
     while (!all_done() && Clock::now() < deadline) io_.run_one_for(50ms);
     ASSERT_TRUE(all_done());
@@ -434,7 +448,8 @@ TEST_F(Witness, ABadConfigOrStateFileStopsItWithAClearError) {
     EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1);
     EXPECT_NE(imagesync_test::read_file(dir_ / "bad.log").find("is damaged"), std::string::npos);
     EXPECT_EQ(imagesync_test::read_file(dir_ / "leases.json"), "{damaged");
-    auto help = imagesync_test::run_tool({VMHA_WITNESS_PATH, "--help"}, dir_.path(), std::chrono::seconds(20));
+    auto help = imagesync_test::run_tool({VMHA_WITNESS_PATH, "--help"}, dir_.path(),
+                                         std::chrono::seconds(20));
     EXPECT_EQ(help.exit_code, 0);
     EXPECT_NE(help.output.find("--config"), std::string::npos);
 }

@@ -34,13 +34,14 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
-using nlohmann::json;
 using boost::system::error_code;
+using nlohmann::json;
 
 std::string base64(std::string_view in) {
     std::string out(4 * ((in.size() + 2) / 3), '\0');
     const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                  reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
+                                  reinterpret_cast<const unsigned char*>(in.data()),
+                                  static_cast<int>(in.size()));
     out.resize(static_cast<std::size_t>(n));
     return out;
 }
@@ -49,7 +50,8 @@ std::optional<std::string> unbase64(std::string_view in) {
     if (in.size() % 4 != 0) return std::nullopt;
     std::string out(3 * in.size() / 4, '\0');
     const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                  reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
+                                  reinterpret_cast<const unsigned char*>(in.data()),
+                                  static_cast<int>(in.size()));
     if (n < 0) return std::nullopt;
     std::size_t size = static_cast<std::size_t>(n);
     for (auto it = in.rbegin(); it != in.rend() && *it == '='; ++it) --size;
@@ -83,7 +85,9 @@ struct EtcdClient : std::enable_shared_from_this<EtcdClient> {
     EtcdBackendOptions options;
     bool stopped = false;
 
-    std::string key_of(const LeaseKey& key) const { return options.prefix + key.pair + "/" + key.module; }
+    std::string key_of(const LeaseKey& key) const {
+        return options.prefix + key.pair + "/" + key.module;
+    }
 
     // One POST to the first endpoint that answers. etcd's own errors become whole sentences.
     asio::awaitable<Result<json>> post(const char* target, json body) {  // target: a literal
@@ -96,26 +100,33 @@ struct EtcdClient : std::enable_shared_from_this<EtcdClient> {
             stream.expires_after(options.request_timeout);
             asio::ip::tcp::resolver resolver(executor);
             error_code ec;
-            const auto endpoints = co_await resolver.async_resolve(host, std::to_string(port),
-                                                                   asio::redirect_error(asio::use_awaitable, ec));
-            if (!ec) co_await stream.async_connect(endpoints, asio::redirect_error(asio::use_awaitable, ec));
+            const auto endpoints = co_await resolver.async_resolve(
+                host, std::to_string(port), asio::redirect_error(asio::use_awaitable, ec));
+            if (!ec)
+                co_await stream.async_connect(endpoints,
+                                              asio::redirect_error(asio::use_awaitable, ec));
             http::request<http::string_body> req{http::verb::post, target, 11};
             req.set(http::field::host, host);
             req.set(http::field::content_type, "application/json");
             req.body() = body.dump();
             req.prepare_payload();
-            if (!ec) co_await http::async_write(stream, req, asio::redirect_error(asio::use_awaitable, ec));
+            if (!ec)
+                co_await http::async_write(stream, req,
+                                           asio::redirect_error(asio::use_awaitable, ec));
             beast::flat_buffer buffer;
             http::response_parser<http::string_body> parser;
             parser.body_limit(1u << 20);
-            if (!ec) co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+            if (!ec)
+                co_await http::async_read(stream, buffer, parser,
+                                          asio::redirect_error(asio::use_awaitable, ec));
             error_code ignored;
             stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
             if (ec) {
-                failures += fmt::format("{}{}: {}", failures.empty() ? "" : "; ", where,
-                                        ec == beast::error::timeout
-                                            ? fmt::format("no answer within {} ms", options.request_timeout.count())
-                                            : ec.message());
+                failures += fmt::format(
+                    "{}{}: {}", failures.empty() ? "" : "; ", where,
+                    ec == beast::error::timeout
+                        ? fmt::format("no answer within {} ms", options.request_timeout.count())
+                        : ec.message());
                 continue;
             }
             const auto& res = parser.get();
@@ -124,20 +135,25 @@ struct EtcdClient : std::enable_shared_from_this<EtcdClient> {
             if (const auto nl = text.find('\n'); nl != std::string::npos) text.resize(nl);
             auto parsed = json::parse(text, nullptr, false);
             if (parsed.is_discarded() || !parsed.is_object()) {
-                co_return Error(errc::protocol_error, fmt::format("{} answered {} with HTTP {} and no JSON object: "
-                                                                  "\"{}\"",
-                                                                  where, target, res.result_int(), text.substr(0, 200)));
+                co_return Error(errc::protocol_error,
+                                fmt::format("{} answered {} with HTTP {} and no JSON object: "
+                                            "\"{}\"",
+                                            where, target, res.result_int(), text.substr(0, 200)));
             }
-            if (parsed.contains("result") && parsed["result"].is_object()) parsed = parsed["result"];
+            if (parsed.contains("result") && parsed["result"].is_object())
+                parsed = parsed["result"];
             if (res.result() != http::status::ok || parsed.contains("error")) {
-                const auto message = parsed.value("message", parsed.value("error", std::string("no message")));
+                const auto message =
+                    parsed.value("message", parsed.value("error", std::string("no message")));
                 const bool gone = message.find("not found") != std::string::npos;
-                co_return Error(gone ? errc::not_found : errc::busy, fmt::format("{} refused {}: HTTP {}: {}", where, target,
-                                                                        res.result_int(), message));
+                co_return Error(gone ? errc::not_found : errc::busy,
+                                fmt::format("{} refused {}: HTTP {}: {}", where, target,
+                                            res.result_int(), message));
             }
             co_return parsed;
         }
-        co_return Error(errc::connection_lost, fmt::format("no etcd endpoint answered {}: {}", target, failures));
+        co_return Error(errc::connection_lost,
+                        fmt::format("no etcd endpoint answered {}: {}", target, failures));
     }
 
     asio::awaitable<Result<std::optional<KeyValue>>> range(const LeaseKey& key) {
@@ -149,13 +165,15 @@ struct EtcdClient : std::enable_shared_from_this<EtcdClient> {
 
     Result<std::optional<KeyValue>> parse_kvs(const json& response, const LeaseKey& key) const {
         const auto kvs = response.find("kvs");
-        if (kvs == response.end() || !kvs->is_array() || kvs->empty()) return std::optional<KeyValue>{};
+        if (kvs == response.end() || !kvs->is_array() || kvs->empty())
+            return std::optional<KeyValue>{};
         const auto& kv = kvs->front();
         KeyValue out;
         auto value = unbase64(kv.value("value", std::string()));
         if (!value || !wire::valid_name(*value)) {
-            return Error(errc::protocol_error, fmt::format("etcd key \"{}\" holds \"{}\", not a node name", key_of(key),
-                                                           kv.value("value", std::string())));
+            return Error(errc::protocol_error,
+                         fmt::format("etcd key \"{}\" holds \"{}\", not a node name", key_of(key),
+                                     kv.value("value", std::string())));
         }
         out.holder = std::move(*value);
         out.lease = int_field(kv, "lease");
@@ -206,18 +224,24 @@ struct EtcdClient : std::enable_shared_from_this<EtcdClient> {
         const auto lease = int_field(*grant, "ID");
         const auto granted = int_field(*grant, "TTL");
         if (lease == 0 || granted <= 0) {
-            co_return Error(errc::protocol_error, fmt::format("etcd granted no lease: {}", grant->dump()));
+            co_return Error(errc::protocol_error,
+                            fmt::format("etcd granted no lease: {}", grant->dump()));
         }
         const auto k = base64(key_of(key));
-        json txn{{"compare", json::array({json{{"key", k}, {"target", "CREATE"}, {"result", "EQUAL"},
-                                                {"create_revision", "0"}}})},
-                 {"success", json::array({json{{"request_put", json{{"key", k}, {"value", base64(holder)},
-                                                                     {"lease", std::to_string(lease)}}}}})},
+        json txn{{"compare", json::array({json{{"key", k},
+                                               {"target", "CREATE"},
+                                               {"result", "EQUAL"},
+                                               {"create_revision", "0"}}})},
+                 {"success",
+                  json::array({json{{"request_put", json{{"key", k},
+                                                         {"value", base64(holder)},
+                                                         {"lease", std::to_string(lease)}}}}})},
                  {"failure", json::array({json{{"request_range", json{{"key", k}}}}})}};
         auto t = co_await post("/v3/kv/txn", txn);
         if (!t) co_return std::move(t).error();
         if (t->value("succeeded", false)) {
-            const auto revision = static_cast<std::uint64_t>(int_field(t->value("header", json::object()), "revision"));
+            const auto revision = static_cast<std::uint64_t>(
+                int_field(t->value("header", json::object()), "revision"));
             const Duration d = std::chrono::seconds(granted);
             co_return LeaseState{holder, d, d, revision};
         }
@@ -235,7 +259,8 @@ struct EtcdClient : std::enable_shared_from_this<EtcdClient> {
         auto self = shared_from_this();
         auto current = co_await range(key);
         if (!current) co_return std::move(current).error();
-        if (*current && (*current)->holder == holder) co_return co_await keepalive(**current, holder);
+        if (*current && (*current)->holder == holder)
+            co_return co_await keepalive(**current, holder);
         co_return co_await state_of(*current);
     }
 
@@ -246,7 +271,8 @@ struct EtcdClient : std::enable_shared_from_this<EtcdClient> {
         if (*current && (*current)->holder == holder) {
             const json body_r = json{{"ID", std::to_string((*current)->lease)}};
             auto r = co_await post("/v3/lease/revoke", body_r);
-            if (!r && !r.error().is(errc::not_found)) co_return std::move(r).error();  // not found: expired
+            if (!r && !r.error().is(errc::not_found))
+                co_return std::move(r).error();  // not found: expired
         }
         co_return LeaseState{};
     }
@@ -260,10 +286,12 @@ struct EtcdClient : std::enable_shared_from_this<EtcdClient> {
 
     void run(asio::awaitable<Result<LeaseState>> op, LeaseBackend::Done done) {
         if (stopped) return;  // no completion after stop()
-        asio::co_spawn(executor, drive(shared_from_this(), std::move(op), std::move(done)), asio::detached);
+        asio::co_spawn(executor, drive(shared_from_this(), std::move(op), std::move(done)),
+                       asio::detached);
     }
 
-    static asio::awaitable<void> drive(std::shared_ptr<EtcdClient> self, asio::awaitable<Result<LeaseState>> op,
+    static asio::awaitable<void> drive(std::shared_ptr<EtcdClient> self,
+                                       asio::awaitable<Result<LeaseState>> op,
                                        LeaseBackend::Done done) {
         Result<LeaseState> r = Error(errc::internal, "etcd lease request did not run");
         try {
@@ -276,7 +304,7 @@ struct EtcdClient : std::enable_shared_from_this<EtcdClient> {
 };
 
 class EtcdBackend final : public LeaseBackend {
-public:
+  public:
     explicit EtcdBackend(std::shared_ptr<EtcdClient> client) : client_(std::move(client)) {}
     ~EtcdBackend() override { client_->stopped = true; }
 
@@ -292,17 +320,21 @@ public:
             done(Status{});
         });
     }
-    void query(const LeaseKey& key, Done done) override { client_->run(client_->query(key), std::move(done)); }
+    void query(const LeaseKey& key, Done done) override {
+        client_->run(client_->query(key), std::move(done));
+    }
     void stop() override { client_->stopped = true; }
 
-private:
+  private:
     std::shared_ptr<EtcdClient> client_;
 };
 
 }  // namespace
 
-Result<std::unique_ptr<LeaseBackend>> make_etcd_backend(asio::any_io_executor executor, EtcdBackendOptions options) {
-    if (options.endpoints.empty()) return Error(errc::invalid_argument, "the etcd lease backend needs an endpoint");
+Result<std::unique_ptr<LeaseBackend>> make_etcd_backend(asio::any_io_executor executor,
+                                                        EtcdBackendOptions options) {
+    if (options.endpoints.empty())
+        return Error(errc::invalid_argument, "the etcd lease backend needs an endpoint");
     if (options.prefix.empty() || options.prefix.back() != '/') {
         return Error(errc::invalid_argument,
                      fmt::format("etcd key prefix \"{}\" must end with '/'", options.prefix));

@@ -1,11 +1,12 @@
-#include <vmha/lease/from_config.h>
-
 #include <fmt/format.h>
+
+#include <vmha/lease/from_config.h>
 
 namespace vmha::lease {
 
 Result<std::unique_ptr<LeaseBackend>> make_backend(boost::asio::any_io_executor executor,
-                                                   const config::Witness& witness, const config::Node& node) {
+                                                   const config::Witness& witness,
+                                                   const config::Node& node) {
     if (witness.kind == config::WitnessKind::etcd) {
         EtcdBackendOptions o;
         for (const auto& e : witness.endpoints) o.endpoints.emplace_back(e.host.text, e.port);
@@ -13,12 +14,15 @@ Result<std::unique_ptr<LeaseBackend>> make_backend(boost::asio::any_io_executor 
         return make_etcd_backend(std::move(executor), std::move(o));
     }
     if (!node.tls) {
-        return Error(errc::invalid_config,
-                     fmt::format("node \"{}\" has no \"tls\" section: it cannot authenticate to the witness", node.name));
+        return Error(
+            errc::invalid_config,
+            fmt::format("node \"{}\" has no \"tls\" section: it cannot authenticate to the witness",
+                        node.name));
     }
     if (witness.endpoints.size() != 1) {
-        return Error(errc::invalid_config, fmt::format("a vmha witness has exactly one endpoint, found {}",
-                                                       witness.endpoints.size()));
+        return Error(errc::invalid_config,
+                     fmt::format("a vmha witness has exactly one endpoint, found {}",
+                                 witness.endpoints.size()));
     }
     WitnessBackendOptions o;
     o.host = witness.endpoints.front().host.text;
@@ -37,7 +41,8 @@ LeaseTiming timing_of(const config::Witness& witness) {
 
 LeaseKey key_of(const config::Module& module) {
     if (module.nodes.size() != 2) {
-        internal_error(fmt::format("module \"{}\" has {} nodes, not two", module.name, module.nodes.size()));
+        internal_error(
+            fmt::format("module \"{}\" has {} nodes, not two", module.name, module.nodes.size()));
     }
     return LeaseKey{pair_name(module.nodes[0].name, module.nodes[1].name), module.name};
 }

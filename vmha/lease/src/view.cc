@@ -31,15 +31,17 @@ Status check_timing(Duration ttl, const LeaseTiming& timing) {
     }
     const auto certain = static_cast<double>(ttl.count()) * (1.0 - timing.drift);
     if (certain <= static_cast<double>(timing.margin.count())) {
-        return Error(errc::invalid_argument,
-                     fmt::format("a lease of {} ms leaves no certain time: with clock drift {} and a safety "
-                                 "margin of {} ms it would be lost before it is granted",
-                                 ttl.count(), timing.drift, timing.margin.count()));
+        return Error(
+            errc::invalid_argument,
+            fmt::format("a lease of {} ms leaves no certain time: with clock drift {} and a safety "
+                        "margin of {} ms it would be lost before it is granted",
+                        ttl.count(), timing.drift, timing.margin.count()));
     }
     return {};
 }
 
-LeaseView::LeaseView(std::string self, LeaseTiming timing) : self_(std::move(self)), timing_(timing) {}
+LeaseView::LeaseView(std::string self, LeaseTiming timing)
+    : self_(std::move(self)), timing_(timing) {}
 
 void LeaseView::on_reply(TimePoint sent, const LeaseState& reply) {
     if (!reply.held_by(self_)) {
@@ -57,9 +59,13 @@ void LeaseView::on_reply(TimePoint sent, const LeaseState& reply) {
     if (!until_ || end > *until_) until_ = end;
 }
 
-void LeaseView::drop() { until_.reset(); }
+void LeaseView::drop() {
+    until_.reset();
+}
 
-bool LeaseView::holds(TimePoint now) const { return until_ && now < *until_; }
+bool LeaseView::holds(TimePoint now) const {
+    return until_ && now < *until_;
+}
 
 Duration LeaseView::left(TimePoint now) const {
     if (!holds(now)) return Duration::zero();

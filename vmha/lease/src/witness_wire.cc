@@ -10,10 +10,14 @@ using nlohmann::json;
 
 std::string_view to_string(Op op) {
     switch (op) {
-        case Op::acquire: return "acquire";
-        case Op::renew: return "renew";
-        case Op::release: return "release";
-        case Op::query: return "query";
+        case Op::acquire:
+            return "acquire";
+        case Op::renew:
+            return "renew";
+        case Op::release:
+            return "release";
+        case Op::query:
+            return "query";
     }
     return "unknown";
 }
@@ -21,8 +25,8 @@ std::string_view to_string(Op op) {
 bool valid_name(std::string_view name) {
     if (name.empty() || name.size() > 64) return false;
     return std::all_of(name.begin(), name.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-               c == '_' || c == '-';
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '.' || c == '_' || c == '-';
     });
 }
 
@@ -40,7 +44,9 @@ std::pair<std::string, std::string> pair_nodes(std::string_view pair) {
 }
 
 json hello(std::string_view role_key, std::string_view name) {
-    return json{{"protocol", protocol_name}, {"version", static_cast<unsigned>(protocol_version)}, {std::string(role_key), name}};
+    return json{{"protocol", protocol_name},
+                {"version", static_cast<unsigned>(protocol_version)},
+                {std::string(role_key), name}};
 }
 
 namespace {
@@ -55,8 +61,10 @@ Result<std::string> string_field(const json& j, const char* key, const char* wha
 
 Result<std::uint64_t> uint_field(const json& j, const char* key, const char* what) {
     const auto it = j.find(key);
-    if (it == j.end() || !it->is_number_integer() || (!it->is_number_unsigned() && it->get<std::int64_t>() < 0)) {
-        return Error(errc::protocol_error, fmt::format("a {} has no \"{}\" unsigned number", what, key));
+    if (it == j.end() || !it->is_number_integer() ||
+        (!it->is_number_unsigned() && it->get<std::int64_t>() < 0)) {
+        return Error(errc::protocol_error,
+                     fmt::format("a {} has no \"{}\" unsigned number", what, key));
     }
     return it->get<std::uint64_t>();
 }
@@ -67,21 +75,23 @@ Result<std::string> parse_hello(const json& payload, std::string_view role_key) 
     auto protocol = string_field(payload, "protocol", "HELLO");
     if (!protocol) return std::move(protocol).error();
     if (*protocol != protocol_name) {
-        return Error(errc::protocol_error,
-                     fmt::format("the other side speaks \"{}\", not \"{}\"", *protocol, protocol_name));
+        return Error(errc::protocol_error, fmt::format("the other side speaks \"{}\", not \"{}\"",
+                                                       *protocol, protocol_name));
     }
     auto version = uint_field(payload, "version", "HELLO");
     if (!version) return std::move(version).error();
     if (*version != static_cast<std::uint64_t>(protocol_version)) {
-        return Error(errc::version_mismatch, fmt::format("witness protocol version {} is not supported (this "
-                                                         "side speaks {})",
-                                                         *version, protocol_version));
+        return Error(errc::version_mismatch,
+                     fmt::format("witness protocol version {} is not supported (this "
+                                 "side speaks {})",
+                                 *version, protocol_version));
     }
     const std::string key(role_key);
     auto name = string_field(payload, key.c_str(), "HELLO");
     if (!name) return std::move(name).error();
     if (!valid_name(*name)) {
-        return Error(errc::protocol_error, fmt::format("HELLO names {} \"{}\", which is not a valid name", key, *name));
+        return Error(errc::protocol_error,
+                     fmt::format("HELLO names {} \"{}\", which is not a valid name", key, *name));
     }
     return name;
 }
@@ -91,7 +101,8 @@ json encode(const Request& request) {
            {"op", to_string(request.op)},
            {"pair", request.key.pair},
            {"module", request.key.module}};
-    if (request.op == Op::acquire || request.op == Op::renew) j["ttl_ms"] = static_cast<std::uint64_t>(request.ttl.count());
+    if (request.op == Op::acquire || request.op == Op::renew)
+        j["ttl_ms"] = static_cast<std::uint64_t>(request.ttl.count());
     return j;
 }
 
@@ -102,29 +113,41 @@ Result<Request> parse_request(const json& payload) {
     r.id = *id;
     auto op = string_field(payload, "op", "request");
     if (!op) return std::move(op).error();
-    if (*op == "acquire") r.op = Op::acquire;
-    else if (*op == "renew") r.op = Op::renew;
-    else if (*op == "release") r.op = Op::release;
-    else if (*op == "query") r.op = Op::query;
-    else return Error(errc::protocol_error, fmt::format("request {} asks for unknown operation \"{}\"", r.id, *op));
+    if (*op == "acquire")
+        r.op = Op::acquire;
+    else if (*op == "renew")
+        r.op = Op::renew;
+    else if (*op == "release")
+        r.op = Op::release;
+    else if (*op == "query")
+        r.op = Op::query;
+    else
+        return Error(errc::protocol_error,
+                     fmt::format("request {} asks for unknown operation \"{}\"", r.id, *op));
     auto pair = string_field(payload, "pair", "request");
     if (!pair) return std::move(pair).error();
     if (!valid_pair(*pair)) {
-        return Error(errc::protocol_error,
-                     fmt::format("request {} names pair \"{}\", not two sorted node names joined by '+'", r.id, *pair));
+        return Error(
+            errc::protocol_error,
+            fmt::format("request {} names pair \"{}\", not two sorted node names joined by '+'",
+                        r.id, *pair));
     }
     auto module = string_field(payload, "module", "request");
     if (!module) return std::move(module).error();
     if (!valid_name(*module)) {
-        return Error(errc::protocol_error, fmt::format("request {} names module \"{}\", not a valid name", r.id, *module));
+        return Error(
+            errc::protocol_error,
+            fmt::format("request {} names module \"{}\", not a valid name", r.id, *module));
     }
     r.key = {std::move(*pair), std::move(*module)};
     if (r.op == Op::acquire || r.op == Op::renew) {
         auto ttl = uint_field(payload, "ttl_ms", "request");
         if (!ttl) return std::move(ttl).error();
-        if (*ttl < static_cast<std::uint64_t>(min_ttl.count()) || *ttl > static_cast<std::uint64_t>(max_ttl.count())) {
-            return Error(errc::protocol_error, fmt::format("request {} asks for a TTL of {} ms, outside {} to {} ms",
-                                                           r.id, *ttl, min_ttl.count(), max_ttl.count()));
+        if (*ttl < static_cast<std::uint64_t>(min_ttl.count()) ||
+            *ttl > static_cast<std::uint64_t>(max_ttl.count())) {
+            return Error(errc::protocol_error,
+                         fmt::format("request {} asks for a TTL of {} ms, outside {} to {} ms",
+                                     r.id, *ttl, min_ttl.count(), max_ttl.count()));
         }
         r.ttl = Duration(static_cast<Duration::rep>(*ttl));
     }
@@ -149,7 +172,8 @@ json encode(const Reply& reply) {
 }
 
 std::optional<errc> errc_from_name(std::string_view name) {
-    for (int i = static_cast<int>(errc::invalid_argument); i <= static_cast<int>(errc::internal); ++i) {
+    for (int i = static_cast<int>(errc::invalid_argument); i <= static_cast<int>(errc::internal);
+         ++i) {
         if (errc_name(static_cast<errc>(i)) == name) return static_cast<errc>(i);
     }
     return std::nullopt;
@@ -176,7 +200,8 @@ Result<Reply> parse_reply(const json& payload) {
     auto holder = string_field(payload, "holder", "reply");
     if (!holder) return std::move(holder).error();
     if (!holder->empty() && !valid_name(*holder)) {
-        return Error(errc::protocol_error, fmt::format("reply {} names holder \"{}\", not a valid name", r.id, *holder));
+        return Error(errc::protocol_error,
+                     fmt::format("reply {} names holder \"{}\", not a valid name", r.id, *holder));
     }
     s.holder = std::move(*holder);
     auto remaining = uint_field(payload, "remaining_ms", "reply");
@@ -186,8 +211,8 @@ Result<Reply> parse_reply(const json& payload) {
     auto epoch = uint_field(payload, "epoch", "reply");
     if (!epoch) return std::move(epoch).error();
     if (*remaining > *ttl || *ttl > static_cast<std::uint64_t>(max_ttl.count())) {
-        return Error(errc::protocol_error,
-                     fmt::format("reply {} gives {} ms left of a {} ms lease", r.id, *remaining, *ttl));
+        return Error(errc::protocol_error, fmt::format("reply {} gives {} ms left of a {} ms lease",
+                                                       r.id, *remaining, *ttl));
     }
     s.remaining = Duration(static_cast<Duration::rep>(*remaining));
     s.ttl = Duration(static_cast<Duration::rep>(*ttl));

@@ -50,7 +50,8 @@ bool valid_pair(std::string_view pair);
 // The pair's two nodes; call only on a valid pair.
 std::pair<std::string, std::string> pair_nodes(std::string_view pair);
 
-nlohmann::json hello(std::string_view role_key, std::string_view name);  // role_key "node" / "witness"
+// The HELLO payload; role_key is "node" (client) or "witness".
+nlohmann::json hello(std::string_view role_key, std::string_view name);
 // Checks protocol and version; answers the name under `role_key`.
 Result<std::string> parse_hello(const nlohmann::json& payload, std::string_view role_key);
 

@@ -31,7 +31,7 @@ struct Record {
 };
 
 class LeaseTable {
-public:
+  public:
     struct Entry {
         std::string holder;
         std::uint64_t epoch = 0;
@@ -39,16 +39,17 @@ public:
         TimePoint expires{};
     };
     struct Outcome {
-        LeaseState state;                 // the answer, as it will be once `change` is applied
-        std::optional<Entry> change;      // to apply (after persisting when `persist`)
+        LeaseState state;             // the answer, as it will be once `change` is applied
+        std::optional<Entry> change;  // to apply (after persisting when `persist`)
         bool persist = false;
-        std::string event;                // for the log: "granted to hv1 (epoch 3)", empty for none
+        std::string event;  // for the log: "granted to hv1 (epoch 3)", empty for none
     };
 
     // After a restart: every lease with a holder is held for its full TTL from `now`.
     void load(const std::vector<Record>& records, TimePoint now);
 
-    Outcome acquire(const LeaseKey& key, const std::string& node, Duration ttl, TimePoint now) const;
+    Outcome acquire(const LeaseKey& key, const std::string& node, Duration ttl,
+                    TimePoint now) const;
     Outcome renew(const LeaseKey& key, const std::string& node, Duration ttl, TimePoint now) const;
     Outcome release(const LeaseKey& key, const std::string& node, TimePoint now) const;
     LeaseState query(const LeaseKey& key, TimePoint now) const;
@@ -59,9 +60,11 @@ public:
     std::vector<Record> records() const;
     std::size_t size() const { return entries_.size(); }
 
-private:
+  private:
     using Map = std::map<std::pair<std::string, std::string>, Entry>;
-    static std::pair<std::string, std::string> index(const LeaseKey& key) { return {key.pair, key.module}; }
+    static std::pair<std::string, std::string> index(const LeaseKey& key) {
+        return {key.pair, key.module};
+    }
     const Entry* find(const LeaseKey& key) const;
     static LeaseState state_of(const Entry& e, TimePoint now);
     Map entries_;

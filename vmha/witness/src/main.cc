@@ -1,8 +1,8 @@
 // vmha-witness: grants per-module leases to one node of a pair at a time (docs/witness.md).
 // Runs in the foreground, logs to stderr, stops cleanly on SIGTERM or SIGINT.
+#include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
 #include <vmha/log.h>
@@ -11,7 +11,8 @@
 #include "witness_config.h"
 
 int main(int argc, char** argv) {
-    CLI::App app{"vmha-witness: the lease arbiter of vmha node pairs, for a third machine", "vmha-witness"};
+    CLI::App app{"vmha-witness: the lease arbiter of vmha node pairs, for a third machine",
+                 "vmha-witness"};
     std::string config_file = "/etc/vmha/witness.yaml";
     std::string log_level = "info";
     app.add_option("-c,--config", config_file, "The witness file (YAML)")->capture_default_str();

@@ -19,7 +19,7 @@ struct ServerLimits {
 };
 
 class Server {
-public:
+  public:
     // Checks the TLS files (the certificate must name config.name), loads the state file
     // (every held lease counts as held for its full TTL from now), binds the listener.
     static Result<std::unique_ptr<Server>> create(boost::asio::io_context& io, WitnessConfig config,
@@ -33,7 +33,7 @@ public:
 
     struct State;
 
-private:
+  private:
     explicit Server(std::shared_ptr<State> state);
     std::shared_ptr<State> state_;
 };

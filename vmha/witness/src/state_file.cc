@@ -5,10 +5,9 @@
 #include <fstream>
 
 #include <fcntl.h>
-#include <unistd.h>
-
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include "witness_wire.h"
 
@@ -21,7 +20,8 @@ constexpr int state_version = 1;
 
 Error sys_error(const std::string& what, const std::filesystem::path& path) {
     const int e = errno;
-    return Error(errc_from_errno(e), fmt::format("cannot {} \"{}\": {}", what, path.string(), std::strerror(e)));
+    return Error(errc_from_errno(e),
+                 fmt::format("cannot {} \"{}\": {}", what, path.string(), std::strerror(e)));
 }
 
 Status write_all(int fd, const std::string& bytes, const std::filesystem::path& path) {
@@ -46,19 +46,23 @@ Result<std::vector<Record>> load_state(const std::filesystem::path& file) {
     const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
     auto j = json::parse(text, nullptr, false);
     auto bad = [&](const std::string& why) {
-        return Error(errc::invalid_config,
-                     fmt::format("witness state file \"{}\" is damaged ({}); it is kept as it is: repair or remove "
-                                 "it only when no node may still hold a lease it granted",
-                                 file.string(), why));
+        return Error(
+            errc::invalid_config,
+            fmt::format(
+                "witness state file \"{}\" is damaged ({}); it is kept as it is: repair or remove "
+                "it only when no node may still hold a lease it granted",
+                file.string(), why));
     };
     if (j.is_discarded() || !j.is_object()) return bad("not a JSON object");
-    if (j.value("version", 0) != state_version) return bad(fmt::format("version is not {}", state_version));
+    if (j.value("version", 0) != state_version)
+        return bad(fmt::format("version is not {}", state_version));
     const auto leases = j.find("leases");
     if (leases == j.end() || !leases->is_array()) return bad("no \"leases\" list");
     std::vector<Record> out;
     for (const auto& l : *leases) {
-        if (!l.is_object() || !l.value("pair", json()).is_string() || !l.value("module", json()).is_string() ||
-            !l.value("holder", json()).is_string() || !l.value("epoch", json()).is_number_unsigned() ||
+        if (!l.is_object() || !l.value("pair", json()).is_string() ||
+            !l.value("module", json()).is_string() || !l.value("holder", json()).is_string() ||
+            !l.value("epoch", json()).is_number_unsigned() ||
             !l.value("ttl_ms", json()).is_number_unsigned()) {
             return bad(fmt::format("lease entry {} is malformed", out.size() + 1));
         }
@@ -67,8 +71,10 @@ Result<std::vector<Record>> load_state(const std::filesystem::path& file) {
                  l["epoch"].get<std::uint64_t>(),
                  Duration(l["ttl_ms"].get<Duration::rep>())};
         if (!lease::wire::valid_pair(r.key.pair) || !lease::wire::valid_name(r.key.module) ||
-            (!r.holder.empty() && !lease::wire::valid_name(r.holder)) || r.ttl > lease::wire::max_ttl) {
-            return bad(fmt::format("lease entry {} names an invalid pair, module, holder or TTL", out.size() + 1));
+            (!r.holder.empty() && !lease::wire::valid_name(r.holder)) ||
+            r.ttl > lease::wire::max_ttl) {
+            return bad(fmt::format("lease entry {} names an invalid pair, module, holder or TTL",
+                                   out.size() + 1));
         }
         out.push_back(std::move(r));
     }

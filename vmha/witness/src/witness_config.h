@@ -32,7 +32,8 @@ struct WitnessConfig {
     std::optional<std::vector<AllowedPair>> pairs;  // nullopt = any pair
 
     // Whether `node` may take leases of `module` for `pair` (it must be one of the pair).
-    Status allows(const std::string& node, const std::string& pair, const std::string& module) const;
+    Status allows(const std::string& node, const std::string& pair,
+                  const std::string& module) const;
 };
 
 // Errors quote the file and the key.

@@ -16,7 +16,8 @@ namespace vmha::lease {
 // error without them) and checking `witness.name` when set. `etcd`: the etcd backend on the
 // endpoints with `witness.prefix`.
 Result<std::unique_ptr<LeaseBackend>> make_backend(boost::asio::any_io_executor executor,
-                                                   const config::Witness& witness, const config::Node& node);
+                                                   const config::Witness& witness,
+                                                   const config::Node& node);
 
 // LeaseTiming with `witness.margin` and the default clock drift.
 LeaseTiming timing_of(const config::Witness& witness);

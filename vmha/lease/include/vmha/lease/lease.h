@@ -55,18 +55,18 @@ std::string pair_name(std::string_view node_a, std::string_view node_b);
 
 // What the arbiter said about a lease, at the moment it answered.
 struct LeaseState {
-    std::string holder;        // the node holding it; empty when free
-    Duration remaining{0};     // its life left, measured by the ARBITER's clock; 0 when free
-    Duration ttl{0};           // the TTL it was granted (or renewed) with
-    std::uint64_t epoch = 0;   // fencing token: grows every time the lease is granted anew
-                               // (to another node, or after it expired or was released);
-                               // a renewal keeps it. 0: never granted.
+    std::string holder;       // the node holding it; empty when free
+    Duration remaining{0};    // its life left, measured by the ARBITER's clock; 0 when free
+    Duration ttl{0};          // the TTL it was granted (or renewed) with
+    std::uint64_t epoch = 0;  // fencing token: grows every time the lease is granted anew
+                              // (to another node, or after it expired or was released);
+                              // a renewal keeps it. 0: never granted.
     bool held_by(std::string_view node) const { return !holder.empty() && holder == node; }
 };
 
 // The arbiter of one node. Implementations: make_witness_backend, make_etcd_backend.
 class LeaseBackend {
-public:
+  public:
     using Done = std::function<void(Result<LeaseState>)>;
     using DoneStatus = std::function<void(Status)>;
     virtual ~LeaseBackend() = default;
@@ -75,7 +75,8 @@ public:
     // it already). Answers the lease's state after the attempt: held_by(holder) tells
     // whether it was granted; otherwise `holder` and `remaining` name who has it and for
     // how long at most. Errors are only failures to ask (unreachable, refused, timeout).
-    virtual void acquire(const LeaseKey& key, const std::string& holder, Duration ttl, Done done) = 0;
+    virtual void acquire(const LeaseKey& key, const std::string& holder, Duration ttl,
+                         Done done) = 0;
     // Extends a lease `holder` holds, for `ttl` from the arbiter's receipt. The answer's
     // held_by(holder) is false when it was lost meanwhile (expired and taken, or released).
     virtual void renew(const LeaseKey& key, const std::string& holder, Duration ttl, Done done) = 0;
@@ -96,9 +97,9 @@ struct TlsFiles {
 };
 
 struct WitnessBackendOptions {
-    std::string host;                // the witness's address or name
+    std::string host;  // the witness's address or name
     std::uint16_t port = 7950;
-    std::string node;                // this node; its certificate must name it
+    std::string node;  // this node; its certificate must name it
     TlsFiles tls;
     std::string witness_name;        // the name the witness's certificate must carry; empty = any
                                      // name, as long as the CA signed it
@@ -139,7 +140,7 @@ struct LeaseTiming {
 };
 
 class LeaseView {
-public:
+  public:
     explicit LeaseView(std::string self, LeaseTiming timing = {});
 
     // A reply to an acquire or renew this node sent at `sent`. When the reply names this
@@ -166,7 +167,7 @@ public:
     std::uint64_t losses() const { return losses_; }
     const LeaseTiming& timing() const { return timing_; }
 
-private:
+  private:
     std::string self_;
     LeaseTiming timing_;
     std::optional<TimePoint> until_;
