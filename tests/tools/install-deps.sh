@@ -14,6 +14,7 @@ packages=(
   googletest libgtest-dev libgmock-dev
   libxml2-dev libxml2-utils  # hypervisor: domain XML rewrite; virt-xml-validate needs xmllint
   curl openssl  # vmhad tests: the health check over HTTP; configs/vmha-certs.sh
+  etcd-server etcd-client  # witness tests: the etcd lease backend against a real etcd
   # hypervisor and data-path peers used by tests, benchmarks and the demo
   libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
   fio libnbd-bin nbdkit iproute2 procps psmisc util-linux busybox-static cpio

@@ -540,10 +540,31 @@ void read_witness(MapView& top, Module& m) {
                              "a witness");
         return;
     }
-    MapView w(top.reader(), *node, "witness", {"type", "endpoints", "lease"}, "the witness section");
+    MapView w(top.reader(), *node, "witness", {"type", "endpoints", "lease", "margin", "name", "prefix"},
+              "the witness section");
     Witness witness;
     if (auto v = w.choice<WitnessKind>("type", witness_choices)) witness.kind = *v;
     if (auto v = w.parsed<Duration>("lease", parse_duration, false, "a duration such as \"30s\"")) witness.lease = *v;
+    if (auto v = w.parsed<Duration>("margin", parse_duration, false, "a duration such as \"1s\"")) witness.margin = *v;
+    if (auto v = w.name("name")) {
+        if (witness.kind == WitnessKind::vmha) {
+            witness.name = *v;
+        } else {
+            top.reader().error(w.location_of("name"), w.path_of("name"),
+                               "\"name\" is the vmha witness's certificate name; an etcd witness has none");
+        }
+    }
+    if (auto v = w.string("prefix")) {
+        if (witness.kind != WitnessKind::etcd) {
+            top.reader().error(w.location_of("prefix"), w.path_of("prefix"),
+                               "\"prefix\" is the etcd key prefix; a vmha witness has none");
+        } else if (v->size() < 2 || v->front() != '/' || v->back() != '/') {
+            top.reader().error(w.location_of("prefix"), w.path_of("prefix"),
+                               fmt::format("prefix \"{}\" must start and end with '/'", *v));
+        } else {
+            witness.prefix = *v;
+        }
+    }
     if (auto list = w.list("endpoints", true)) {
         for (std::size_t i = 0; i < list->size(); ++i) {
             const YAML::Node& e = (*list)[i];
@@ -574,6 +595,12 @@ void read_witness(MapView& top, Module& m) {
                            fmt::format("lease {} must be longer than the heartbeat timeout {}",
                                        format_duration(witness.lease),
                                        format_duration(m.heartbeat.timeout)));
+    }
+    // The lease must leave time after the margin (with vmhad's 1% clock-drift allowance).
+    if (witness.margin.count() * 100 >= witness.lease.count() * 99) {
+        top.reader().error(w.location_of("margin"), w.path_of("margin"),
+                           fmt::format("margin {} leaves no time of the {} lease (it must be below 99% of it)",
+                                       format_duration(witness.margin), format_duration(witness.lease)));
     }
     m.witness = std::move(witness);
 }

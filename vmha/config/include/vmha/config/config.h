@@ -113,6 +113,9 @@ struct Witness {
     WitnessKind kind = WitnessKind::vmha;
     std::vector<HostPort> endpoints;
     Duration lease = std::chrono::seconds(10);
+    Duration margin = std::chrono::seconds(1);  // the lease counts as lost this long before its end
+    std::string name;                           // vmha: the witness certificate's name; empty = any
+    std::string prefix = "/vmha/leases/";       // etcd: key prefix
 };
 
 struct HealthCheck {
