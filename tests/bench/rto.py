@@ -14,6 +14,8 @@ crashed node boots again, resyncs (time and bytes are recorded), and the next cr
 whichever node runs the VM then.
 Guest crash: `virsh destroy` of the running guest; time until its next acknowledged write on
 the same node.
+Resync: the secondary crashes, N MiB are written next to the guest's ring through the
+primary's NBD socket while it is down, it returns: time until in sync, bytes copied.
 Heartbeat settings are vmha's defaults (the module files set none). Prints a table; this
 machine's TCG guests boot in software, so "boot" is far slower than on KVM.
 """
@@ -71,6 +73,26 @@ def node_crash(bed, m, rng):
     return row
 
 
+def resync_after(bed, m, mib):
+    """The node that does not run the VM crashes; while it is down, `mib` MiB are written next to
+    the guest's ring through the primary's NBD socket (qemu-io); it returns: time to in sync and
+    bytes copied."""
+    primary = bed.runs_on(m)
+    victim = "hv2" if primary == "hv1" else "hv1"
+    bed.crash(victim)
+    bed.wait_state(primary, m, "ALONE", 60)
+    sock = bed.local(primary, "run", m.name, "nbd.sock")
+    offset = m.slots * 4096 + (1 << 20)
+    testbed.run(["qemu-io", "-f", "raw", "-c", f"write -P 0x5a {offset} {mib}M",
+                 f"nbd+unix:///{m.name}?socket={sock}"], timeout=300)
+    before = bed.imagesync_status(primary, m).get("bytes_resynced", 0)
+    t1 = time.time()
+    bed.boot(victim)
+    bed.wait_in_sync(m, 600)
+    return {"written_mib": mib, "resync_s": time.time() - t1,
+            "resynced_mib": (bed.imagesync_status(primary, m).get("bytes_resynced", 0) - before) / 1048576}
+
+
 def guest_crash(bed, m):
     n = bed.runs_on(m)
     bed.wait_more_acks(m, 5)
@@ -94,12 +116,13 @@ def main():
     p.add_argument("--crashes", type=int, default=20)
     p.add_argument("--guest-crashes", type=int, default=5)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--resync-mib", default="1,16,48", help="MiB written while the secondary is down")
     p.add_argument("--json", default=None, help="also write the rows to this file")
     a = p.parse_args()
     seed = a.seed if a.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
-    m = testbed.Module("web1", 0, rate=50, restart_attempts=1000)
-    nodes, guests = [], []
+    m = testbed.Module("web1", 0, rate=50, disk_mib=64, restart_attempts=1000)
+    nodes, guests, resyncs = [], [], []
     with testbed.Bed(a.build) as bed:
         bed.up([m])
         for n in testbed.NODES:
@@ -108,6 +131,11 @@ def main():
         for i in range(a.guest_crashes):
             guests.append(guest_crash(bed, m))
             print(f"guest crash {i + 1}: {guests[-1]['total']:.2f} s", flush=True)
+        for mib in [int(x) for x in a.resync_mib.split(",") if x]:
+            resyncs.append(resync_after(bed, m, mib))
+            r = resyncs[-1]
+            print(f"resync after {mib} MiB written: {r['resync_s']:.2f} s, {r['resynced_mib']:.1f} MiB copied",
+                  flush=True)
         for i in range(a.crashes):
             row = node_crash(bed, m, rng)
             nodes.append(row)
@@ -125,11 +153,15 @@ def main():
     resynced = [r["resynced_bytes"] for r in nodes if r.get("resynced_bytes") is not None]
     if resynced:
         print(f"{'resynced bytes per return':<34} median {statistics.median(resynced) / 1048576:.2f} MiB")
+    for r in resyncs:
+        print(f"{'resync after ' + str(r['written_mib']) + ' MiB written':<34} {r['resync_s']:6.2f} s "
+              f"({r['resynced_mib']:.1f} MiB copied, the guest's ring included)")
     lost = sum(r["lost"] for r in nodes)
     print(f"RPO: {lost} acknowledged records lost over {len(nodes)} node crashes")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"seed": seed, "node_crashes": nodes, "guest_crashes": guests}, f, indent=1)
+            json.dump({"seed": seed, "node_crashes": nodes, "guest_crashes": guests, "resyncs": resyncs}, f,
+                      indent=1)
     return 1 if lost else 0
 
 

@@ -71,8 +71,13 @@ class Base(unittest.TestCase):
         self.assertEqual(lost, [], f"{m.name}: acknowledged records missing on {n}'s image")
 
     def stop_and_compare(self, m):
-        """Stops the module (the running side first), then compares the images byte for byte."""
+        """Stops the module on both nodes, then compares the images byte for byte.
+
+        `vmha stop` on the running node alone is a failover (the peer takes the VM over, as
+        SafeKit's stop does); a maintenance stop of the pair is `vmha failover off` first, then
+        the running side (its last writes reach the peer as it demotes), then the other."""
         first = self.bed.runs_on(m) or "hv1"
+        self.bed.vmha(first, "failover", "off", m.name)
         for n in (first, other(first)):
             self.bed.vmha(n, "stop", m.name, timeout=180)
         for n in NODES:
