@@ -268,7 +268,7 @@ TEST(ModuleFile, Witness) {
     EXPECT_EQ(errors({{"witness", "{endpoints: [\"10.0.0.3:7950\", \"10.0.0.4:7950\"]}"}}),
               (Lines{"m.yaml:10:22: witness.endpoints: a vmha witness has exactly one endpoint, "
                     "found 2"}));
-    EXPECT_EQ(errors({{"witness", "{endpoints: [\"10.0.0.3:7950\"], lease: 1s}"}}),
+    EXPECT_EQ(errors({{"witness", "{endpoints: [\"10.0.0.3:7950\"], lease: 1s, margin: 100ms}"}}),
               (Lines{"m.yaml:10:48: witness.lease: lease 1s must be longer than the heartbeat "
                     "timeout 1s500ms"}));
     EXPECT_EQ(errors({{"witness", "{type: etcd, endpoints: [\"10.0.0.3\"]}"}}),
