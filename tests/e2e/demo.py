@@ -100,8 +100,9 @@ def main():
         while not bed.in_sync(m):
             s = bed.status("hv2", m) or {}
             resync = (s.get("replication") or {}).get("resync")
-            if resync and resync != last:
-                note(f"resync: {resync}")
+            if isinstance(resync, dict) and resync != last:
+                done, total = resync.get("bytes_done", 0), resync.get("bytes_total", 0)
+                note(f"resync: {done / 1048576:.1f} of {total / 1048576:.1f} MiB copied")
                 last = resync
             if time.time() - t1 > 300:
                 raise testbed.BedError("hv1 did not get back in sync within 300 s")
