@@ -6,7 +6,17 @@
 #include <fmt/format.h>
 
 namespace vmha::module {
+
 namespace {
+
+// Answers every queued operator command with one result, in order.
+void answer_all(std::deque<Done>& waiters, const Status& result) {
+    while (!waiters.empty()) {
+        auto done = std::move(waiters.front());
+        waiters.pop_front();
+        done(result);
+    }
+}
 
 nlohmann::json optional_id(std::uint64_t id) { return id == 0 ? nlohmann::json(nullptr) : nlohmann::json(id); }
 
@@ -430,11 +440,8 @@ Status ModuleRunner::op_start() {
     started_ = true;
     persisted_.started = true;
     if (auto st = store_.save(persisted_); !st) return st;
-    while (!stop_waiters_.empty()) {
-        auto done = std::move(stop_waiters_.front());
-        stop_waiters_.pop_front();
-        done(Error(errc::busy, fmt::format("module \"{}\" was started again before it stopped", config_.module)));
-    }
+    answer_all(stop_waiters_,
+               Error(errc::busy, fmt::format("module \"{}\" was started again before it stopped", config_.module)));
     budget_.reset();
     observer_.note("started by the operator");
     std::weak_ptr<bool> alive = alive_;
@@ -780,12 +787,8 @@ void ModuleRunner::evaluate() {
     if (swap_requested_ && d.rule != 46) {
         // The swap could not be carried out now (the peer stopped being eligible).
         swap_requested_ = false;
-        while (!swap_waiters_.empty()) {
-            auto done = std::move(swap_waiters_.front());
-            swap_waiters_.pop_front();
-            done(Error(errc::busy, fmt::format("module \"{}\": the swap was abandoned: {}",
-                                               config_.module, d.reason)));
-        }
+        answer_all(swap_waiters_, Error(errc::busy, fmt::format("module \"{}\": the swap was abandoned: {}",
+                                                                config_.module, d.reason)));
     }
     if (d.declare_initial) {
         busy_ = true;
@@ -1009,11 +1012,7 @@ void ModuleRunner::finish(State next, const Decision& d) {
     }
     if (from != next) observer_.transition(from, next, rule_, reason_);
     if (next == State::stop && !started_) {
-        while (!stop_waiters_.empty()) {
-            auto done = std::move(stop_waiters_.front());
-            stop_waiters_.pop_front();
-            done({});
-        }
+        answer_all(stop_waiters_, {});
     }
     if (runs_vm(next)) operator_prim_ = false;
     // Persist what a restart of vmhad (or the node) must know.
@@ -1030,16 +1029,9 @@ void ModuleRunner::finish(State next, const Decision& d) {
     if (d.hand_over || d.rule == 46) {
         // The swap is done only if the VM was stopped here and announced to the peer.
         swap_requested_ = false;
-        while (!swap_waiters_.empty()) {
-            auto done = std::move(swap_waiters_.front());
-            swap_waiters_.pop_front();
-            if (handing_over_) {
-                done({});
-            } else {
-                done(Error(errc::busy, fmt::format("module \"{}\": the swap did not happen: {}",
-                                                   config_.module, reason_)));
-            }
-        }
+        answer_all(swap_waiters_, handing_over_ ? Status{}
+                                                : Status(Error(errc::busy, fmt::format("module \"{}\": the swap did not happen: {}",
+                                                                                       config_.module, reason_))));
     }
     busy_ = false;
     send_report();
