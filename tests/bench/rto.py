@@ -33,29 +33,16 @@ import testbed  # noqa: E402
 from testbed import poll  # noqa: E402
 
 
-def console_size(bed, n, m):
-    try:
-        return os.path.getsize(bed.console(n, m))
-    except FileNotFoundError:
-        return 0
-
-
-def first_ack_after(bed, n, m, offset):
-    with open(bed.console(n, m), "rb") as f:
-        f.seek(offset)
-        return b"VMHA-ACK" in f.read()
-
-
 def node_crash(bed, m, rng):
     victim = bed.runs_on(m)
     survivor = "hv2" if victim == "hv1" else "hv1"
     bed.wait_more_acks(m, 5)
     time.sleep(rng.uniform(0, 3))  # the random crash moment
-    offset = console_size(bed, survivor, m)
+    offset = bed.console_size(survivor, m)
     t0 = time.time()
     bed.crash(victim)
     poll("the guest writing on the survivor",
-         lambda: os.path.exists(bed.console(survivor, m)) and first_ack_after(bed, survivor, m, offset), 180, 0.02)
+         lambda: bed.acked_since(survivor, m, offset), 180, 0.02)
     t_ack = time.time()
     detected = bed.log_time(survivor, r'peer \S+ lost', t0)
     started = bed.log_time(survivor, r'starting domain', t0)
@@ -96,10 +83,10 @@ def resync_after(bed, m, mib):
 def guest_crash(bed, m):
     n = bed.runs_on(m)
     bed.wait_more_acks(m, 5)
-    offset = console_size(bed, n, m)
+    offset = bed.console_size(n, m)
     t0 = time.time()
     bed.virsh(n, "destroy", m.name)
-    poll("the guest writing again", lambda: first_ack_after(bed, n, m, offset), 180, 0.02)
+    poll("the guest writing again", lambda: bed.acked_since(n, m, offset), 180, 0.02)
     return {"node": n, "total": time.time() - t0}
 
 

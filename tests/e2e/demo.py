@@ -67,17 +67,10 @@ def main():
         note(guest_line(bed, m))
 
         say("3. hv1 crashes: every process of the node is killed, its network goes down")
-        offset = os.path.getsize(bed.console("hv2", m)) if os.path.exists(bed.console("hv2", m)) else 0
+        offset = bed.console_size("hv2", m)
         t0 = time.time()
         bed.crash("hv1")
-
-        def writing_on_hv2():
-            if not os.path.exists(bed.console("hv2", m)):
-                return False
-            with open(bed.console("hv2", m), "rb") as f:
-                f.seek(offset)
-                return b"VMHA-ACK" in f.read()
-        poll("the guest to write on hv2", writing_on_hv2, 180, 0.02)
+        poll("the guest to write on hv2", lambda: bed.acked_since("hv2", m, offset), 180, 0.02)
         t_ack = time.time()
         detected = bed.log_time("hv2", r"peer \S+ lost", t0)
         started = bed.log_time("hv2", r"starting domain", t0)

@@ -481,6 +481,22 @@ log:
         except FileNotFoundError:
             return 0
 
+    def console_size(self, n, module):
+        """Where n's console log of the module ends now (0 if there is none yet)."""
+        try:
+            return os.path.getsize(self.console(n, module))
+        except FileNotFoundError:
+            return 0
+
+    def acked_since(self, n, module, offset):
+        """Whether the guest acknowledged a write on n's console after byte `offset` of its log."""
+        try:
+            with open(self.console(n, module), "rb") as f:
+                f.seek(offset)
+                return b"VMHA-ACK" in f.read()
+        except FileNotFoundError:
+            return False
+
     def lost_records(self, n, module):
         """Acknowledged records (seen on either node's console) missing from n's image.
 
