@@ -1,6 +1,5 @@
 // Parsing of module files (one per protected VM). See docs/config-reference.md.
 #include <algorithm>
-#include <fstream>
 #include <array>
 #include <map>
 #include <set>
@@ -9,6 +8,7 @@
 
 #include "parse.h"
 #include "reader.h"
+#include <vmha/config/timezone.h>
 
 namespace vmha::config::detail {
 namespace {
@@ -460,15 +460,6 @@ void read_restart(MapView& top, Module& m) {
     if (auto v = r.parsed<Duration>("window", parse_duration, false, "a duration such as \"30s\"")) m.restart.window = *v;
 }
 
-bool timezone_exists(const std::string& tz) {
-    if (tz == "UTC") return true;
-    if (tz.empty() || tz.front() == '/' || tz.find("..") != std::string::npos) return false;
-    // A zone is a compiled TZif file ("zone.tab" and friends are not zones).
-    std::ifstream in("/usr/share/zoneinfo/" + tz, std::ios::binary);
-    char magic[4] = {};
-    return in.read(magic, sizeof magic) && std::string_view(magic, 4) == "TZif";
-}
-
 void read_failback(MapView& top, Module& m) {
     auto node = top.mapping("failback");
     if (!node) return;
@@ -502,13 +493,11 @@ void read_failback(MapView& top, Module& m) {
         }
     }
     if (auto v = f.string("timezone")) {
-        if (timezone_exists(*v)) {
+        if (auto zone = TimeZone::load(*v)) {
             fb.timezone = *v;
         } else {
             top.reader().error(f.location_of("timezone"), f.path_of("timezone"),
-                               fmt::format("time zone \"{}\" is unknown (not in "
-                                           "/usr/share/zoneinfo), e.g. \"Europe/Paris\" or \"UTC\"",
-                                           *v));
+                               fmt::format("{}, e.g. \"Europe/Paris\" or \"UTC\"", zone.error().message));
         }
     }
     if (auto v = f.parsed<Duration>("stable_for", parse_duration, false, "a duration such as \"30s\"")) fb.stable_for = *v;
