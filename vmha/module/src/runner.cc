@@ -463,20 +463,37 @@ void ModuleRunner::op_stop(Done done) {
     evaluate();
 }
 
-void ModuleRunner::op_swap(Done done) {
+Status ModuleRunner::swap_refusal() const {
     if (!runs_vm(state_)) {
-        done(Error(errc::invalid_argument,
-                   fmt::format("module \"{}\" does not run the VM on {} (it is {}); swap it from "
-                               "the node that runs it", config_.module, config_.self, to_string(state_))));
-        return;
+        return Error(errc::invalid_argument,
+                     fmt::format("module \"{}\" does not run the VM on {} (it is {}); swap it from "
+                                 "the node that runs it", config_.module, config_.self, to_string(state_)));
     }
-    Snapshot s = snapshot();
-    if (!peer_eligible(s)) {
-        done(Error(errc::busy, fmt::format("module \"{}\": {} cannot take the VM over now (it must "
-                                           "be SECOND, UpToDate, fit and in sync)",
-                                           config_.module, config_.peer)));
-        return;
+    auto busy = [&](std::string why) {
+        return Error(errc::busy, fmt::format("module \"{}\": {} cannot take the VM over now: {}",
+                                             config_.module, config_.peer, why));
+    };
+    if (restarting_) return busy(fmt::format("the VM is being restarted on {}", config_.self));
+    const Snapshot s = snapshot();
+    if (s.liveness != Liveness::alive) return busy(fmt::format("it is {}", to_string(s.liveness)));
+    if (!s.channel_up || !s.report) return busy("the control channel to it is down");
+    const PeerReport& p = *s.report;
+    if (p.state != State::second && p.state != State::wait) return busy(fmt::format("it is {}", to_string(p.state)));
+    if (p.data != DataState::up_to_date) {
+        return busy(fmt::format("its copy is {}, not UpToDate", to_string(p.data)));
     }
+    if (!p.fit) return busy(fmt::format("a checker there says it is unfit{}", peer_reason_.empty() ? "" : ": " + peer_reason_));
+    if (s.link == Link::sync_source || imagesync_.resync_total > 0) {
+        return busy(fmt::format("a resync to it is running ({} of {} bytes)", imagesync_.resync_done,
+                                imagesync_.resync_total));
+    }
+    if (s.link != Link::connected) return busy(fmt::format("the replication link is {}", to_string(s.link)));
+    if (!peer_eligible(s)) return busy("it is not SECOND, UpToDate, fit and in sync");  // belt and braces
+    return {};
+}
+
+void ModuleRunner::op_swap(Done done) {
+    if (auto st = swap_refusal(); !st) return done(st);
     swap_requested_ = true;
     swap_waiters_.push_back(std::move(done));
     evaluate();

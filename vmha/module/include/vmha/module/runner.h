@@ -90,6 +90,9 @@ public:
     // an error if it could not be saved or was started again meanwhile.
     void op_stop(Done done);
     void op_swap(Done done);
+    // Why a swap now would be refused (the VM does not run here, or the peer is not SECOND,
+    // UpToDate, fit and in sync, or a resync runs); ok if it would go ahead.
+    Status swap_refusal() const;
     // Restarts the VM where it runs (graceful stop, start), no failover; refused elsewhere.
     void op_restart(Done done);
     // `vmha prim [--force]`: run the VM on this node. Refused while the peer runs it, and
