@@ -59,6 +59,10 @@ int admin_failover(const AdminOptions& options, bool on, const std::string& modu
 // `vmha resync MODULE [--full] [--watch]`, `vmha verify MODULE [--mark] [--watch]`.
 int admin_resync(const AdminOptions& options, const std::string& module, bool full, bool watch);
 int admin_verify(const AdminOptions& options, const std::string& module, bool mark, bool watch);
+// `vmha swap MODULE [--at WHEN [--to NODE]]`: now (as admin_command), or scheduled.
+int admin_swap(const AdminOptions& options, const std::string& module, const std::string& at, const std::string& to);
+// `vmha schedule [MODULE] [--cancel ID]`.
+int admin_schedule(const AdminOptions& options, const std::string& module, const std::string& cancel);
 // `vmha log MODULE [-n N] [--follow]`.
 int admin_log(const AdminOptions& options, const std::string& module, std::size_t lines, bool follow);
 

@@ -24,7 +24,13 @@ std::string line_for(const nlohmann::json& e) {
         std::string options;
         if (e.contains("options") && e["options"].is_object()) {
             for (const auto& [k, v] : e["options"].items()) {
-                options += v.is_boolean() && k != "on" ? " --" + k : fmt::format(" {}", v.get<bool>() ? "on" : "off");
+                if (k == "on" && v.is_boolean()) {
+                    options += v.get<bool>() ? " on" : " off";
+                } else if (v.is_boolean()) {
+                    options += " --" + k;
+                } else if (v.is_string()) {
+                    options += fmt::format(" --{} \"{}\"", k, v.get<std::string>());
+                }
             }
         }
         const bool ok = e.value("ok", false);

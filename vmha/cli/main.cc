@@ -79,11 +79,24 @@ int main(int argc, char** argv) {
           {"stop", "Stop the module on this node: its VM (if it runs here) and imagesyncd"},
           {"restart", "Restart the VM where it runs (graceful shutdown, then start); no failover. Refused "
                       "unless the module is PRIM or ALONE on a node"},
-          {"swap", "Move the VM to the other node (stop it where it runs, start it on the peer). Refused "
-                   "unless the peer is SECOND, UpToDate and in sync"},
           {"second", "Start the module here as secondary: never run the VM here until the peer has run it"}}) {
         simple.push_back({admin_verb(verb, help, true), verb});
     }
+
+    std::string at;
+    std::string to;
+    auto* swap = admin_verb("swap", "Move the VM to the other node (stop it where it runs, start it on the peer). "
+                                    "Refused unless the peer is SECOND, UpToDate and in sync. With --at: at that "
+                                    "time instead (kept on both nodes, across restarts; skipped with its reason "
+                                    "if unsafe then)", true);
+    swap->add_option("--at", at, "When: \"YYYY-MM-DD HH:MM[:SS]\" in the module's time zone "
+                                 "(failback.timezone), the same ending in Z or +HH:MM, or +DURATION (\"+2h\")");
+    swap->add_option("--to", to, "With --at: the node the VM moves to (default: the one not running it now)");
+
+    std::string cancel;
+    auto* schedule = admin_verb("schedule", "The plan: scheduled failback times, one-off swaps (vmha swap --at) "
+                                            "and what became of the last jobs", false);
+    schedule->add_option("--cancel", cancel, "Cancel this pending one-off swap (by its ID), here and on the peer");
 
     bool force = false;
     bool yes = false;
@@ -165,6 +178,8 @@ int main(int argc, char** argv) {
         return admin_prim(admin, module, force, yes);
     }
     if (*failover) return admin_failover(admin, on_off == "on", module);
+    if (*swap) return admin_swap(admin, module, at, to);
+    if (*schedule) return admin_schedule(admin, module, cancel);
     if (*resync) return admin_resync(admin, module, full, watch);
     if (*verify) return admin_verify(admin, module, mark, watch);
     if (*log) return admin_log(admin, module, lines, follow);

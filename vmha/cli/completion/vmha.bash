@@ -20,7 +20,7 @@ _vmha() {
     COMPREPLY=()
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD-1]}
-    local verbs="status state start stop restart swap prim second failover resync verify log config help"
+    local verbs="status state start stop restart swap prim second failover resync verify log schedule config help"
     local global="--socket --timeout --log-level --help --version"
 
     # The verb is the first word that is not a global option (or its value).
@@ -36,7 +36,9 @@ _vmha() {
     case $prev in
         --socket) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --log-level) COMPREPLY=($(compgen -W "error warn info debug trace" -- "$cur")); return ;;
-        --timeout|-n|--lines) return ;;
+        --timeout|-n|--lines|--at|--cancel) return ;;
+        --to) COMPREPLY=($(compgen -W "$(vmha "${socket_args[@]}" --timeout 2 status --json 2>/dev/null |
+                  sed -n 's/^ *"node": *"\([^"]*\)".*/\1/p' | sort -u)" -- "$cur")); return ;;
     esac
 
     if [[ -z $verb ]]; then
@@ -50,6 +52,8 @@ _vmha() {
         resync) opts+=" --full --watch" ;;
         verify) opts+=" --mark --watch" ;;
         log) opts+=" -n --lines -f --follow" ;;
+        swap) opts+=" --at --to" ;;
+        schedule) opts+=" --cancel" ;;
         help) COMPREPLY=($(compgen -W "$verbs" -- "$cur")); return ;;
         config)
             if [[ $prev == config ]]; then

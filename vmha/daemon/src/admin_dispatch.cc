@@ -17,7 +17,7 @@ namespace vmha::daemon {
 namespace {
 
 constexpr const char* kVerbs =
-    "status, start, stop, restart, swap, prim, second, failover, resync, verify, progress, log";
+    "status, start, stop, restart, swap, prim, second, failover, resync, verify, progress, log, schedule";
 
 // Verbs that act where the VM runs, and how long the peer gets to answer them.
 std::optional<std::chrono::milliseconds> forward_timeout(const std::string& verb) {
@@ -69,6 +69,7 @@ void Daemon::handle(const std::string& verb, const nlohmann::json& request, Repl
         return done(nlohmann::json{{"node", node_.name}, {"modules", std::move(modules)}});
     }
     if (verb == "failover") return failover(m, request, std::move(done));
+    if (verb == "schedule") return schedule(m, request, std::move(done));
     static const std::set<std::string> module_verbs = {"start", "stop", "restart", "swap", "prim", "second",
                                                        "resync", "verify", "progress", "log"};
     if (!module_verbs.count(verb)) {
@@ -85,8 +86,10 @@ void Daemon::handle(const std::string& verb, const nlohmann::json& request, Repl
                                    {"entries", m->journal().read(after, n)},
                                    {"last_seq", m->journal().last_seq()}});
     }
-    // Where the VM runs: the peer, when it runs there and not here.
-    if (auto timeout = forward_timeout(verb); timeout && !request.contains("forwarded_from") &&
+    // Where the VM runs: the peer, when it runs there and not here. (A swap scheduled for later
+    // is kept on both nodes: it is recorded here and sent to the peer.)
+    const bool scheduled = verb == "swap" && request.contains("at");
+    if (auto timeout = forward_timeout(verb); timeout && !scheduled && !request.contains("forwarded_from") &&
                                               !module::runs_vm(m->runner().state())) {
         if (m->peer_runs_vm()) {
             nlohmann::json f = request;
@@ -129,6 +132,9 @@ void Daemon::command(ModuleHost& m, const std::string& verb, const nlohmann::jso
     for (const char* key : {"force", "full", "mark", "dry_run"}) {
         if (flag(request, key)) options[key] = true;
     }
+    for (const char* key : {"at", "to"}) {
+        if (request.contains(key) && request[key].is_string()) options[key] = request[key];
+    }
     if (verb == "prim" && flag(request, "dry_run")) {
         // What `prim --force` would discard, asked before the CLI asks the operator to confirm;
         // refused as the command itself would be. Changes nothing, so not journaled.
@@ -165,6 +171,12 @@ void Daemon::command(ModuleHost& m, const std::string& verb, const nlohmann::jso
                                              : fmt::format("module \"{}\" on {} waits for {} to run the VM",
                                                            name, node_.name, m.peer_name())));
     }
+    if (verb == "swap" && request.contains("at")) {
+        if (!request["at"].is_string() || (request.contains("to") && !request["to"].is_string())) {
+            return finish(Error(errc::invalid_argument, "\"swap\" needs \"at\" (and \"to\", if given) as strings"));
+        }
+        return finish(m.schedule_swap(request["at"].get<std::string>(), request.value("to", std::string()), who));
+    }
     if (verb == "swap") {
         return m.swap([this, &m, name, result, finish](Status st) {
             if (!st) return finish(std::move(st).error());
@@ -189,6 +201,32 @@ void Daemon::command(ModuleHost& m, const std::string& verb, const nlohmann::jso
     }
     if (verb == "resync") return m.resync(flag(request, "full"), finish);
     m.verify(flag(request, "mark"), finish);
+}
+
+// `schedule [MODULE]`: the plan of every module (or one) on this node; `schedule cancel MODULE ID`
+// cancels a pending one-off swap (here, and on the peer through the schedule it is sent).
+void Daemon::schedule(ModuleHost* only, const nlohmann::json& request, Reply done) {
+    if (request.contains("cancel")) {
+        if (!only) return done(Error(errc::invalid_argument, "\"schedule\" with \"cancel\" needs a module"));
+        if (!request["cancel"].is_string()) {
+            return done(Error(errc::invalid_argument, "\"cancel\" must be the id of a scheduled swap"));
+        }
+        const std::string id = request["cancel"].get<std::string>();
+        const std::string who = who_asks(request);
+        auto r = only->cancel_scheduled(id, who);
+        nlohmann::json e = {{"kind", "command"}, {"verb", "schedule cancel"}, {"user", who}, {"requested_at", utc_now()},
+                            {"options", {{"id", id}}}, {"ok", r.ok()}};
+        if (!r) e["error"] = r.error().message;
+        only->journal().append(std::move(e));
+        spdlog::info("module \"{}\": operator {}: schedule cancel {}: {}", only->name(), who, id,
+                     r ? "done" : r.error().message);
+        return done(std::move(r));
+    }
+    nlohmann::json modules = nlohmann::json::array();
+    for (auto& h : modules_) {
+        if (!only || h.get() == only) modules.push_back(h->schedule());
+    }
+    done(nlohmann::json{{"node", node_.name}, {"modules", std::move(modules)}});
 }
 
 // `failover on|off [MODULE]`: set here and on the peer (each node keeps it in its module state).

@@ -55,6 +55,7 @@ private:
     using Reply = std::function<void(Result<nlohmann::json>)>;
     void command(ModuleHost& m, const std::string& verb, const nlohmann::json& request, Reply done);
     void failover(ModuleHost* only, const nlohmann::json& request, Reply done);
+    void schedule(ModuleHost* only, const nlohmann::json& request, Reply done);
 
     DaemonOptions options_;
     boost::asio::io_context io_;

@@ -66,12 +66,6 @@ void FileStore::read(const nlohmann::json& j, module::Persisted& p) {
 }
 
 Status FileStore::save(const module::Persisted& p) {
-    std::error_code ec;
-    std::filesystem::create_directories(path_.parent_path(), ec);
-    if (ec) {
-        return Error(errc_from_errno(ec.value()),
-                     fmt::format("cannot create \"{}\": {}", path_.parent_path().string(), ec.message()));
-    }
     const nlohmann::json j = {
         {"version", 1},
         {"started", p.started},
@@ -82,7 +76,17 @@ Status FileStore::save(const module::Persisted& p) {
         {"failover", p.failover},
         {"generations", {{"current", p.generations.current}, {"bitmap", p.generations.bitmap}, {"history", p.generations.history}}},
     };
-    const std::filesystem::path tmp = path_.string() + ".tmp";
+    return write_json_file(path_, j);
+}
+
+Status write_json_file(const std::filesystem::path& path, const nlohmann::json& j) {
+    std::error_code ec;
+    std::filesystem::create_directories(path.parent_path(), ec);
+    if (ec) {
+        return Error(errc_from_errno(ec.value()),
+                     fmt::format("cannot create \"{}\": {}", path.parent_path().string(), ec.message()));
+    }
+    const std::filesystem::path tmp = path.string() + ".tmp";
     {
         std::ofstream out(tmp, std::ios::trunc);
         out << j.dump(2) << "\n";
@@ -90,11 +94,24 @@ Status FileStore::save(const module::Persisted& p) {
         if (!out) return Error(errc::io_error, fmt::format("cannot write \"{}\"", tmp.string()));
     }
     if (auto st = sync_path(tmp, O_RDONLY); !st) return st;
-    if (::rename(tmp.c_str(), path_.c_str()) != 0) {
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
         return Error(errc_from_errno(errno), fmt::format("cannot rename \"{}\" to \"{}\": {}", tmp.string(),
-                                                         path_.string(), std::strerror(errno)));
+                                                         path.string(), std::strerror(errno)));
     }
-    return sync_path(path_.parent_path(), O_RDONLY | O_DIRECTORY);
+    return sync_path(path.parent_path(), O_RDONLY | O_DIRECTORY);
+}
+
+Result<std::optional<nlohmann::json>> read_json_file(const std::filesystem::path& path) {
+    std::ifstream in(path);
+    if (!in) {
+        if (errno == ENOENT) return std::optional<nlohmann::json>{};
+        return Error(errc_from_errno(errno), fmt::format("cannot read \"{}\": {}", path.string(), std::strerror(errno)));
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    auto j = nlohmann::json::parse(text.str(), nullptr, false);
+    if (j.is_discarded()) return Error(errc::unreadable, fmt::format("\"{}\" is not valid JSON", path.string()));
+    return std::optional<nlohmann::json>(std::move(j));
 }
 
 }  // namespace vmha::daemon

@@ -199,6 +199,110 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
 
     std::unique_ptr<module::ModuleRunner> runner;
 
+    // The scheduler's view of this module (vmha/module/scheduler.h).
+    struct Sched final : module::SchedulePort {
+        Ports& p;
+        explicit Sched(Ports& ports) : p(ports) {}
+        bool runs_vm() const override { return module::runs_vm(p.runner->state()); }
+        bool peer_runs_vm() const override { return p.peer_runs_vm(); }
+        Status swap_refusal() const override { return p.runner->swap_refusal(); }
+        void swap(module::Done done) override { p.runner->op_swap(std::move(done)); }
+        void record(const module::ScheduleEvent& e) override {
+            const std::string message =
+                fmt::format("{} (due {}): {}{}", e.job, p.scheduler ? p.scheduler_zone.format(e.due) : "",
+                            e.outcome == module::JobOutcome::pending ? "" : std::string(module::to_string(e.outcome)) + ": ",
+                            e.reason);
+            const bool bad = e.outcome == module::JobOutcome::skipped || e.outcome == module::JobOutcome::failed;
+            spdlog::log(bad ? spdlog::level::warn : spdlog::level::info, "module \"{}\": scheduled {}",
+                        p.setup.module.name, message);
+            p.journal.append({{"kind", "schedule"},
+                              {"job", e.job},
+                              {"due", p.scheduler_zone.format(e.due)},
+                              {"outcome", std::string(module::to_string(e.outcome))},
+                              {"reason", e.reason},
+                              {"message", message}});
+        }
+        void changed() override { p.send_schedule(); }
+    } sched{*this};
+    ScheduleFile schedule_file;
+    config::TimeZone scheduler_zone = config::TimeZone::utc();
+    std::unique_ptr<module::Scheduler> scheduler;
+    std::unique_ptr<boost::asio::steady_timer> schedule_timer;
+
+    static config::SysSeconds wall_now() {
+        return std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
+    }
+
+    bool peer_runs_vm() const {
+        const auto j = runner->status_json();
+        const auto& other = j["peer"];
+        if (other.value("channel", "down") != "up" || !other["state"].is_string()) return false;
+        const auto st = module::parse_state(other["state"].get<std::string>());
+        return st && module::runs_vm(*st);
+    }
+
+    void send_schedule() {
+        if (!scheduler || !peer || !peer->status().channel_up) return;
+        nlohmann::json m = scheduler->sync_message();
+        m["type"] = "schedule";
+        peer->send(m);
+    }
+
+    void merge_schedule(const nlohmann::json& m) {
+        if (!scheduler) return;
+        auto r = scheduler->merge(m, wall_now());
+        if (!r) {
+            spdlog::warn("module \"{}\": schedule from {}: {}", setup.module.name, peer_name, r.error().message);
+        } else if (*r > 0) {
+            spdlog::info("module \"{}\": {} scheduled swap(s) taken from {}", setup.module.name, *r, peer_name);
+        }
+    }
+
+    // The scheduler, from the module's failback section and the saved plan. A saved plan that
+    // cannot be read is set aside (renamed, reported), not guessed at: the module still runs.
+    Status start_scheduler() {
+        const auto& fb = setup.module.failback;
+        auto zone = config::TimeZone::load(fb.timezone);
+        if (!zone) {
+            return Error(zone.error().code, fmt::format("module \"{}\": failback.timezone: {}", setup.module.name,
+                                                        zone.error().message));
+        }
+        scheduler_zone = *zone;
+        module::SchedulerConfig c;
+        c.module = setup.module.name;
+        c.self = self;
+        c.peer = peer_name;
+        c.preferred = fb.preferred_node;
+        if (fb.mode == config::FailbackMode::scheduled) c.failback = fb.schedule;
+        c.zone = *zone;
+        scheduler = std::make_unique<module::Scheduler>(c, sched, schedule_file);
+        if (auto st = scheduler->load(wall_now()); !st) {
+            const auto path = schedule_file.path();
+            const auto aside = path.string() + fmt::format(".unusable-{}", wall_now().time_since_epoch().count());
+            std::error_code ec;
+            std::filesystem::rename(path, aside, ec);
+            spdlog::error("module \"{}\": {}; set aside as {}; starting with an empty schedule",
+                          setup.module.name, st.error().message, aside);
+            journal.append({{"kind", "note"},
+                            {"message", fmt::format("the saved schedule was unusable ({}); set aside as {}",
+                                                    st.error().message, aside)}});
+            scheduler = std::make_unique<module::Scheduler>(c, sched, schedule_file);
+            if (auto again = scheduler->load(wall_now()); !again) return again;
+        }
+        schedule_timer = std::make_unique<boost::asio::steady_timer>(io);
+        tick_schedule();
+        return {};
+    }
+
+    void tick_schedule() {
+        scheduler->tick(wall_now());
+        schedule_timer->expires_after(std::chrono::seconds(1));
+        schedule_timer->async_wait([this, l = std::weak_ptr<bool>(live)](const boost::system::error_code& ec) {
+            if (ec || l.expired()) return;
+            tick_schedule();
+        });
+    }
+
     Ports(boost::asio::io_context& io_, boost::asio::thread_pool& pool_, ModuleSetup setup_,
           hv::Hypervisor& hv_, checkers::DomainEvents& events_, peer::PeerHub& hub_)
         : io(io_),
@@ -213,7 +317,8 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
           store(std::filesystem::path(setup.node.state_dir) / setup.module.name / "module.json"),
           supervisor(io_, setup.module, setup.node, setup.supervisor,
                      [this](const services::ImagesyncSupervisor::Event& e) { on_supervisor(e); }),
-          journal(std::filesystem::path(setup.node.state_dir) / setup.module.name / "journal.jsonl") {
+          journal(std::filesystem::path(setup.node.state_dir) / setup.module.name / "journal.jsonl"),
+          schedule_file(std::filesystem::path(setup.node.state_dir) / setup.module.name / "schedule.json") {
         module::RunnerConfig c;
         c.module = setup.module.name;
         c.self = self;
@@ -441,12 +546,14 @@ Status ModuleHost::start() {
                      up ? "up" : "down", reason);
         if (!up) p.fail_forwarded(fmt::format("the control channel to {} went down: {}", p.peer_name, reason));
         p.runner->on_peer_channel(up);
+        if (up) p.send_schedule();
     };
     ev.on_message = [&p, l](const nlohmann::json& m) {
         if (l.expired()) return;
         const std::string type = m.is_object() ? m.value("type", "") : "";
         if (type == "admin") return p.answer_forwarded(m);
         if (type == "admin_reply") return p.complete_forwarded(m);
+        if (type == "schedule") return p.merge_schedule(m);
         p.runner->on_peer_message(m);
     };
     ev.on_liveness = [&p, l](peer::Liveness lv, const std::string& reason) {
@@ -467,6 +574,7 @@ Status ModuleHost::start() {
         if (auto st = p.supervisor.start(); !st) return st;
     }
     if (auto st = p.start_checkers(); !st) return st;
+    if (auto st = p.start_scheduler(); !st) return st;
     p.peer->start();
     p.runner->start();
     return {};
@@ -476,6 +584,7 @@ void ModuleHost::shutdown() {
     if (!ports_) return;
     Ports& p = *ports_;
     for (auto& c : p.checker_list) c->stop();
+    if (p.schedule_timer) p.schedule_timer->cancel();
     if (p.peer) p.peer->stop();
     p.supervisor.detach();
     p.fail_forwarded("vmhad is stopping");
@@ -607,6 +716,68 @@ nlohmann::json ModuleHost::progress() const {
 
 Journal& ModuleHost::journal() { return ports_->journal; }
 
+Result<nlohmann::json> ModuleHost::schedule_swap(const std::string& when, const std::string& to,
+                                                 const std::string& by) {
+    Ports& p = *ports_;
+    const auto now = Ports::wall_now();
+    auto at = p.scheduler->parse_when(when, now);
+    if (!at) return std::move(at).error();
+    std::string target = to;
+    if (target.empty()) {
+        // To the node that does not run the VM now.
+        if (module::runs_vm(p.runner->state())) {
+            target = p.peer_name;
+        } else if (p.peer_runs_vm()) {
+            target = p.self;
+        } else {
+            return Error(errc::invalid_argument,
+                         fmt::format("module \"{}\" runs the VM on neither node now; say where it should move "
+                                     "with --to {} or --to {}", p.setup.module.name, p.self, p.peer_name));
+        }
+    }
+    std::random_device rd;
+    const std::string id = fmt::format("{:08x}", rd());
+    auto s = p.scheduler->add_swap(id, *at, target, by, now);
+    if (!s) return std::move(s).error();
+    const bool told = channel_up();
+    return nlohmann::json{{"module", p.setup.module.name},
+                          {"node", p.self},
+                          {"id", s->id},
+                          {"at", {{"unix", s->at.time_since_epoch().count()}, {"local", p.scheduler_zone.format(s->at)}}},
+                          {"to", s->to},
+                          {"peer_informed", told},
+                          {"message", fmt::format("swap {} of module \"{}\" to {} scheduled at {}{}", s->id,
+                                                  p.setup.module.name, s->to, p.scheduler_zone.format(s->at),
+                                                  told ? "" : fmt::format(" (here only for now: {} learns it when the "
+                                                                          "control channel is back)", p.peer_name))}};
+}
+
+Result<nlohmann::json> ModuleHost::cancel_scheduled(const std::string& id, const std::string& by) {
+    Ports& p = *ports_;
+    auto s = p.scheduler->cancel(id, by, Ports::wall_now());
+    if (!s) return std::move(s).error();
+    const bool told = channel_up();
+    return nlohmann::json{{"module", p.setup.module.name},
+                          {"node", p.self},
+                          {"id", s->id},
+                          {"peer_informed", told},
+                          {"message", fmt::format("swap {} of module \"{}\" (to {} at {}) cancelled{}", s->id,
+                                                  p.setup.module.name, s->to, p.scheduler_zone.format(s->at),
+                                                  told ? "" : fmt::format("; {} is not reachable now and learns it "
+                                                                          "when the control channel is back: if it "
+                                                                          "runs the VM at that time, it still swaps",
+                                                                          p.peer_name))}};
+}
+
+nlohmann::json ModuleHost::schedule() const {
+    const Ports& p = *ports_;
+    nlohmann::json j = p.scheduler ? p.scheduler->plan_json(Ports::wall_now()) : nlohmann::json::object();
+    j["mode"] = std::string(config::to_string(p.setup.module.failback.mode));
+    j["preferred_node"] = p.setup.module.failback.preferred_node;
+    j["state"] = std::string(module::to_string(p.runner->state()));
+    return j;
+}
+
 void ModuleHost::serve_forwarded(AdminCall call) { ports_->serve_forwarded = std::move(call); }
 
 void ModuleHost::forward(nlohmann::json request, std::chrono::milliseconds timeout,
@@ -639,13 +810,7 @@ void ModuleHost::forward(nlohmann::json request, std::chrono::milliseconds timeo
 
 bool ModuleHost::channel_up() const { return ports_->peer && ports_->peer->status().channel_up; }
 
-bool ModuleHost::peer_runs_vm() const {
-    const auto j = ports_->runner->status_json();
-    const auto& peer = j["peer"];
-    if (peer.value("channel", "down") != "up" || !peer["state"].is_string()) return false;
-    const auto st = module::parse_state(peer["state"].get<std::string>());
-    return st && module::runs_vm(*st);
-}
+bool ModuleHost::peer_runs_vm() const { return ports_->peer_runs_vm(); }
 
 const std::string& ModuleHost::peer_name() const { return ports_->peer_name; }
 

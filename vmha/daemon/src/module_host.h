@@ -70,6 +70,13 @@ public:
     // Resync and verify progress as imagesyncd last reported it (polled every second).
     nlohmann::json progress() const;
     Journal& journal();
+    // `vmha swap MODULE --at WHEN [--to NODE]`: a one-off swap, to the node that does not run
+    // the VM now unless `to` names one. Also sent to the peer (now, or once the channel is up).
+    Result<nlohmann::json> schedule_swap(const std::string& when, const std::string& to, const std::string& by);
+    // `vmha schedule cancel MODULE ID`.
+    Result<nlohmann::json> cancel_scheduled(const std::string& id, const std::string& by);
+    // `vmha schedule [MODULE]`: the plan (Scheduler::plan_json) with the failback mode.
+    nlohmann::json schedule() const;
 
     // Forwarding over the peer control channel: a request for the peer's vmhad, answered by
     // its admin dispatch as if asked there. The channel down, or no answer within `timeout`:
