@@ -7,7 +7,9 @@ Story: one protected VM through a failure story, in order (each step starts from
 previous one left the pair): guest crash -> local restart; node crash -> the VM runs on the
 survivor, no acknowledged record lost; the node returns -> resync of what changed only; swap
 back; the replication link cut while heartbeats go through the second path -> the primary
-goes on alone, the link heals, resync. Every step that ends in sync checks both copies with
+goes on alone, the link heals, resync; a swap scheduled a few seconds ahead (`vmha swap --at`,
+typed on the node that does not run the VM) is carried out by the one that does, and both record
+it done. Every step that ends in sync checks both copies with
 imagesync's online verify; the end stops the module and compares both images byte for byte.
 
 Multi: four modules at once, active/active (two preferred on each node), a node crash moves
@@ -16,6 +18,7 @@ the two it ran, its return brings the pair back; then the same checks per module
 Limits: 32 modules on small disks, started and brought to PRIM/SECOND on both nodes.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -166,6 +169,29 @@ class Story(Base):
         bed.wait_more_acks(m)
         self.assert_nothing_lost("hv2", m)
         self.assert_verified("hv1", m)
+
+    def test_6_scheduled_swap(self):
+        m, bed = self.m, self.bed
+        bed.wait_in_sync(m)
+        self.assertEqual(bed.runs_on(m), "hv1")
+        # Typed on hv2, for a few seconds from now: the VM is to move to hv2; hv1, which runs
+        # it then, hands it over.
+        swap = json.loads(bed.vmha("hv2", "swap", m.name, "--at", "+8s", "--json").stdout)
+        self.assertEqual(swap["to"], "hv2")
+        self.assertTrue(swap["peer_informed"])
+        before = bed.boots("hv2", m)
+        bed.wait_state("hv2", m, "PRIM", 180)
+        poll("the guest to boot on hv2", lambda: bed.boots("hv2", m) > before, 120, 0.1)
+        bed.wait_more_acks(m)
+        bed.wait_in_sync(m)
+
+        def outcome(n):
+            plan = json.loads(bed.vmha(n, "schedule", m.name, "--json").stdout)["modules"][0]
+            return next(((s["outcome"], s.get("settled_by")) for s in plan["swaps"] if s["id"] == swap["id"]), None)
+        poll("both nodes to record the swap done by hv1",
+             lambda: all(outcome(n) == ("done", "hv1") for n in NODES), 30, 0.2)
+        self.assert_nothing_lost("hv2", m)
+        self.assert_verified("hv2", m)
 
     def test_9_stop_and_compare(self):
         self.stop_and_compare(self.m)
