@@ -12,14 +12,17 @@
 namespace vmha::cli {
 
 Progress::Progress(std::string what, bool json)
-    : what_(std::move(what)), json_(json), tty_(!json && ::isatty(STDOUT_FILENO) != 0) {}
+    : Progress(std::move(what), json, std::cout, ::isatty(STDOUT_FILENO) != 0) {}
+
+Progress::Progress(std::string what, bool json, std::ostream& out, bool tty)
+    : what_(std::move(what)), json_(json), out_(out), tty_(!json && tty) {}
 
 void Progress::show(std::uint64_t done, std::uint64_t total, const std::string& detail,
                     const nlohmann::json& sample) {
     if (json_) {
         nlohmann::json line = sample;
         line["event"] = "progress";
-        std::cout << line.dump() << '\n' << std::flush;
+        out_ << line.dump() << '\n' << std::flush;
         return;
     }
     done = std::min(done, total);
@@ -29,18 +32,18 @@ void Progress::show(std::uint64_t done, std::uint64_t total, const std::string& 
     if (tty_) {
         constexpr int width = 30;
         const int filled = static_cast<int>(pct / 100.0 * width);
-        std::cout << fmt::format("\r[{:#<{}}{:.<{}}] {}\033[K", "", filled, "", width - filled, text) << std::flush;
+        out_ << fmt::format("\r[{:#<{}}{:.<{}}] {}\033[K", "", filled, "", width - filled, text) << std::flush;
         drawn_ = true;
         return;
     }
     const auto now = std::chrono::steady_clock::now();
     if (now - last_line_ < std::chrono::seconds(2)) return;
     last_line_ = now;
-    std::cout << text << '\n' << std::flush;
+    out_ << text << '\n' << std::flush;
 }
 
 void Progress::finish() {
-    if (drawn_) std::cout << '\n';
+    if (drawn_) out_ << '\n';
     drawn_ = false;
 }
 
