@@ -13,6 +13,12 @@ Links are veth pairs between the two network namespaces: "lan" (10.201.1.0/24: v
 channel, replication, the first heartbeat path) and optionally "hb" (10.201.2.0/24: a second
 heartbeat path, which carries the control channel too when the lan is cut).
 
+With witness=True, a third network namespace runs vmha-witness (a third machine). Each node
+has its own link to it (hv1: 10.201.3.0/24, hv2: 10.201.4.0/24), and the witness answers on one
+address, 10.201.9.9:7950, routed through each node's link, so that the module files stay
+identical on both nodes. cut_witness(n)/heal_witness(n) break and mend one node's link to it;
+stop_witness()/start_witness() end and restart its process (its grants are in its state file).
+
 A node crash is SIGKILL of every process in the node's network namespace (vmhad, imagesyncd,
 libvirtd, virtlogd, QEMU, the holder) and its links down; a reboot wipes what lives in tmpfs
 on a real machine (/run/libvirt, vmhad's run folder) and starts the node again. Everything is
@@ -39,6 +45,9 @@ TOP = os.path.dirname(os.path.dirname(HERE))
 TOOLS = os.path.join(TOP, "tests", "tools")
 
 LINKS = {"lan": "10.201.1", "hb": "10.201.2"}
+WITNESS_LINKS = {"hv1": "10.201.3", "hv2": "10.201.4"}  # node .1, witness .3
+WITNESS_ADDRESS = "10.201.9.9"
+WITNESS_PORT = 7950
 NODES = ("hv1", "hv2")
 CONTROL_PORT = 7800
 HEALTH_PORT = 9010
@@ -118,7 +127,7 @@ class Module:
     """One protected VM: a module file (the same on both nodes), its domain and its disk."""
 
     def __init__(self, name, index, disk_mib=16, rate=20, slots=1024, preferred="hv1", failback="manual",
-                 stable_for="5s", restart_attempts=2, extra=""):
+                 stable_for="5s", restart_attempts=2, extra="", witness=False, lease="8s", margin="1s"):
         self.name = name
         self.slots = slots  # the guest's record ring: slots * 4 KiB at the start of the disk
         self.index = index
@@ -129,6 +138,9 @@ class Module:
         self.stable_for = stable_for
         self.restart_attempts = restart_attempts
         self.extra = extra
+        self.witness = witness  # a witness section naming the bed's vmha-witness
+        self.lease = lease
+        self.margin = margin
 
     @property
     def replication_port(self):
@@ -140,14 +152,16 @@ class Module:
 
 
 class Bed:
-    def __init__(self, build_dir, second_path=True, keep=False, heartbeat=None):
+    def __init__(self, build_dir, second_path=True, keep=False, heartbeat=None, witness=False):
         if os.geteuid() != 0:
             raise BedError("the test bed needs root (namespaces, libvirtd)")
         self.build = os.path.abspath(build_dir)
         self.vmhad = os.path.join(self.build, "vmha", "daemon", "vmhad")
         self.imagesyncd = os.path.join(self.build, "imagesync", "imagesyncd")
         self.vmha_cli = os.path.join(self.build, "vmha", "cli", "vmha")
-        for binary in (self.vmhad, self.imagesyncd, self.vmha_cli):
+        self.witness_bin = os.path.join(self.build, "vmha", "witness", "vmha-witness")
+        self.witness = witness
+        for binary in (self.vmhad, self.imagesyncd, self.vmha_cli) + ((self.witness_bin,) if witness else ()):
             if not os.access(binary, os.X_OK):
                 raise BedError(f"{binary} is not built")
         self.second_path = second_path
@@ -158,6 +172,8 @@ class Bed:
         tag = f"{os.getpid() % 100000}{os.path.basename(self.dir)[-4:]}"
         self.tag = "".join(c for c in tag if c.isalnum())[-8:]
         self.netns = {n: f"vmha-{self.tag}-{n}" for n in NODES}
+        self.wit_ns = f"vmha-{self.tag}-wit"
+        self.witness_proc = None
         self.holder = {}
         self.vmhad_proc = {}
         self.modules = []
@@ -166,7 +182,7 @@ class Bed:
         with open(os.path.join(self.dir, "owner"), "w") as f:
             f.write(f"{os.getpid()}\n")
         with open(os.path.join(self.dir, "netns"), "w") as f:
-            f.write("\n".join(self.netns.values()) + "\n")
+            f.write("\n".join(list(self.netns.values()) + ([self.wit_ns] if witness else [])) + "\n")
         _live_beds.append(self)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _on_signal)
@@ -217,7 +233,7 @@ class Bed:
         certs = os.path.join(self.dir, "certs")
         script = os.path.join(TOP, "configs", "vmha-certs.sh")
         run(["sh", script, "ca", certs])
-        for n in NODES:
+        for n in NODES + (("witness1",) if self.witness else ()):
             run(["sh", script, "node", certs, n])
 
     def _make_network(self):
@@ -232,6 +248,72 @@ class Bed:
                 run(["ip", "link", "set", dev, "netns", self.netns[n]])
                 run(["ip", "-n", self.netns[n], "addr", "add", f"{self.address(n, link)}/24", "dev", dev])
                 run(["ip", "-n", self.netns[n], "link", "set", dev, "up"])
+        if self.witness:
+            self._make_witness_network()
+            self.start_witness()
+
+    # ---- the witness (a third machine) ------------------------------------------------------
+    def witness_veth(self, n, side):  # side "n": the node's end, "w": the witness's end
+        return f"v{self.tag}{side}{NODES.index(n) + 1}"
+
+    def _make_witness_network(self):
+        run(["ip", "netns", "add", self.wit_ns])
+        self._netns_made.append(self.wit_ns)
+        run(["ip", "-n", self.wit_ns, "link", "set", "lo", "up"])
+        run(["ip", "-n", self.wit_ns, "addr", "add", f"{WITNESS_ADDRESS}/32", "dev", "lo"])
+        for n in NODES:
+            a, b = self.witness_veth(n, "n"), self.witness_veth(n, "w")
+            run(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
+            run(["ip", "link", "set", a, "netns", self.netns[n]])
+            run(["ip", "link", "set", b, "netns", self.wit_ns])
+            run(["ip", "-n", self.netns[n], "addr", "add", f"{WITNESS_LINKS[n]}.1/24", "dev", a])
+            run(["ip", "-n", self.wit_ns, "addr", "add", f"{WITNESS_LINKS[n]}.3/24", "dev", b])
+            run(["ip", "-n", self.wit_ns, "link", "set", b, "up"])
+            self.heal_witness(n)
+
+    def heal_witness(self, n):
+        """Node n's link to the witness up, with its route to the witness's address."""
+        run(["ip", "-n", self.netns[n], "link", "set", self.witness_veth(n, "n"), "up"])
+        run(["ip", "-n", self.netns[n], "route", "replace", f"{WITNESS_ADDRESS}/32", "via", f"{WITNESS_LINKS[n]}.3"])
+
+    def cut_witness(self, n):
+        run(["ip", "-n", self.netns[n], "link", "set", self.witness_veth(n, "n"), "down"])
+
+    def witness_log(self):
+        return os.path.join(self.dir, "witness", "witness.log")
+
+    def start_witness(self):
+        d = os.path.join(self.dir, "witness")
+        os.makedirs(d, exist_ok=True)
+        certs = os.path.join(self.dir, "certs")
+        with open(os.path.join(d, "witness.yaml"), "w") as f:
+            f.write(f"""name: witness1
+listen: 0.0.0.0:{WITNESS_PORT}
+tls: {{ca: {certs}/ca.pem, cert: {certs}/witness1.pem, key: {certs}/witness1.key}}
+state_file: {d}/leases.json
+pairs:
+  - nodes: [hv1, hv2]
+""")
+        log = open(self.witness_log(), "a")
+        self.witness_proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.wit_ns, self.witness_bin, "--config", os.path.join(d, "witness.yaml")],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        proc = self.witness_proc
+
+        def listening():
+            if proc.poll() is not None:
+                with open(self.witness_log(), errors="replace") as f:
+                    raise BedError(f"vmha-witness exited with status {proc.returncode}:\n{f.read()[-2000:]}")
+            return run(["ip", "netns", "exec", self.wit_ns, "bash", "-c",
+                        f"exec 3<>/dev/tcp/127.0.0.1/{WITNESS_PORT}"], check=False).returncode == 0
+        poll("vmha-witness to listen", listening, 30)
+
+    def stop_witness(self, sig=signal.SIGKILL):
+        proc, self.witness_proc = self.witness_proc, None
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=30)
 
     def links(self):
         return ["lan", "hb"] if self.second_path else ["lan"]
@@ -296,7 +378,13 @@ restart:
   window: 1h
 {failback}health_check:
   port: {HEALTH_PORT + m.index}
-{m.extra}"""
+{self.witness_yaml(m)}{m.extra}"""
+
+    def witness_yaml(self, m):
+        if not m.witness:
+            return ""
+        return (f"witness:\n  endpoints: [\"{WITNESS_ADDRESS}:{WITNESS_PORT}\"]\n  name: witness1\n"
+                f"  lease: {m.lease}\n  margin: {m.margin}\n")
 
     def _write_node_files(self, n):
         for sub in ("images", "state", "run", "console", "modules"):
@@ -351,6 +439,8 @@ log:
         self.holder[n] = holder
         for link in self.links():
             run(["ip", "-n", self.netns[n], "link", "set", self.veth(n, link), "up"])
+        if self.witness:
+            self.heal_witness(n)
         for daemon, pidfile in (("virtlogd", "virtlogd.pid"), ("libvirtd", "libvirtd.pid")):
             binary = shutil.which(daemon) or f"/usr/sbin/{daemon}"
             run(self._nsenter(n) + [binary, "--daemon", "--pid-file", os.path.join(lv, pidfile)])
@@ -385,6 +475,8 @@ log:
         """Node n dies: its links go down and every process in its namespaces gets SIGKILL."""
         for link in self.links():
             run(["ip", "-n", self.netns[n], "link", "set", self.veth(n, link), "down"], check=False)
+        if self.witness:
+            run(["ip", "-n", self.netns[n], "link", "set", self.witness_veth(n, "n"), "down"], check=False)
         self._kill_all(n)
 
     def _kill_all(self, n):
@@ -560,6 +652,11 @@ log:
                     self._kill_all(n)
                 except BedError:
                     pass
+        if self.wit_ns in self._netns_made:
+            try:
+                self.stop_witness()
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                pass
         for ns in self._netns_made:
             run(["ip", "netns", "del", ns], check=False)
         self._netns_made = []
