@@ -301,7 +301,8 @@ void Scheduler::tick(SysSeconds now) {
     for (auto& s : swaps_) {
         if (s.outcome != JobOutcome::pending || s.at > now) continue;
         handle_swap(s, now);
-        changed = true;
+        // Still pending (the peer runs the VM and acts), nothing to save or tell.
+        if (s.outcome != JobOutcome::pending) changed = true;
         if (in_flight_) break;
     }
     if (changed || mark_old) save();
