@@ -222,13 +222,31 @@ class Server {
         } else if (verb == "outdate") {
             auto s = replicator_->outdate();
             reply(s ? ok(replicator_->status()) : error_reply(s.error()));
+        } else if (verb == "write-lease") {
+            // {"valid_for_ms": N} (0 to 86400000) sets the deadline N ms from now; {"clear": true}
+            // removes it.
+            if (request.value("clear", false)) {
+                replicator_->set_write_lease(std::nullopt);
+                reply(ok(replicator_->status()));
+                return;
+            }
+            const auto it = request.find("valid_for_ms");
+            if (it == request.end() || !it->is_number_integer() || it->get<std::int64_t>() < 0 ||
+                it->get<std::int64_t>() > 86400000) {
+                reply(error_reply(vmha::Error(vmha::errc::invalid_argument,
+                                              "\"write-lease\" needs \"valid_for_ms\" (0 to 86400000) or "
+                                              "\"clear\": true")));
+                return;
+            }
+            replicator_->set_write_lease(std::chrono::milliseconds(it->get<std::int64_t>()));
+            reply(ok(replicator_->status()));
         } else if (verb == "resume-io") {
             auto s = replicator_->release_fence();
             reply(s ? ok(replicator_->status()) : error_reply(s.error()));
         } else {
             reply(error_reply(vmha::Error(vmha::errc::invalid_argument,
                                           fmt::format("unknown verb \"{}\"; the verbs are status, "
-                                                      "promote, demote, resync, verify, connect, resume-io, "
+                                                      "promote, demote, resync, verify, connect, resume-io, write-lease, "
                                                       "disconnect and outdate",
                                                       verb))));
         }

@@ -744,6 +744,50 @@ TEST_F(Pair, MismatchedExportSizesAreRefusedWithTheReason) {
         << a.daemon->log();
 }
 
+// The write lease (vmhad with a witness): once it has passed, a primary refuses writes (the NBD
+// client gets EPERM) and reads go on; a renewal lets writes in again; the limit can be removed.
+// Bad requests are refused with the reason. Writes refused leave both replicas identical.
+TEST_F(Pair, WritesStopWhenTheWriteLeaseEndsAndResumeWhenItIsRenewed) {
+    start_pair(16 * kMiB);
+    EXPECT_TRUE(a.status()["write_lease_ms_left"].is_null());
+    ASSERT_EQ(qemu_io(a, {"write -P 0x61 0 64k", "flush"}).exit_code, 0);
+
+    auto lease = control(a.ctl, {{"verb", "write-lease"}, {"valid_for_ms", 600000}});
+    ASSERT_TRUE(lease.value("ok", false)) << lease.dump(2);
+    EXPECT_GT(u64(lease, "write_lease_ms_left"), 590000u);
+    ASSERT_EQ(qemu_io(a, {"write -P 0x62 64k 64k"}).exit_code, 0);
+
+    // A lease that has ended: writes refused, reads still served.
+    ASSERT_TRUE(control(a.ctl, {{"verb", "write-lease"}, {"valid_for_ms", 0}}).value("ok", false));
+    auto refused = qemu_io(a, {"write -P 0x63 128k 64k"});
+    EXPECT_NE(refused.output.find("Operation not permitted"), std::string::npos) << refused.output;
+    auto read = qemu_io(a, {"read -P 0x62 64k 64k"});
+    EXPECT_EQ(read.exit_code, 0) << read.output;
+    EXPECT_EQ(read.output.find("error"), std::string::npos) << read.output;
+    EXPECT_EQ(u64(a.status(), "write_lease_ms_left"), 0u);
+    EXPECT_NE(a.daemon->log().find("write lease ended: writes are refused"), std::string::npos);
+
+    // Renewed: writes go again; removed: no deadline at all.
+    ASSERT_TRUE(control(a.ctl, {{"verb", "write-lease"}, {"valid_for_ms", 60000}}).value("ok", false));
+    ASSERT_EQ(qemu_io(a, {"write -P 0x64 128k 64k"}).exit_code, 0);
+    ASSERT_TRUE(control(a.ctl, {{"verb", "write-lease"}, {"clear", true}}).value("ok", false));
+    EXPECT_TRUE(a.status()["write_lease_ms_left"].is_null());
+    ASSERT_EQ(qemu_io(a, {"write -P 0x65 192k 64k", "flush"}).exit_code, 0);
+
+    for (const auto& bad : {nlohmann::json{{"verb", "write-lease"}}, nlohmann::json{{"verb", "write-lease"}, {"valid_for_ms", -1}},
+                            nlohmann::json{{"verb", "write-lease"}, {"valid_for_ms", "10"}},
+                            nlohmann::json{{"verb", "write-lease"}, {"valid_for_ms", 86400001}}}) {
+        auto r = control(a.ctl, bad);
+        EXPECT_FALSE(r.value("ok", true)) << bad.dump();
+        EXPECT_EQ(r.value("code", ""), "invalid_argument") << r.dump();
+    }
+    // The refused write reached neither copy.
+    ASSERT_TRUE(eventually([&] { return u64(a.status(), "dirty_bytes") == 0; }));
+    a.daemon->stop(SIGTERM);
+    b.daemon->stop(SIGTERM);
+    EXPECT_EQ(run_tool({"cmp", a.image.string(), b.image.string()}, a.dir.path()).exit_code, 0);
+}
+
 // With --fence (vmhad's setting), a primary that loses its peer holds the replies of the writes
 // it records dirty until `resume-io` (the peer is Outdated or gone) or a reconnect; a demotion
 // answers them with an error. So nothing is acknowledged that only this copy holds while the

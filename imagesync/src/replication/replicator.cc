@@ -397,6 +397,10 @@ class Replicator::Gate final : public WriteGate {
 public:
     Gate(Replicator& owner, std::size_t index) : owner_(owner), index_(index) {}
     void begin(const WriteOp& op, Done done) override {
+        if (auto allowed = owner_.write_lease_allows(); !allowed) {
+            done(std::move(allowed));
+            return;
+        }
         if (op.length == 0) {
             done({});
             return;
@@ -1122,6 +1126,28 @@ vmha::Status Replicator::release_fence() {
     }
     end_fence("released: the peer is Outdated or gone");
     return {};
+}
+
+void Replicator::set_write_lease(std::optional<std::chrono::milliseconds> valid_for) {
+    if (!valid_for) {
+        if (write_deadline_) spdlog::info("write lease removed: writes are no longer time-limited");
+        write_deadline_.reset();
+    } else {
+        write_deadline_ = std::chrono::steady_clock::now() + *valid_for;
+        spdlog::debug("write lease: writes accepted for {} ms", valid_for->count());
+    }
+    write_lease_ended_logged_ = false;
+}
+
+vmha::Status Replicator::write_lease_allows() {
+    if (!write_deadline_ || std::chrono::steady_clock::now() < *write_deadline_) return {};
+    if (!write_lease_ended_logged_) {
+        write_lease_ended_logged_ = true;
+        spdlog::warn("write lease ended: writes are refused until vmhad renews it (this node may no "
+                     "longer hold the module's lease)");
+    }
+    return vmha::Error(vmha::errc::read_only,
+                       "the write lease ended: this node may no longer hold the module's lease");
 }
 
 void Replicator::end_fence(const std::string& why) {
@@ -2072,6 +2098,12 @@ nlohmann::json Replicator::status() const {
         {"crashed_primary", meta_.crashed_primary},
         {"fencing", fencing_},
         {"fenced_replies", fenced_.size()},
+        {"write_lease_ms_left",
+         write_deadline_ ? nlohmann::json(std::max<std::int64_t>(
+                               0, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      *write_deadline_ - std::chrono::steady_clock::now())
+                                      .count()))
+                         : nlohmann::json(nullptr)},
         {"generations",
          {{"current", meta::format_generation(meta_.gen.current)},
           {"bitmap", meta::format_generation(meta_.gen.bitmap)},

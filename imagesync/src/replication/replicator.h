@@ -126,6 +126,13 @@ public:
     // Fencing done (the peer is Outdated or gone): the held replies go out, in order, and later
     // writes are acknowledged once recorded dirty. An error when nothing is held back.
     vmha::Status release_fence();
+    // The write lease (vmhad with a witness): writes are refused (read_only: the NBD client gets
+    // EPERM) once `valid_for` has passed on this process's monotonic clock, until a later call
+    // extends it; nullopt removes the deadline. Kept across promotions and demotions (vmhad
+    // sets it before it promotes); a new imagesyncd process starts without one.
+    void set_write_lease(std::optional<std::chrono::milliseconds> valid_for);
+    // Whether a write may start now (the write lease), with the refusal if not.
+    vmha::Status write_lease_allows();
 
     nlohmann::json status() const;
 
@@ -274,6 +281,8 @@ private:
     // Fencing (ReplicatorConfig::fence): set when the link is lost while primary; the replies of
     // writes recorded dirty since wait in fenced_ until release_fence() or a reconnect.
     bool fencing_ = false;
+    std::optional<std::chrono::steady_clock::time_point> write_deadline_;  // set_write_lease()
+    bool write_lease_ended_logged_ = false;
     struct FencedReply {
         std::function<void(vmha::Status)> done;
         vmha::Status status;

@@ -199,6 +199,12 @@ int main(int argc, char** argv) {
     app.add_subcommand("resume-io",
                        "Primary started with --fence that lost its peer: the peer is Outdated or "
                        "gone, send the held write replies");
+    long long lease_ms = -1;
+    bool clear = false;
+    auto* write_lease = app.add_subcommand(
+        "write-lease", "Accept writes for this long from now only (vmhad with a witness); --clear removes the limit");
+    write_lease->add_option("MILLISECONDS", lease_ms, "How long writes are accepted")->check(CLI::Range(0LL, 86400000LL));
+    write_lease->add_flag("--clear", clear, "No deadline");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp& e) {
@@ -212,6 +218,17 @@ int main(int argc, char** argv) {
     if (force) request["force"] = true;
     if (mark) request["mark"] = true;
     if (full) request["full"] = true;
+    if (verb == "write-lease") {
+        if (clear == (lease_ms >= 0)) {
+            std::cerr << "imagesync: write-lease needs MILLISECONDS or --clear\n";
+            return exit_usage;
+        }
+        if (clear) {
+            request["clear"] = true;
+        } else {
+            request["valid_for_ms"] = lease_ms;
+        }
+    }
     const Reply r = ask(socket_path, request);
     if (!r.reached) {
         std::cerr << fmt::format("imagesync: cannot reach imagesyncd at \"{}\": {}\n", socket_path,
