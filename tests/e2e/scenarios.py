@@ -16,12 +16,19 @@ Multi: four modules at once, active/active (two preferred on each node), a node 
 the two it ran, its return brings the pair back; then the same checks per module.
 
 Limits: 32 modules on small disks, started and brought to PRIM/SECOND on both nodes.
+
+Witness: one VM whose module names a vmha-witness running in a third namespace. Cut only the
+links between the nodes -> exactly one node runs the VM, nothing lost; the witness down while
+the nodes see each other -> nothing changes; the primary isolated from everything -> it stops
+writing within its lease, the other node takes over after the lease's end, nothing lost; a
+real node crash -> failover within the lease time plus detection. Prints the times measured.
 """
 
 import json
 import os
 import subprocess
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -192,6 +199,122 @@ class Story(Base):
              lambda: all(outcome(n) == ("done", "hv1") for n in NODES), 30, 0.2)
         self.assert_nothing_lost("hv2", m)
         self.assert_verified("hv2", m)
+
+    def test_9_stop_and_compare(self):
+        self.stop_and_compare(self.m)
+
+
+class Witness(Base):
+    LEASE = 8.0   # witness.lease (s)
+    MARGIN = 1.0  # witness.margin (s)
+
+    @classmethod
+    def setUpClass(cls):
+        cls.m = testbed.Module("web1", 0, rate=20, witness=True, lease=f"{cls.LEASE:g}s",
+                               margin=f"{cls.MARGIN:g}s")
+        cls.bring_up([cls.m], witness=True)
+
+    def writer_since(self, m, marks):
+        """The node whose guest acknowledged a write after the console offsets in `marks`."""
+        return [n for n in NODES if self.bed.acked_since(n, m, marks[n])]
+
+    def test_0_starts_in_sync(self):
+        m, bed = self.m, self.bed
+        bed.wait_in_sync(m)
+        self.assertEqual(bed.runs_on(m), "hv1")
+        bed.wait_more_acks(m)
+        self.assert_verified("hv1", m)
+
+    def test_1_witness_down_changes_nothing(self):
+        m, bed = self.m, self.bed
+        bed.stop_witness()
+        try:
+            # Three leases long: the pair agrees, so the lease is not needed to keep running.
+            deadline = time.monotonic() + 3 * self.LEASE
+            while time.monotonic() < deadline:
+                self.assertEqual(bed.state("hv1", m), "PRIM")
+                self.assertEqual(bed.state("hv2", m), "SECOND")
+                bed.wait_more_acks(m, 2)
+        finally:
+            bed.start_witness()
+        bed.wait_more_acks(m)
+        self.assert_nothing_lost("hv1", m)
+
+    def test_2_nodes_cut_from_each_other(self):
+        m, bed = self.m, self.bed
+        runs = bed.runs_on(m)
+        idle = other(runs)
+        for link in bed.links():
+            bed.cut(link)
+        try:
+            # Both still reach the witness: the lease holder goes on alone, the other waits.
+            bed.wait_state(runs, m, "ALONE", 60)
+            marks = {n: bed.console_size(n, m) for n in NODES}
+            wait_until = time.monotonic() + 2 * self.LEASE
+            while time.monotonic() < wait_until:
+                self.assertNotIn(bed.state(idle, m), ("ALONE", "PRIM"), f"{idle} must not run the VM")
+                self.assertNotIn(bed.domstate(idle, m), ("running",), f"the VM must not run on {idle}")
+                bed.wait_more_acks(m, 2)
+            self.assertEqual(self.writer_since(m, marks), [runs])
+        finally:
+            for link in bed.links():
+                bed.heal(link)
+        bed.wait_in_sync(m, 240)
+        bed.wait_more_acks(m)
+        self.assert_nothing_lost(idle, m)
+        self.assert_verified(runs, m)
+
+    def test_3_primary_isolated_stops_within_its_lease(self):
+        m, bed = self.m, self.bed
+        runs = bed.runs_on(m)
+        idle = other(runs)
+        bed.wait_more_acks(m)
+        before = bed.boots(idle, m)
+        t0 = time.time()
+        for link in bed.links():
+            bed.cut(link)
+        bed.cut_witness(runs)
+        try:
+            # The isolated node fences: its guest stops writing, the VM stops, before the lease
+            # could have passed to the other node.
+            bed.wait_state(runs, m, ("WAIT", "STOP", "SECOND"), 60)
+            fenced = time.time() - t0
+            bed.wait_state(idle, m, "ALONE", 120)
+            poll("the guest to boot on " + idle, lambda: bed.boots(idle, m) > before, 120, 0.1)
+            bed.wait_more_acks(m)
+            taken = time.time() - t0
+            self.assertNotEqual(bed.domstate(runs, m), "running")
+            print(f"\n  isolated primary {runs}: stopped after {fenced:.1f} s (lease {self.LEASE:g} s); "
+                  f"{idle} writing after {taken:.1f} s", flush=True)
+            self.assertLess(fenced, self.LEASE + 5, "the isolated node stopped within its lease (plus the poll)")
+        finally:
+            bed.heal_witness(runs)
+            for link in bed.links():
+                bed.heal(link)
+        bed.wait_in_sync(m, 240)
+        bed.wait_more_acks(m)
+        self.assert_nothing_lost(idle, m)
+        self.assert_nothing_lost(runs, m)
+        self.assert_verified(idle, m)
+
+    def test_4_node_crash_fails_over_through_the_witness(self):
+        m, bed = self.m, self.bed
+        runs = bed.runs_on(m)
+        idle = other(runs)
+        bed.wait_more_acks(m)
+        before = bed.boots(idle, m)
+        t0 = time.time()
+        bed.crash(runs)
+        bed.wait_state(idle, m, "ALONE", 120)
+        poll("the guest to boot on " + idle, lambda: bed.boots(idle, m) > before, 120, 0.1)
+        bed.wait_more_acks(m)
+        print(f"\n  node crash of {runs}: {idle} writing after {time.time() - t0:.1f} s "
+              f"(lease {self.LEASE:g} s)", flush=True)
+        self.assert_nothing_lost(idle, m)
+        bed.boot(runs)
+        bed.wait_in_sync(m, 240)
+        bed.wait_more_acks(m)
+        self.assert_nothing_lost(runs, m)
 
     def test_9_stop_and_compare(self):
         self.stop_and_compare(self.m)

@@ -93,6 +93,16 @@ SchedulerConfig failback_config(const char* self, const char* schedule, const ch
     return c;
 }
 
+// No scheduled failback: one-off swaps only, times in Europe/Paris.
+SchedulerConfig plain_config(const char* self) {
+    SchedulerConfig c;
+    c.module = "web1";
+    c.self = self;
+    c.peer = std::string(self) == "hv1" ? "hv2" : "hv1";
+    c.zone = zone("Europe/Paris");
+    return c;
+}
+
 std::vector<std::string> fires(const Scheduler& s, const config::TimeZone& z, SysSeconds from, int n) {
     std::vector<std::string> out;
     for (auto t : s.next_failbacks(from, n)) out.push_back(z.format(t));
@@ -261,11 +271,7 @@ TEST(Scheduler, OneOffSwapRunsWhereTheVmRunsAndIsKeptAcrossRestarts) {
     World w;  // the VM runs on hv2
     FakePort port("hv2", "hv1", w);
     MemStore store;
-    SchedulerConfig c;
-    c.module = "web1";
-    c.self = "hv2";
-    c.peer = "hv1";
-    c.zone = zone("Europe/Paris");
+    const SchedulerConfig c = plain_config("hv2");
     {
         Scheduler s(c, port, store);
         ASSERT_TRUE(s.load(utc(2026, 11, 30, 12, 0)));
@@ -310,11 +316,7 @@ TEST(Scheduler, WhenTheOperatorSaysIt) {
     World w;
     FakePort port("hv2", "hv1", w);
     MemStore store;
-    SchedulerConfig c;
-    c.module = "web1";
-    c.self = "hv2";
-    c.peer = "hv1";
-    c.zone = zone("Europe/Paris");
+    const SchedulerConfig c = plain_config("hv2");
     Scheduler s(c, port, store);
     const auto now = utc(2026, 11, 30, 12, 0);
     EXPECT_EQ(*s.parse_when("+90s", now), now + seconds(90));
@@ -342,14 +344,7 @@ TEST(Scheduler, PeersMergeSwapsAndOutcomesOnlyMoveForward) {
     FakePort p1("hv1", "hv2", w);
     FakePort p2("hv2", "hv1", w);
     MemStore st1, st2;
-    SchedulerConfig c1;
-    c1.module = "web1";
-    c1.self = "hv1";
-    c1.peer = "hv2";
-    SchedulerConfig c2 = c1;
-    c2.self = "hv2";
-    c2.peer = "hv1";
-    Scheduler a(c1, p1, st1), b(c2, p2, st2);
+    Scheduler a(plain_config("hv1"), p1, st1), b(plain_config("hv2"), p2, st2);
     const auto now = utc(2026, 11, 30, 12, 0);
     ASSERT_TRUE(a.load(now));
     ASSERT_TRUE(b.load(now));
