@@ -15,7 +15,7 @@ using namespace vmha::config;
 namespace {
 
 // Line numbers: 1 module, 2 vm, 3 disks, 4 nodes, 5 replication, 6 heartbeat, 7 checkers,
-// 8 restart, 9 failback, 10 witness, 11 health_check.
+// 8 restart, 9 failback, 10 witness, 11 health_check, 12 fencing (absent by default).
 const std::vector<std::pair<std::string, std::string>> sections = {
     {"module", "m"},
     {"vm", "{name: m, domain_xml: /etc/vmha/m.xml}"},
@@ -28,6 +28,7 @@ const std::vector<std::pair<std::string, std::string>> sections = {
     {"failback", "{mode: manual}"},
     {"witness", "{endpoints: [\"10.0.0.3:7950\"]}"},
     {"health_check", "{port: 9010}"},
+    {"fencing", ""},
 };
 
 // The base module with some sections replaced ("" drops a section, keeping its line).
@@ -102,7 +103,7 @@ TEST(ModuleFile, UnknownKeyWithDidYouMean) {
 TEST(ModuleFile, UnknownKeyWithoutACloseMatch) {
     auto text = module_text() + "colour: blue\n";
     EXPECT_EQ(errors_of("m.yaml", text),
-              (Lines{"m.yaml:12:1: colour: unknown key \"colour\" in a module file"}));
+              (Lines{"m.yaml:13:1: colour: unknown key \"colour\" in a module file"}));
 }
 
 TEST(ModuleFile, WrongType) {
@@ -235,7 +236,7 @@ TEST(ModuleFile, MissingRequiredKey) {
 TEST(ModuleFile, KeyGivenTwice) {
     auto text = module_text() + "witness: {endpoints: [\"10.0.0.4:7950\"]}\n";
     EXPECT_EQ(errors_of("m.yaml", text),
-              (Lines{"m.yaml:12:1: witness: key \"witness\" appears twice in a module file"}));
+              (Lines{"m.yaml:13:1: witness: key \"witness\" appears twice in a module file"}));
 }
 
 TEST(ModuleFile, HeartbeatTimeoutAtLeastTwiceTheInterval) {
@@ -274,6 +275,38 @@ TEST(ModuleFile, Witness) {
     EXPECT_EQ(errors({{"witness", "{type: etcd, endpoints: [\"10.0.0.3\"]}"}}),
               (Lines{"m.yaml:10:35: witness.endpoints[0]: \"10.0.0.3\" has no port; write "
                     "\"HOST:PORT\""}));
+}
+
+TEST(ModuleFile, FencingHook) {
+    Findings findings;
+    auto loaded = parse_file("m.yaml",
+                             module_text({{"fencing", "{command: [/usr/sbin/fence_ipmilan, -n, \"{peer}\", -m, "
+                                                      "\"{module}@{self}\"], timeout: 2m}"}}),
+                             findings);
+    ASSERT_TRUE(loaded.valid);
+    ASSERT_TRUE(loaded.module->fencing);
+    EXPECT_EQ(loaded.module->fencing->command,
+              (std::vector<std::string>{"/usr/sbin/fence_ipmilan", "-n", "{peer}", "-m", "{module}@{self}"}));
+    EXPECT_EQ(loaded.module->fencing->timeout, std::chrono::minutes(2));
+    Findings none;
+    EXPECT_FALSE(parse_file("m.yaml", module_text(), none).module->fencing);
+    // A string is split on blanks; the default timeout is 60 s.
+    Findings split;
+    auto s = parse_file("m.yaml", module_text({{"fencing", "{command: \"/usr/local/bin/fence {peer}\"}"}}), split);
+    ASSERT_TRUE(s.valid);
+    EXPECT_EQ(s.module->fencing->command, (std::vector<std::string>{"/usr/local/bin/fence", "{peer}"}));
+    EXPECT_EQ(s.module->fencing->timeout, std::chrono::seconds(60));
+
+    EXPECT_EQ(errors({{"fencing", "{command: \"fence {peer}\"}"}}),
+              (Lines{"m.yaml:12:20: fencing.command: program \"fence\" must be given by its absolute path"}));
+    EXPECT_EQ(errors({{"fencing", "{command: \"/bin/fence {node}\"}"}}),
+              (Lines{"m.yaml:12:20: fencing.command: unknown placeholder \"{node}\" in \"{node}\"; the "
+                     "placeholders are {peer}, {self} and {module}"}));
+    EXPECT_EQ(errors({{"fencing", "{command: /bin/fence, timeout: 2h}"}}),
+              (Lines{"m.yaml:12:41: fencing.timeout: the fencing timeout must be 1s to 1h"}));
+    EXPECT_EQ(errors({{"fencing", "{timeout: 10s}"}}),
+              (Lines{"m.yaml:12:10: fencing.command: required key \"command\" is missing"}));
+    EXPECT_EQ(errors({{"fencing", "{command: /bin/fence, retry: 5s}"}}).size(), 1u);
 }
 
 TEST(ModuleFile, NoWitnessIsAWarningNotAnError) {

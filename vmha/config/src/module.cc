@@ -326,7 +326,9 @@ std::vector<std::string_view> checker_keys(std::optional<CheckerKind> kind) {
     return keys;
 }
 
-void read_checker_command(MapView& c, Checker& checker) {
+// A command line: a list of arguments, or one string split on blanks; the program by its
+// absolute path. Used by the command checker and the fencing hook.
+void read_command(MapView& c, std::vector<std::string>& command) {
     const YAML::Node* v = c.get("command", true);
     if (v == nullptr) return;
     if (v->IsScalar()) {
@@ -336,7 +338,7 @@ void read_checker_command(MapView& c, Checker& checker) {
             if (start == std::string_view::npos) break;
             rest.remove_prefix(start);
             const auto end = rest.find_first_of(" \t");
-            checker.command.emplace_back(rest.substr(0, end));
+            command.emplace_back(rest.substr(0, end));
             if (end == std::string_view::npos) break;
             rest.remove_prefix(end);
         }
@@ -348,7 +350,7 @@ void read_checker_command(MapView& c, Checker& checker) {
                                              describe(arg)));
                 return;
             }
-            checker.command.push_back(arg.Scalar());
+            command.push_back(arg.Scalar());
         }
     } else {
         c.reader().error(c.location_of("command"), c.path_of("command"),
@@ -356,14 +358,16 @@ void read_checker_command(MapView& c, Checker& checker) {
                                      describe(*v)));
         return;
     }
-    if (checker.command.empty()) {
+    if (command.empty()) {
         c.reader().error(c.location_of("command"), c.path_of("command"), "the command is empty");
-    } else if (checker.command.front().empty() || checker.command.front().front() != '/') {
+    } else if (command.front().empty() || command.front().front() != '/') {
         c.reader().error(c.location_of("command"), c.path_of("command"),
                          fmt::format("program \"{}\" must be given by its absolute path",
-                                     checker.command.front()));
+                                     command.front()));
     }
 }
+
+void read_checker_command(MapView& c, Checker& checker) { read_command(c, checker.command); }
 
 void read_checkers(MapView& top, Module& m) {
     auto list = top.list("checkers");
@@ -519,6 +523,38 @@ void read_failback(MapView& top, Module& m) {
     }
 }
 
+void read_fencing(MapView& top, Module& m) {
+    auto node = top.mapping("fencing");
+    if (!node) return;
+    MapView f(top.reader(), *node, "fencing", {"command", "timeout"}, "the fencing section");
+    Fencing fencing;
+    fencing.where = f.location_of("command");
+    read_command(f, fencing.command);
+    // Placeholders: {peer}, {self}, {module}; anything else in braces is a mistake.
+    for (const auto& arg : fencing.command) {
+        for (std::size_t open = arg.find('{'); open != std::string::npos; open = arg.find('{', open + 1)) {
+            const auto close = arg.find('}', open);
+            const std::string word = close == std::string::npos ? arg.substr(open) : arg.substr(open, close - open + 1);
+            if (word != "{peer}" && word != "{self}" && word != "{module}") {
+                top.reader().error(f.location_of("command"), f.path_of("command"),
+                                   fmt::format("unknown placeholder \"{}\" in \"{}\"; the placeholders are "
+                                               "{{peer}}, {{self}} and {{module}}",
+                                               word, arg));
+                break;
+            }
+        }
+    }
+    if (auto v = f.parsed<Duration>("timeout", parse_duration, false, "a duration such as \"60s\"")) {
+        if (*v < std::chrono::seconds(1) || *v > std::chrono::hours(1)) {
+            top.reader().error(f.location_of("timeout"), f.path_of("timeout"),
+                               "the fencing timeout must be 1s to 1h");
+        } else {
+            fencing.timeout = *v;
+        }
+    }
+    if (!fencing.command.empty()) m.fencing = std::move(fencing);
+}
+
 void read_witness(MapView& top, Module& m) {
     auto node = top.mapping("witness");
     if (!node) {
@@ -639,7 +675,7 @@ Module parse_module(Reader& reader, const YAML::Node& root) {
     Module m;
     MapView top(reader, root, "",
                 {"module", "vm", "disks", "nodes", "replication", "heartbeat", "checkers",
-                 "restart", "failback", "witness", "health_check"},
+                 "restart", "failback", "witness", "fencing", "health_check"},
                 "a module file");
     if (!top.valid()) return m;
     m.where = top.location_of("module");
@@ -653,6 +689,7 @@ Module parse_module(Reader& reader, const YAML::Node& root) {
     read_restart(top, m);
     read_failback(top, m);
     read_witness(top, m);
+    read_fencing(top, m);
     read_health_check(top, m);
     check_module_ports(reader, m);
     if (!m.name.empty()) {

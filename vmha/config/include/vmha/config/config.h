@@ -118,6 +118,15 @@ struct Witness {
     std::string prefix = "/vmha/leases/";       // etcd: key prefix
 };
 
+// The fencing hook: a command (IPMI, a cloud API, ...) that makes sure the silent peer no longer
+// runs the VM, run before this node starts the VM without the peer's agreement. Exit 0 = fenced.
+// Placeholders in the arguments: {peer}, {self}, {module}.
+struct Fencing {
+    std::vector<std::string> command;
+    Duration timeout = std::chrono::seconds(60);
+    SourceLocation where;
+};
+
 struct HealthCheck {
     std::uint16_t port = 0;  // 0 when the section is absent: no health-check endpoint
     std::vector<Cidr> allow;  // clients allowed; empty = everyone
@@ -141,6 +150,7 @@ struct Module {
     std::vector<Checker> checkers;
     RestartPolicy restart;
     Failback failback;
+    std::optional<Fencing> fencing;  // absent: no hook
     std::optional<Witness> witness;
     HealthCheck health_check;
     SourceLocation where;  // of the module name
