@@ -65,8 +65,20 @@ std::optional<imagesync::meta::Generations> read_generations(const nlohmann::jso
 
 }  // namespace
 
+Duration agreement_window(const RunnerConfig& c) { return c.heartbeat_timeout + c.poll; }
+
+Duration hold_off(const RunnerConfig& c) {
+    const double drift = c.lease ? c.lease->timing.drift : 0.0;
+    const Duration margin = c.lease ? c.lease->timing.margin : Duration::zero();
+    // The peer stops trusting our report W after receiving it, and needs the margin to stop
+    // writing; both on its clock (up to 2*drift faster than ours, counting ours slower too).
+    // The report itself may take up to a heartbeat timeout to arrive.
+    const auto peer_side = static_cast<double>((agreement_window(c) + margin).count()) * (1.0 + 2 * drift);
+    return Duration(static_cast<Duration::rep>(peer_side) + 1) + c.heartbeat_timeout;
+}
+
 ModuleRunner::ModuleRunner(RunnerConfig config, Clock& clock, ImagesyncPort& imagesync, VmPort& vm,
-                           PeerPort& peer, Store& store, Observer& observer)
+                           PeerPort& peer, Store& store, Observer& observer, LeasePort* lease)
     : config_(std::move(config)),
       clock_(clock),
       imagesync_port_(imagesync),
@@ -75,6 +87,11 @@ ModuleRunner::ModuleRunner(RunnerConfig config, Clock& clock, ImagesyncPort& ima
       store_(store),
       observer_(observer),
       budget_(config_.restart_attempts, config_.restart_window) {
+    if (config_.lease) {
+        if (!lease) internal_error(fmt::format("module \"{}\": a witness without a lease port", config_.module));
+        lease_port_ = lease;
+        lease_view_.emplace(config_.self, config_.lease->timing);
+    }
     // Claim ids differ between the two nodes and between runs of one node.
     claim_counter_ = ((std::hash<std::string>{}(config_.self) ^ config_.claim_seed) & 0xffffffu) << 32;
 }
@@ -85,6 +102,9 @@ void ModuleRunner::start() {
     persisted_ = store_.load();
     started_ = persisted_.started;
     started_at_ = clock_.now();
+    // A previous run of vmhad may have sent agreeing reports until now: the hold-off counts
+    // from here.
+    agreeing_out_ = started_at_;
     state_ = State::stop;
     reason_ = started_ ? "vmhad starting" : "stopped by the operator";
     if (!runs_vm(persisted_.last_state)) {
@@ -122,6 +142,12 @@ void ModuleRunner::reattach() {
             vm_paused_io_ = health == VmHealth::paused_on_io_error;
             reason_ = "vmhad restarted; re-attached to the running VM";
             observer_.note(reason_);
+            if (config_.lease) {
+                // Keep writing only with the lease (or the peer's agreement, once heard): ask
+                // the witness before the first decision.
+                lease_ask([this] { poll(); });
+                return;
+            }
         } else {
             observer_.note(fmt::format("this node ran the VM before vmhad stopped, but it does not "
                                        "run now ({}); deciding afresh", why));
@@ -139,6 +165,7 @@ void ModuleRunner::poll() {
         release_fence();
         retry_refused_link();
         evaluate();
+        extend_write_lease(false);
         send_report();
     });
     poll_timer_ = clock_.after(config_.poll, [this, alive] {
@@ -235,6 +262,7 @@ void ModuleRunner::demote_if_idle() {
 // on every heartbeat path.
 void ModuleRunner::release_fence() {
     if (!imagesync_.up || !imagesync_.primary || !imagesync_.fencing || releasing_fence_) return;
+    if (!may_write()) return;  // with a witness: neither the lease nor the peer's agreement
     const bool peer_gone = liveness_ == Liveness::lost;
     const bool peer_outdated = channel_up_ && report_ &&
                                (report_->data != DataState::up_to_date || report_->state == State::stop);
@@ -277,6 +305,8 @@ void ModuleRunner::repromote() {
                               clock_.now() - started_at_ >= config_.startup_grace;
     if (!(peer_idle || peer_gone || alone_before)) return;
     if (imagesync_settling() && imagesync_.link == Link::down) return;
+    if (!may_write()) return;  // with a witness: rule 65 decides
+    extend_write_lease(true);
     repromoting_ = true;
     std::weak_ptr<bool> alive = alive_;
     imagesync_port_.promote([this, alive](Status st) {
@@ -312,7 +342,7 @@ void ModuleRunner::on_vm_health(VmHealth health, std::string reason) {
         case VmHealth::unknown:
             return;  // the hypervisor did not answer; the next poll asks again
         case VmHealth::paused_on_io_error: {
-            if (!imagesync_.up || !imagesync_.primary || resuming_) return;
+            if (!imagesync_.up || !imagesync_.primary || resuming_ || !may_write()) return;
             resuming_ = true;
             std::weak_ptr<bool> alive = alive_;
             vm_.resume([this, alive](Status st) {
@@ -406,11 +436,19 @@ void ModuleRunner::read_report(const nlohmann::json& m) {
     r.grant = read_id(m, "grant");
     r.handing_over = m.value("handing_over", false);
     r.disks_lost = m.value("vm_disks_lost", false);
+    r.contending = m.value("contending", false);
+    r.writable = m.value("writable", false);
     peer_generations_ = read_generations(m);
     peer_crashed_primary_ = m.value("crashed_primary", false);
     peer_reason_ = m.value("reason", "");
     peer_dirty_bytes_ = m.value("dirty_bytes", std::uint64_t{0});
     report_ = r;
+    if (!runs_vm(r.state) && !r.contending && !r.writable) {
+        agreeing_in_ = clock_.now();
+        extend_write_lease(false);
+    } else {
+        agreeing_in_.reset();
+    }
     if (r.runs()) {
         handing_over_ = false;  // the peer took it
         operator_second_ = false;
@@ -724,12 +762,25 @@ Snapshot ModuleRunner::snapshot() const {
     s.failover_off = !persisted_.failover;
     s.operator_prim = operator_prim_;
     s.operator_second = operator_second_;
+    if (config_.lease) {
+        s.witness = true;
+        s.lease_held = lease_held();
+        s.peer_agrees = peer_agrees();
+        s.hold_off_done = clock_.now() >= agreeing_out_ + hold_off(config_);
+        s.lease_why = lease_why_;
+    }
     s.failback_due = config_.automatic_failback && !config_.preferred && peer_eligible_since_ &&
                      clock_.now() - *peer_eligible_since_ >= config_.failback_stable;
     return s;
 }
 
 void ModuleRunner::evaluate() {
+    // The self-fence goes first, whatever is in flight: the writes must stop before the lease
+    // can expire at the witness (rule 65 then stops the VM).
+    if (config_.lease && runs_vm(state_) && imagesync_.up && imagesync_.primary && !may_write()) {
+        self_fence();
+    }
+    schedule_lease_wake();
     if (busy_) {
         pending_ = true;
         return;
@@ -773,6 +824,16 @@ void ModuleRunner::evaluate() {
     }
     Decision d = decide(s);
     bool report_changed = false;
+    if (config_.lease) {
+        const bool contend = d.contend;
+        if (contend != contending_) {
+            contending_ = contend;
+            report_changed = true;
+            if (contend) observer_.note(fmt::format("contending for the lease: {}", d.reason));
+        }
+        if ((contending_ || runs_vm(state_)) && !lease_pending_ && !lease_timer_) lease_tick();
+        if (!contending_ && !runs_vm(state_) && !runs_vm(d.next)) release_lease();
+    }
     if (d.grant != granted_) {
         granted_ = d.grant;
         report_changed = true;
@@ -974,8 +1035,20 @@ void ModuleRunner::apply(const Decision& d) {
         }
         persisted_ = p;
     }
+    extend_write_lease(true);
     imagesync_port_.promote([this, guard, d, to, from](Status st) {
         if (!guard()) return;
+        if (st && !may_write()) {
+            // The lease (or the peer's agreement) lapsed while the promotion was in flight.
+            imagesync_port_.demote([this, guard, d, from](Status dst) {
+                if (!guard()) return;
+                if (dst) imagesync_.primary = false;
+                observer_.note(fmt::format("not starting the VM: the lease lapsed during the "
+                                           "promotion ({})", lease_why_));
+                finish(from, d);
+            });
+            return;
+        }
         if (!st) {
             fail_effect("promoting imagesync", st);
             finish(from, d);
@@ -1065,7 +1138,9 @@ nlohmann::json ModuleRunner::report() const {
             {"generations", generations_json(imagesync_.up ? imagesync_.generations : persisted_.generations)},
             {"crashed_primary", imagesync_.up ? imagesync_.crashed_primary : persisted_.crashed_primary},
             {"dirty_bytes", imagesync_.dirty_bytes},
-            {"failover", persisted_.failover}};
+            {"failover", persisted_.failover},
+            {"contending", contending_},
+            {"writable", imagesync_.up && imagesync_.primary}};
 }
 
 // Whether this copy is known to be as new as the peer's right now.
@@ -1107,7 +1182,11 @@ Standing ModuleRunner::standing() const {
 }
 
 void ModuleRunner::send_report() {
-    if (channel_up_) peer_.send(report());
+    if (!channel_up_) return;
+    nlohmann::json r = report();
+    // An agreeing report: the peer may keep writing on its word (rule 65) for a while.
+    if (!runs_vm(state_) && !contending_ && !(imagesync_.up && imagesync_.primary)) agreeing_out_ = clock_.now();
+    peer_.send(r);
 }
 
 nlohmann::json ModuleRunner::status_json() const {
@@ -1144,10 +1223,186 @@ nlohmann::json ModuleRunner::status_json() const {
     }
     j["checkers"] = std::move(checkers);
     j["failover"] = persisted_.failover;
+    if (config_.lease) {
+        j["lease"] = {{"held", lease_held()},
+                      {"left_ms", lease_view_->left(clock_.now()).count()},
+                      {"epoch", lease_view_->epoch()},
+                      {"peer_agrees", peer_agrees()},
+                      {"contending", contending_},
+                      {"witness", lease_why_}};
+    } else {
+        j["lease"] = nullptr;
+    }
     j["operator"] = operator_prim_     ? nlohmann::json("prim")
                     : operator_second_ ? nlohmann::json("second")
                                        : nlohmann::json(nullptr);
     return j;
+}
+
+// ---------------------------------------------------------------------------- the lease
+// With a witness (docs/witness.md, "What vmhad does with the lease"): a node writes only while
+// it holds the lease or its peer agrees (rule 65), and starts writing only with the lease and
+// the hold-off over, or with the peer's grant while it agrees (rule 66).
+
+bool ModuleRunner::lease_held() const { return lease_view_ && lease_view_->holds(clock_.now()); }
+
+bool ModuleRunner::peer_agrees() const {
+    if (!config_.lease) return false;
+    if (!channel_up_ || !report_ || !agreeing_in_) return false;
+    if (runs_vm(report_->state) || report_->contending || report_->writable) return false;
+    return clock_.now() < *agreeing_in_ + agreement_window(config_);
+}
+
+bool ModuleRunner::may_write() const { return !config_.lease || lease_held() || peer_agrees(); }
+
+void ModuleRunner::lease_tick() {
+    lease_timer_.reset();
+    if (!config_.lease) return;
+    if (!(runs_vm(state_) || contending_ || (imagesync_.up && imagesync_.primary))) {
+        release_lease();
+        return;
+    }
+    lease_ask(nullptr);
+}
+
+// Acquires (or renews: the same call) the lease, then schedules the next attempt: a renewal
+// interval while held or unanswered, the holder's remaining time when another node holds it.
+void ModuleRunner::lease_ask(std::function<void()> then) {
+    if (lease_pending_) {
+        if (then) then();
+        return;
+    }
+    lease_pending_ = true;
+    const TimePoint sent = clock_.now();  // before the request: the view's rule
+    std::weak_ptr<bool> alive = alive_;
+    lease_port_->acquire(config_.lease->ttl, [this, alive, sent, then](Result<lease::LeaseState> r) {
+        if (alive.expired()) return;
+        lease_pending_ = false;
+        const Duration ttl = config_.lease->ttl;
+        Duration next = lease::LeaseView::renew_interval(ttl, config_.lease->timing);
+        int kind = 0;
+        if (!r) {
+            kind = 1;
+            lease_why_ = fmt::format("the witness did not answer: {}", r.error().message);
+        } else {
+            lease_view_->on_reply(sent, *r);
+            if (r->held_by(config_.self)) {
+                kind = 2;
+                lease_granted_ = true;
+                lease_why_ = fmt::format("held by {} (epoch {})", config_.self, r->epoch);
+            } else if (r->holder.empty()) {
+                kind = 3;
+                lease_why_ = "the witness says it is free, but did not grant it";
+            } else {
+                kind = 4;
+                lease_why_ = fmt::format("the witness says {} holds it for {} ms more", r->holder,
+                                         r->remaining.count());
+                next = std::clamp(r->remaining + Duration(100), Duration(100), ttl);
+            }
+        }
+        if (kind != lease_answer_kind_) {
+            lease_answer_kind_ = kind;
+            observer_.note(fmt::format("lease: {}", lease_why_));
+        }
+        extend_write_lease(false);
+        std::weak_ptr<bool> alive2 = alive_;
+        lease_timer_ = clock_.after(next, [this, alive2] {
+            if (alive2.expired() || !*alive2.lock()) return;
+            lease_tick();
+        });
+        if (then) then();
+        else evaluate();
+    });
+}
+
+// Gives the lease up once this node neither runs the VM, nor seeks to, nor serves the disks
+// writable: a swap's new primary then acquires it at once.
+void ModuleRunner::release_lease() {
+    if (!config_.lease || !lease_granted_ || releasing_lease_ || lease_pending_ || busy_) return;
+    if (runs_vm(state_) || contending_ || !imagesync_.up || imagesync_.primary) return;
+    releasing_lease_ = true;
+    lease_view_->drop();
+    std::weak_ptr<bool> alive = alive_;
+    lease_port_->release([this, alive](Status st) {
+        if (alive.expired()) return;
+        releasing_lease_ = false;
+        if (!st) {
+            observer_.note(fmt::format("releasing the lease failed: {}", st.error().message));
+            return;  // it expires at the witness anyway
+        }
+        lease_granted_ = false;
+        lease_why_ = "released";
+        lease_answer_kind_ = -1;
+        observer_.note("lease released: this node does not run the VM");
+    });
+}
+
+// Neither the lease nor the peer's agreement: imagesyncd refuses writes now (a demotion drains
+// and then refuses), whatever else is in flight; rule 65 stops the VM next.
+void ModuleRunner::self_fence() {
+    if (lease_fencing_) return;
+    lease_fencing_ = true;
+    observer_.note(fmt::format("self-fence: {} is not in agreement and the lease is not held ({}); "
+                               "imagesync refuses writes now, the VM stops next",
+                               config_.peer, lease_why_));
+    std::weak_ptr<bool> alive = alive_;
+    imagesync_port_.demote([this, alive](Status st) {
+        if (alive.expired()) return;
+        lease_fencing_ = false;
+        if (!st) {
+            observer_.note(fmt::format("self-fence: demoting imagesync failed: {}", st.error().message));
+        } else {
+            imagesync_.primary = false;
+        }
+        evaluate();
+    });
+}
+
+// Tells imagesyncd how long it may accept writes without hearing from vmhad again: until the
+// later of the lease's certain end and the peer's agreement's end.
+void ModuleRunner::extend_write_lease(bool force) {
+    if (!config_.lease || write_lease_unsupported_) return;
+    if (!force && !runs_vm(state_) && !(imagesync_.up && imagesync_.primary)) return;
+    const TimePoint now = clock_.now();
+    TimePoint end = now;
+    if (lease_held()) end = std::max(end, *lease_view_->certain_until());
+    if (peer_agrees()) end = std::max(end, *agreeing_in_ + agreement_window(config_));
+    if (end <= now) return;
+    if (!force && end < write_lease_until_ + config_.poll / 4) return;
+    write_lease_until_ = end;
+    std::weak_ptr<bool> alive = alive_;
+    imagesync_port_.write_lease(std::chrono::duration_cast<Duration>(end - now), [this, alive](Status st) {
+        if (alive.expired() || st) return;
+        if (st.error().is(errc::unsupported)) {
+            write_lease_unsupported_ = true;
+            observer_.note(fmt::format("imagesyncd keeps no write deadline ({}): only vmhad's self-fence "
+                                       "stops the writes when the lease ends", st.error().message));
+            return;
+        }
+        observer_.note(fmt::format("extending imagesync's write deadline failed: {}", st.error().message));
+    });
+}
+
+// Decides again the moment the lease's certainty, the peer's agreement or the hold-off ends.
+void ModuleRunner::schedule_lease_wake() {
+    if (!config_.lease) return;
+    const TimePoint now = clock_.now();
+    std::optional<TimePoint> next;
+    auto consider = [&](TimePoint t) {
+        if (t > now && (!next || t < *next)) next = t;
+    };
+    if (auto until = lease_view_->certain_until()) consider(*until);
+    if (agreeing_in_) consider(*agreeing_in_ + agreement_window(config_));
+    consider(agreeing_out_ + hold_off(config_));
+    if (!next) return;
+    if (lease_wake_ && lease_wake_at_ == *next) return;
+    lease_wake_at_ = *next;
+    std::weak_ptr<bool> alive = alive_;
+    lease_wake_ = clock_.after(std::chrono::duration_cast<Duration>(*next - now) + Duration(1), [this, alive] {
+        if (alive.expired() || !*alive.lock()) return;
+        lease_wake_.reset();
+        evaluate();
+    });
 }
 
 }  // namespace vmha::module
