@@ -1320,6 +1320,10 @@ void ModuleRunner::lease_ask(std::function<void()> then) {
 void ModuleRunner::release_lease() {
     if (!config_.lease || !lease_granted_ || releasing_lease_ || lease_pending_ || busy_) return;
     if (runs_vm(state_) || contending_ || !imagesync_.up || imagesync_.primary) return;
+    // After a failure, again at the renewal pace only (it expires at the witness anyway).
+    const TimePoint now = clock_.now();
+    if (now < release_retry_at_) return;
+    release_retry_at_ = now + lease::LeaseView::renew_interval(config_.lease->ttl, config_.lease->timing);
     releasing_lease_ = true;
     lease_view_->drop();
     std::weak_ptr<bool> alive = alive_;

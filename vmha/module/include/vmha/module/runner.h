@@ -233,6 +233,7 @@ private:
     bool lease_pending_ = false;
     bool lease_granted_ = false;       // granted since the last release: release when idle
     bool releasing_lease_ = false;
+    TimePoint release_retry_at_{};
     int lease_answer_kind_ = -1;       // what the witness last said (for notes on change only)
     std::string lease_why_ = "the witness has not been asked yet";
     bool contending_ = false;          // reported: this node seeks the lease to run the VM
