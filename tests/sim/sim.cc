@@ -454,15 +454,16 @@ struct Incarnation {
         void acquire(module::Duration ttl, std::function<void(Result<lease::LeaseState>)> done) override {
             const std::string who = i.n.name;
             i.w.witness_call(i.n, i.live,
-                             [this, who, ttl](const std::string&, double tw) {
-                                 return i.w.witness_acquire(who, tw, ttl.count());
+                             // Runs at the witness, maybe after this vmhad died: the world only.
+                             [&w = i.w, who, ttl](const std::string&, double tw) {
+                                 return w.witness_acquire(who, tw, ttl.count());
                              },
                              std::move(done));
         }
         void release(module::Done done) override {
             const std::string who = i.n.name;
             i.w.witness_call(i.n, i.live,
-                             [this, who](const std::string&, double) { return i.w.witness_release(who); },
+                             [&w = i.w, who](const std::string&, double) { return w.witness_release(who); },
                              [done](Result<lease::LeaseState> r) {
                                  if (!r) return done(Status(std::move(r).error()));
                                  done({});
@@ -778,6 +779,12 @@ Status World::vm_start(Node& n) {
     for (const Acked& a : acked_) {
         if (!a.split && !have.count(a.id)) {
             violation(fmt::format("VM started on {} whose copy lacks acknowledged write {}", n.name, a.id));
+            break;
+        }
+    }
+    for (const Acked& a : acked_) {
+        if (a.split && !have.count(a.id)) {
+            ++out_.stale_starts;  // writes acknowledged in a partition are lost with this start
             break;
         }
     }

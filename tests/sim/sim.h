@@ -72,6 +72,7 @@ struct Outcome {
     int lease_grants = 0;      // grants anew (a new epoch)
     int self_fences = 0;       // a running node stopped writing for want of the lease
     int lease_refusals = 0;    // a node that would have started the VM waited for the lease
+    int stale_starts = 0;      // VM starts on a copy lacking writes acknowledged in a partition
 };
 
 Outcome run(const Options& options);

@@ -190,6 +190,12 @@ Decision decide_idle(const Snapshot& s, std::uint64_t grant) {
         }
     }
     if (s.liveness == Liveness::lost) {
+        if (s.peer_renewed_since_lost) {
+            return make(State::wait, 54,
+                        fmt::format("{} lost on every heartbeat path, but the witness says it renewed "
+                                    "its lease since: it ran the VM on alone and its copy is newer "
+                                    "(start here anyway with `vmha prim --force`)", s.peer));
+        }
         if (!s.current_when_lost) {
             return make(State::wait, 54,
                         fmt::format("{} lost on every heartbeat path, but this copy was not in sync "

@@ -263,7 +263,9 @@ void ModuleRunner::demote_if_idle() {
 void ModuleRunner::release_fence() {
     if (!imagesync_.up || !imagesync_.primary || !imagesync_.fencing || releasing_fence_) return;
     if (!may_write()) return;  // with a witness: neither the lease nor the peer's agreement
-    const bool peer_gone = liveness_ == Liveness::lost;
+    // With a witness, going on alone is first recorded there: a renewal sent after the peer was
+    // lost, which the peer reads before it would take over (rule 54).
+    const bool peer_gone = liveness_ == Liveness::lost && (!config_.lease || (renewed_since_lost_ && lease_held()));
     const bool peer_outdated = channel_up_ && report_ &&
                                (report_->data != DataState::up_to_date || report_->state == State::stop);
     if (!peer_gone && !peer_outdated) return;
@@ -387,7 +389,20 @@ void ModuleRunner::on_peer_liveness(Liveness liveness) {
                              (last_in_sync_ && last_heard <= *last_in_sync_ + config_.poll +
                                                                 2 * config_.heartbeat_interval);
     }
+    if (liveness == Liveness::lost) {
+        peer_last_heard_ = clock_.now() - config_.heartbeat_timeout;
+        peer_lost_at_ = clock_.now();
+        renewed_since_lost_ = false;
+    } else if (liveness == Liveness::alive) {
+        peer_last_heard_.reset();
+        peer_lost_at_.reset();
+        peer_renewed_since_lost_ = false;
+        renewed_since_lost_ = false;
+    }
     liveness_ = liveness;
+    // Running with a witness: renew now, so that the witness records that this node goes on
+    // alone before its writes are acknowledged alone (release_fence).
+    if (liveness == Liveness::lost && config_.lease && runs_vm(state_) && !lease_pending_) lease_ask(nullptr);
     evaluate();
 }
 
@@ -443,6 +458,9 @@ void ModuleRunner::read_report(const nlohmann::json& m) {
     peer_reason_ = m.value("reason", "");
     peer_dirty_bytes_ = m.value("dirty_bytes", std::uint64_t{0});
     report_ = r;
+    // Heard on the channel while lost on every heartbeat path: whether this copy is still as
+    // new as the peer's is known again (the peer may have gone on alone meanwhile).
+    if (liveness_ == Liveness::lost) current_when_lost_ = current_with_peer();
     if (!runs_vm(r.state) && !r.contending && !r.writable) {
         agreeing_in_ = clock_.now();
         extend_write_lease(false);
@@ -768,6 +786,7 @@ Snapshot ModuleRunner::snapshot() const {
         s.peer_agrees = peer_agrees();
         s.hold_off_done = clock_.now() >= agreeing_out_ + hold_off(config_);
         s.lease_why = lease_why_;
+        s.peer_renewed_since_lost = peer_renewed_since_lost_;
     }
     s.failback_due = config_.automatic_failback && !config_.preferred && peer_eligible_since_ &&
                      clock_.now() - *peer_eligible_since_ >= config_.failback_stable;
@@ -1087,6 +1106,8 @@ void ModuleRunner::finish(State next, const Decision& d) {
     if (next == State::stop && !started_) {
         answer_all(stop_waiters_, {});
     }
+    // Stopped here, the peer may go on alone: this copy is no longer known to be current.
+    if (next == State::stop) current_when_lost_ = false;
     if (runs_vm(next)) operator_prim_ = false;
     // Persist what a restart of vmhad (or the node) must know.
     Persisted p = persisted_;
@@ -1288,6 +1309,7 @@ void ModuleRunner::lease_ask(std::function<void()> then) {
             lease_view_->on_reply(sent, *r);
             if (r->held_by(config_.self)) {
                 kind = 2;
+                if (peer_lost_at_ && sent > *peer_lost_at_) renewed_since_lost_ = true;
                 lease_granted_ = true;
                 lease_why_ = fmt::format("held by {} (epoch {})", config_.self, r->epoch);
             } else if (r->holder.empty()) {
@@ -1297,6 +1319,18 @@ void ModuleRunner::lease_ask(std::function<void()> then) {
                 kind = 4;
                 lease_why_ = fmt::format("the witness says {} holds it for {} ms more", r->holder,
                                          r->remaining.count());
+                // The peer renewed it at the earliest `sent - (ttl - remaining)`. Later than two
+                // heartbeat intervals after it was last heard here, it was alive and cut off from
+                // this node, and it acknowledges writes alone only after such a renewal
+                // (release_fence): its copy may be newer.
+                if (r->holder == config_.peer && liveness_ == Liveness::lost && peer_last_heard_ &&
+                    r->ttl >= r->remaining &&
+                    sent - (r->ttl - r->remaining) > *peer_last_heard_ + 2 * config_.heartbeat_interval &&
+                    !peer_renewed_since_lost_) {
+                    peer_renewed_since_lost_ = true;
+                    observer_.note(fmt::format("the witness says {} renewed its lease after it was last "
+                                               "heard here: it runs the VM on alone", config_.peer));
+                }
                 next = std::clamp(r->remaining + Duration(100), Duration(100), ttl);
             }
         }

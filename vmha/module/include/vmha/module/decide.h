@@ -70,7 +70,8 @@
 // |      |   and the peer is lost, silent since start, unfit or     |                          |
 // |      |   stopped (`second`: or this node is preferred)          |                          |
 // |  54  | the peer lost on every heartbeat path, and this copy was | ALONE                    |
-// |      |   as new as the peer's when it was last heard            | (else WAIT)              |
+// |      |   as new as the peer's when it was last heard (and, with | (else WAIT)              |
+// |      |   a witness, the peer did not renew its lease since)     |                          |
 // |  55  | peer silent since start, this node last ran it alone     | ALONE                    |
 // |  56  | peer not heard since start                               | WAIT                     |
 // |  57  | peer alive, its module state unknown (channel down)      | WAIT                     |
@@ -183,6 +184,8 @@ struct Snapshot {
     bool hold_off_done = false;  // no agreeing report sent for the hold-off: the peer has stopped
                                  // writing on our word, if it ever did
     std::string lease_why;       // what the witness last said, or why it was not asked
+    bool peer_renewed_since_lost = false;  // the witness said the peer renewed the lease after
+                                           // this node lost it: it went on alone (rule 54)
 };
 
 struct Decision {

@@ -245,6 +245,10 @@ private:
     std::unique_ptr<Clock::Token> lease_timer_;
     std::unique_ptr<Clock::Token> lease_wake_;
     TimePoint lease_wake_at_{};
+    std::optional<TimePoint> peer_last_heard_;  // when the peer was lost: about when it was last heard
+    bool peer_renewed_since_lost_ = false;
+    std::optional<TimePoint> peer_lost_at_;  // when the peer was found lost on every path
+    bool renewed_since_lost_ = false;        // this node renewed its lease after that
 
     std::unique_ptr<Clock::Token> poll_timer_;
     std::unique_ptr<Clock::Token> retry_timer_;
