@@ -1388,10 +1388,11 @@ void ModuleRunner::self_fence() {
         if (alive.expired()) return;
         lease_fencing_ = false;
         if (!st) {
+            // Tried again at the next poll (imagesyncd restarting comes back as a secondary).
             observer_.note(fmt::format("self-fence: demoting imagesync failed: {}", st.error().message));
-        } else {
-            imagesync_.primary = false;
+            return;
         }
+        imagesync_.primary = false;
         evaluate();
     });
 }
