@@ -310,6 +310,69 @@ TEST(Decide, Rule60_ClaimThenRunWithTheGrant) {
     EXPECT_FALSE(du.claim);
 }
 
+// With a witness: a running node without the lease and without its peer's agreement fences.
+TEST(Decide, Rule65_SelfFenceWithoutLeaseOrAgreement) {
+    for (State st : {State::prim, State::alone}) {
+        Snapshot s = base(st);
+        s.witness = true;
+        s.liveness = Liveness::lost;
+        s.channel_up = false;
+        s.report.reset();
+        s.link = Link::down;
+        s.lease_why = "the witness did not answer";
+        check(s, {65, State::wait});
+        EXPECT_NE(decide(s).reason.find("the witness did not answer"), std::string::npos);
+        s.lease_held = true;
+        check(s, {49, State::alone});
+        // Witness down while the pair agrees: nothing changes.
+        Snapshot t = base(st);
+        t.witness = true;
+        t.peer_agrees = true;
+        check(t, {48, State::prim});
+        t.peer_agrees = false;
+        check(t, {65, State::wait});
+    }
+}
+
+// With a witness: a node that would start the VM on the peer's loss (or alone since start, or
+// the operator's choice) contends for the lease and starts only with it, the hold-off over.
+TEST(Decide, Rule66_StartOnlyWithTheLease) {
+    Snapshot s = base(State::second);
+    s.witness = true;
+    s.liveness = Liveness::lost;
+    s.channel_up = false;
+    s.report.reset();
+    s.link = Link::down;
+    s.current_when_lost = true;
+    s.lease_why = "the witness says hv2 holds it for 4000 ms more";
+    Decision d = decide(s);
+    EXPECT_EQ(d.rule, 66);
+    EXPECT_EQ(d.next, State::wait);
+    EXPECT_TRUE(d.contend);
+    s.lease_held = true;  // held, but the hold-off is not over
+    check(s, {66, State::wait});
+    s.hold_off_done = true;
+    d = decide(s);
+    EXPECT_EQ(d.rule, 54);
+    EXPECT_EQ(d.next, State::alone);
+    EXPECT_TRUE(d.contend);  // it runs by the lease: its reports must not read as agreement
+    // The peer renewed its lease after it was lost: it went on alone; not here.
+    s.peer_renewed_since_lost = true;
+    check(s, {54, State::wait});
+    // With the peer's grant while it agrees, no lease is needed (a swap with the witness down).
+    Snapshot g = base(State::wait);
+    g.witness = true;
+    g.preferred = true;
+    g.own_claim = 9;
+    g.report->grant = 9;
+    g.peer_agrees = true;
+    check(g, {60, State::prim});
+    g.peer_agrees = false;  // the granting peer contends or writes: the lease decides
+    d = decide(g);
+    EXPECT_EQ(d.rule, 66);
+    EXPECT_TRUE(d.claim);  // the claim stands meanwhile
+}
+
 TEST(Decide, Rule61_ThePeerShouldRunIt) { check(base(State::wait), {61, State::second}); }
 
 TEST(Decide, Rule62_TheOperatorChoseThisNode) {
@@ -422,7 +485,7 @@ TEST(Decide, FailoverOffKeepsARunningNodeFromHandingOver) {
 TEST(Decide, EveryRuleIsReachedByTheTests) {
     // The rule numbers of the table in decide.h; the tests above reach each.
     const std::set<int> table = {10, 20, 21, 30, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50,
-                                 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64};
+                                 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66};
     std::set<int> seen;
     std::mt19937_64 rng(7);
     auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<std::uint64_t>(n)); };
@@ -465,7 +528,24 @@ TEST(Decide, EveryRuleIsReachedByTheTests) {
         s.failover_off = pick(4) == 0;
         s.operator_prim = pick(8) == 0;
         s.operator_second = pick(8) == 0;
+        s.witness = pick(3) == 0;
+        if (s.witness) {
+            s.lease_held = pick(2) == 0;
+            s.peer_agrees = pick(2) == 0;
+            s.hold_off_done = pick(2) == 0;
+            s.peer_renewed_since_lost = pick(4) == 0;
+            s.lease_why = "w";
+        }
         const Decision d = decide(s);
+        // With a witness: writing needs the lease or the peer's agreement, and starting to write
+        // the lease with the hold-off over, or the peer's grant while it agrees.
+        if (s.witness && runs_vm(d.next)) {
+            ASSERT_TRUE(s.lease_held || s.peer_agrees) << d.rule << ": " << d.reason;
+            if (!runs_vm(s.current)) {
+                ASSERT_TRUE((s.lease_held && s.hold_off_done) || (d.rule == 60 && s.peer_agrees))
+                    << d.rule << ": " << d.reason;
+            }
+        }
         seen.insert(d.rule);
         ASSERT_TRUE(table.count(d.rule)) << d.rule;
         // Only an UpToDate copy ever starts the VM (decide() aborts otherwise; checked anyway).

@@ -1,6 +1,7 @@
 // ModuleRunner against scripted ports: each kind of cell of the transition table (runner.h)
 // makes exactly the port calls it names, in order. Completions are queued and delivered by the
 // test (never inline), as the real ports do.
+#include <algorithm>
 #include <deque>
 #include <functional>
 #include <string>
@@ -419,6 +420,145 @@ TEST_F(RunnerTest, PrimIsRefusedWhileThePeerRunsTheVm) {
     ASSERT_FALSE(st.ok());
     EXPECT_TRUE(st.error().is(errc::busy));
     EXPECT_TRUE(runner->op_second().ok());  // `second` on a secondary is fine
+}
+
+// ---------------------------------------------------------------------------- with a witness
+
+// The witness as the runner sees it: every acquire answers `answer` (an error, or a state).
+struct FakeLease final : LeasePort {
+    Loop& loop;
+    std::vector<std::string>& calls;
+    Result<lease::LeaseState> answer = Error(errc::timeout, "the witness did not answer");
+    FakeLease(Loop& l, std::vector<std::string>& c) : loop(l), calls(c) {}
+    void acquire(Duration, std::function<void(Result<lease::LeaseState>)> done) override {
+        calls.push_back("lease.acquire");
+        auto a = answer;
+        loop.post([done, a] { done(a); });
+    }
+    void release(Done done) override {
+        calls.push_back("lease.release");
+        loop.post([done] { done({}); });
+    }
+    void held_by(const std::string& node, std::uint64_t epoch = 1, Duration remaining = Duration(10000)) {
+        lease::LeaseState st;
+        st.holder = node;
+        st.remaining = remaining;
+        st.ttl = Duration(10000);
+        st.epoch = epoch;
+        answer = st;
+    }
+};
+
+class LeaseRunnerTest : public RunnerTest {
+protected:
+    LeaseRunnerTest() {
+        RunnerConfig c;
+        c.module = "web1";
+        c.self = "hv1";
+        c.peer = "hv2";
+        c.preferred = true;
+        c.restart_attempts = 2;
+        c.lease = RunnerConfig::Lease{Duration(10000), {}};
+        runner = std::make_unique<ModuleRunner>(c, clock, world, vm, world, world, world, &lease);
+    }
+    std::size_t index_of(const std::string& call) {
+        return static_cast<std::size_t>(std::find(world.calls.begin(), world.calls.end(), call) - world.calls.begin());
+    }
+    FakeLease lease{loop, world.calls};
+};
+
+// The witness unreachable while the pair agrees: the running node keeps running, and keeps
+// trying to renew.
+TEST_F(LeaseRunnerTest, TheWitnessDownWhileThePairAgreesChangesNothing) {
+    bring_to_prim();
+    world.calls.clear();
+    for (int i = 0; i < 20; ++i) {
+        runner->on_peer_message(report("SECOND"));
+        clock.tick();
+        loop.drain();
+    }
+    EXPECT_EQ(runner->state(), State::prim) << runner->reason();
+    EXPECT_EQ(index_of("imagesync.demote"), world.calls.size());
+    EXPECT_LT(index_of("lease.acquire"), world.calls.size());
+}
+
+// Neither the peer nor the witness: imagesync refuses writes first, then the VM stops (rule 65);
+// with the lease held, it runs on alone.
+TEST_F(LeaseRunnerTest, ARunningNodeWithoutLeaseOrPeerFencesItself) {
+    lease.held_by("hv1");
+    bring_to_prim();
+    clock.tick();
+    loop.drain();
+    runner->on_peer_liveness(Liveness::lost);
+    runner->on_peer_channel(false);
+    world.is.link = Link::down;
+    loop.drain();
+    clock.tick();
+    loop.drain();
+    EXPECT_EQ(runner->state(), State::alone) << runner->reason();
+    world.calls.clear();
+    lease.answer = Error(errc::timeout, "the witness did not answer");
+    for (int i = 0; i < 15 && runner->state() != State::wait; ++i) {
+        clock.tick();
+        loop.drain();
+    }
+    EXPECT_EQ(runner->state(), State::wait);
+    ASSERT_FALSE(world.transitions.empty());
+    EXPECT_EQ(world.transitions.back(), "ALONE->WAIT 65");
+    EXPECT_LT(index_of("imagesync.demote"), index_of("vm.stop"));
+    EXPECT_FALSE(world.is.primary);
+}
+
+// A node whose peer is lost starts the VM only with the lease, and only once its own last
+// agreeing report is older than the hold-off.
+TEST_F(LeaseRunnerTest, APeerLostIsTakenOverOnlyWithTheLease) {
+    runner->start();
+    loop.drain();
+    runner->on_peer_liveness(Liveness::alive);
+    runner->on_peer_channel(true);
+    runner->on_peer_message(report("PRIM"));
+    loop.drain();
+    ASSERT_EQ(runner->state(), State::second) << runner->reason();
+    // hv2 renewed 8 s ago, before it was lost: it did not go on alone since.
+    lease.held_by("hv2", 1, Duration(2000));
+    runner->on_peer_channel(false);
+    runner->on_peer_liveness(Liveness::lost);
+    world.is.link = Link::down;
+    loop.drain();
+    for (int i = 0; i < 5; ++i) {
+        clock.tick();
+        loop.drain();
+    }
+    EXPECT_EQ(runner->state(), State::wait) << runner->reason();
+    EXPECT_EQ(runner->status_json()["rule"], 66);
+    EXPECT_EQ(index_of("vm.start"), world.calls.size());
+    lease.held_by("hv1", 2);
+    for (int i = 0; i < 30 && runner->state() == State::wait; ++i) {
+        clock.tick();
+        loop.drain();
+    }
+    EXPECT_EQ(runner->state(), State::alone) << runner->reason();
+    EXPECT_LT(index_of("vm.start"), world.calls.size());
+}
+
+// A swap: the old primary releases the lease once it has demoted.
+TEST_F(LeaseRunnerTest, TheOldPrimaryReleasesTheLeaseAfterAHandOver) {
+    bring_to_prim();
+    lease.held_by("hv1");
+    clock.tick();
+    loop.drain();
+    world.calls.clear();
+    bool swapped = false;
+    runner->op_swap([&](Status st) { swapped = st.ok(); });
+    loop.drain();
+    for (int i = 0; i < 3; ++i) {
+        runner->on_peer_message(report("SECOND"));
+        clock.tick();
+        loop.drain();
+    }
+    EXPECT_TRUE(swapped);
+    EXPECT_LT(index_of("imagesync.demote"), index_of("lease.release"));
+    EXPECT_LT(index_of("lease.release"), world.calls.size());
 }
 
 }  // namespace

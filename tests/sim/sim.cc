@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <deque>
 #include <functional>
 #include <map>
@@ -12,6 +13,7 @@
 
 #include <fmt/format.h>
 
+#include <vmha/lease/lease.h>
 #include <vmha/module/runner.h>
 
 namespace vmha::sim {
@@ -40,15 +42,21 @@ struct Event {
     bool operator>(const Event& o) const { return at != o.at ? at > o.at : seq > o.seq; }
 };
 
+// A node's clock: true (virtual) time scaled by the node's rate (1.0 without a witness).
 class VirtualClock final : public module::Clock {
 public:
-    explicit VirtualClock(World& w) : world_(w) {}
+    VirtualClock(World& w, double rate) : world_(w), rate_(rate) {}
     module::TimePoint now() const override;
     std::unique_ptr<Token> after(module::Duration delay, std::function<void()> fn) override;
 
 private:
     World& world_;
+    double rate_;
 };
+
+constexpr Ms kLeaseTtl = 8000;
+constexpr Ms kLeaseMargin = 1000;
+constexpr Ms kWitnessRequestTimeout = 2000;
 
 // ---------------------------------------------------------------------------- a node
 
@@ -73,6 +81,10 @@ struct Node {
     bool fencing = false;
     std::vector<std::uint64_t> fenced;
     std::uint64_t instance = 0;  // bumped at every imagesyncd start (its "pid")
+    // imagesyncd's write deadline on this node's clock (ms; with a witness): it accepts writes
+    // only before it. -1: none (no witness).
+    double write_until = -1;
+    double rate = 1.0;  // this node's clock rate
     // the VM
     bool vm_running = false;
     bool vm_paused_io = false;
@@ -104,6 +116,11 @@ public:
             n.meta = m;
             n.store.started = true;
         }
+        if (o.witness) {
+            // Clocks within +-0.5 % of true time: any two differ by less than 1 %.
+            for (auto& n : nodes_) n.rate = 1.0 + static_cast<double>(uniform(-5000, 5000)) / 1e6;
+            witness_rate_ = 1.0 + static_cast<double>(uniform(-5000, 5000)) / 1e6;
+        }
     }
 
     Outcome run();
@@ -129,6 +146,23 @@ public:
         if (out_.violations.size() < 20) out_.violations.push_back(fmt::format("t={}ms: {}", now_, what));
     }
     Node& node(int i) { return nodes_[static_cast<std::size_t>(i)]; }
+    bool witness() const { return options_.witness; }
+    bool lease_rules() const { return options_.lease_rules; }
+    double local_ms(const Node& n) const { return static_cast<double>(now_) * n.rate; }
+    // imagesyncd takes a write now: up, primary, and (with a witness) within its deadline.
+    bool accepts(const Node& n) const {
+        return n.is_up && n.is_primary && (n.write_until < 0 || local_ms(n) < n.write_until);
+    }
+    // the witness
+    void witness_call(Node& n, std::weak_ptr<bool> live,
+                      std::function<lease::LeaseState(const std::string&, double)> at_witness,
+                      std::function<void(Result<lease::LeaseState>)> done);
+    lease::LeaseState witness_acquire(const std::string& who, double tw, Ms ttl);
+    lease::LeaseState witness_release(const std::string& who);
+    void count_note(const std::string& what) {
+        if (what.rfind("self-fence: ", 0) == 0 && what.find("failed") == std::string::npos) ++out_.self_fences;
+        if (what.rfind("contending for the lease", 0) == 0) ++out_.lease_refusals;
+    }
     Node& peer_of(const Node& n) { return nodes_[static_cast<std::size_t>(1 - n.id)]; }
 
     // network
@@ -169,6 +203,9 @@ private:
     void write_tick();
     void fault_tick();
     void check_two_runners();
+    void check_writers();
+    void witness_restart();
+    void partition_scenario();
     void handshake();
     void finish_resync(int source, std::uint64_t link_epoch);
     bool network_whole() const {
@@ -189,6 +226,20 @@ private:
     bool replication_cut_ = false;
     std::array<bool, kPaths> path_cut_{false, false};
     double loss_ = 0.0;
+    std::array<double, 2> loss_from_{0.0, 0.0};  // heartbeats from node i (asymmetric loss)
+    // the witness
+    double witness_rate_ = 1.0;
+    bool witness_up_ = true;
+    std::array<bool, 2> to_witness_cut_{false, false};    // node i -> witness
+    std::array<bool, 2> from_witness_cut_{false, false};  // witness -> node i
+    double witness_loss_ = 0.0;
+    struct Grant {
+        std::string holder;
+        double expiry = 0;  // witness clock, ms
+        Ms ttl = 0;
+        std::uint64_t epoch = 0;
+    } grant_;
+    bool two_writers_seen_ = false;
     bool faults_on_ = true;
     Ms whole_since_ = 0;       // the network has been whole since then
     bool split_happened_ = false;  // both ran the VM in a full partition since the last heal
@@ -229,7 +280,9 @@ private:
 };
 
 module::TimePoint VirtualClock::now() const {
-    return module::TimePoint{} + std::chrono::milliseconds(world_.now()) + std::chrono::hours(1);
+    if (rate_ == 1.0) return module::TimePoint{} + std::chrono::milliseconds(world_.now()) + std::chrono::hours(1);
+    const auto ns = static_cast<std::int64_t>(static_cast<double>(world_.now()) * rate_ * 1e6);
+    return module::TimePoint{} + std::chrono::nanoseconds(ns) + std::chrono::hours(1);
 }
 
 std::unique_ptr<module::Clock::Token> VirtualClock::after(module::Duration delay,
@@ -240,7 +293,10 @@ std::unique_ptr<module::Clock::Token> VirtualClock::after(module::Duration delay
     };
     auto token = std::make_unique<T>();
     std::weak_ptr<bool> live = token->live;
-    world_.at(delay.count(), [live, fn = std::move(fn)] {
+    // A delay on this clock lasts delay / rate of true time (rounded up).
+    const Ms d = rate_ == 1.0 ? delay.count()
+                              : static_cast<Ms>(std::ceil(static_cast<double>(delay.count()) / rate_));
+    world_.at(d, [live, fn = std::move(fn)] {
         if (auto l = live.lock(); l && *l) fn();
     });
     return token;
@@ -309,6 +365,15 @@ struct Incarnation {
                 done({});
             });
         }
+        void write_lease(module::Duration valid_for, module::Done done) override {
+            if (!i.w.witness() || !i.w.lease_rules()) return module::ImagesyncPort::write_lease(valid_for, std::move(done));
+            // Takes effect when imagesyncd reads it (the control call's delay), latest wins.
+            i.later(1, 20, [this, valid_for, done] {
+                if (!i.n.is_up) return done(Error(errc::connection_lost, "imagesyncd is not running"));
+                i.n.write_until = i.w.local_ms(i.n) + static_cast<double>(valid_for.count());
+                done({});
+            });
+        }
         void declare_initial_data(module::Done done) override {
             i.later(5, 50, [this, done] {
                 if (!i.n.is_up) return done(Error(errc::connection_lost, "imagesyncd is not running"));
@@ -334,7 +399,7 @@ struct Incarnation {
         }
         void resume(module::Done done) override {
             i.later(50, 300, [this, done] {
-                if (i.n.vm_running && i.n.vm_paused_io && i.n.is_up) {
+                if (i.n.vm_running && i.n.vm_paused_io && i.n.is_up && (!i.w.witness() || i.w.accepts(i.n))) {
                     i.n.vm_paused_io = false;
                     i.w.log(fmt::format("{}: VM resumed", i.n.name));
                     done({});
@@ -377,12 +442,38 @@ struct Incarnation {
             i.w.log(fmt::format("{}: {} -> {} (rule {}): {}", i.n.name, module::to_string(from),
                                 module::to_string(to), rule, reason));
         }
-        void note(const std::string& what) override { i.w.log(fmt::format("{}: {}", i.n.name, what)); }
+        void note(const std::string& what) override {
+            i.w.count_note(what);
+            i.w.log(fmt::format("{}: {}", i.n.name, what));
+        }
     } observer{*this};
+
+    struct Lease final : module::LeasePort {
+        Incarnation& i;
+        explicit Lease(Incarnation& inc) : i(inc) {}
+        void acquire(module::Duration ttl, std::function<void(Result<lease::LeaseState>)> done) override {
+            const std::string who = i.n.name;
+            i.w.witness_call(i.n, i.live,
+                             // Runs at the witness, maybe after this vmhad died: the world only.
+                             [&w = i.w, who, ttl](const std::string&, double tw) {
+                                 return w.witness_acquire(who, tw, ttl.count());
+                             },
+                             std::move(done));
+        }
+        void release(module::Done done) override {
+            const std::string who = i.n.name;
+            i.w.witness_call(i.n, i.live,
+                             [&w = i.w, who](const std::string&, double) { return w.witness_release(who); },
+                             [done](Result<lease::LeaseState> r) {
+                                 if (!r) return done(Status(std::move(r).error()));
+                                 done({});
+                             });
+        }
+    } lease{*this};
 
     std::unique_ptr<module::ModuleRunner> runner;
 
-    Incarnation(World& world, Node& node) : w(world), n(node), clock(world) {
+    Incarnation(World& world, Node& node) : w(world), n(node), clock(world, node.rate) {
         module::RunnerConfig c;
         c.module = "web1";
         c.self = n.name;
@@ -400,7 +491,14 @@ struct Incarnation {
         c.heartbeat_interval = module::Duration(kHeartbeatInterval);
         c.restart_attempts = 3;
         c.restart_window = module::Duration(600000);
-        runner = std::make_unique<module::ModuleRunner>(c, clock, imagesync, vm, peer, store, observer);
+        if (w.witness() && w.lease_rules()) {
+            module::RunnerConfig::Lease l;
+            l.ttl = module::Duration(kLeaseTtl);
+            l.timing.margin = module::Duration(kLeaseMargin);
+            l.timing.drift = 0.01;
+            c.lease = l;
+        }
+        runner = std::make_unique<module::ModuleRunner>(c, clock, imagesync, vm, peer, store, observer, &lease);
     }
     ~Incarnation() {
         *live = false;
@@ -437,6 +535,7 @@ void World::imagesync_start(Node& n) {
     n.alone_generation_minted = false;
     n.fencing = false;
     n.fenced.clear();  // never acknowledged: lost with the process
+    n.write_until = witness() && lease_rules() ? 0 : -1;  // with a witness: no writes until vmhad says so
     n.meta.note_start();
     log(fmt::format("{}: imagesyncd started (secondary{})", n.name,
                     n.meta.crashed_primary ? ", crashed while primary" : ""));
@@ -573,7 +672,7 @@ void World::break_link(Ms detect_after) {
         if (held_node_ >= 0) {
             Node& h = nodes_[static_cast<std::size_t>(held_node_)];
             for (std::uint64_t id : held_) {
-                if (h.is_up && h.is_primary) {
+                if (accepts(h)) {
                     if (!h.alone_generation_minted) {
                         h.meta.new_generation_when_alone(next_generation_++);
                         h.alone_generation_minted = true;
@@ -683,6 +782,12 @@ Status World::vm_start(Node& n) {
             break;
         }
     }
+    for (const Acked& a : acked_) {
+        if (a.split && !have.count(a.id)) {
+            ++out_.stale_starts;  // writes acknowledged in a partition are lost with this start
+            break;
+        }
+    }
     n.vm_running = true;
     n.vm_paused_io = false;
     ++out_.vm_starts;
@@ -699,7 +804,7 @@ void World::vm_stop(Node& n) {
 
 void World::check_two_runners() {
     // A VM paused on an I/O error with no primary imagesync under it cannot write: not running.
-    auto writes = [](const Node& n) { return n.vm_running && !(n.vm_paused_io && !(n.is_up && n.is_primary)); };
+    auto writes = [this](const Node& n) { return n.vm_running && !(n.vm_paused_io && !accepts(n)); };
     if (!(writes(nodes_[0]) && writes(nodes_[1]))) return;
     // Reaching each other takes the network and both vmhad: a split brain is resolved by the
     // two vmhad once they hear each other again.
@@ -718,6 +823,12 @@ void World::write_tick() {
         if (!n.vm_running || n.vm_paused_io) continue;
         if (!n.is_up || !n.is_primary) {
             continue;  // the guest's writes fail (read-only export); nothing is acknowledged
+        }
+        if (!accepts(n)) {
+            // Past the write deadline: the write fails, the VM pauses on the I/O error.
+            log(fmt::format("{}: write refused: past imagesync's write deadline; the VM pauses", n.name));
+            n.vm_paused_io = true;
+            continue;
         }
         const std::uint64_t id = next_write_++;
         Node& p = peer_of(n);
@@ -838,7 +949,7 @@ void World::heartbeat_tick(Node& n) {
     if (!n.vmhad_up) return;
     Node& p = peer_of(n);
     for (int path = 0; path < kPaths; ++path) {
-        if (!path_ok(path) || chance(loss_)) continue;
+        if (!path_ok(path) || chance(loss_ + loss_from_[static_cast<std::size_t>(n.id)])) continue;
         at(uniform(1, 200), [this, &p, path] {
             if (p.vmhad_up && path_ok(path)) p.last_heard[static_cast<std::size_t>(path)] = now_;
         });
@@ -881,7 +992,13 @@ void World::fault_tick() {
         update_channel();
         update_link();
     };
-    switch (uniform(0, 11)) {
+    auto cut = [&](bool& flag, const char* what) {
+        if (flag) return;
+        ++out_.partitions;
+        heal_later(flag, what);
+    };
+    const auto side = static_cast<std::size_t>(n.id);
+    switch (uniform(0, witness() ? 17 : 11)) {
         case 0:
             machine_crash(n);
             at(uniform(2000, 60000), [this, &n] { machine_boot(n); });
@@ -904,10 +1021,10 @@ void World::fault_tick() {
                 vm_stop(n);
             }
             break;
-        case 4: if (!full_partition_) heal_later(full_partition_, "full network"); break;
-        case 5: if (!replication_cut_) heal_later(replication_cut_, "replication network"); break;
-        case 6: if (!control_cut_) heal_later(control_cut_, "control channel"); break;
-        case 7: if (!path_cut_[0]) heal_later(path_cut_[0], "heartbeat path 0"); break;
+        case 4: cut(full_partition_, "full network"); break;
+        case 5: cut(replication_cut_, "replication network"); break;
+        case 6: cut(control_cut_, "control channel"); break;
+        case 7: cut(path_cut_[0], "heartbeat path 0"); break;
         case 8:
             if (n.vmhad && runs_vm(n.vmhad->runner->state())) {
                 log(fmt::format("operator: swap on {}", n.name));
@@ -935,8 +1052,158 @@ void World::fault_tick() {
             loss_ = static_cast<double>(uniform(0, 30)) / 100.0;
             log(fmt::format("FAULT: heartbeat loss {:.0f}%", loss_ * 100));
             break;
+        // With a witness only:
+        case 12: cut(to_witness_cut_[side], side == 0 ? "hv1 -> witness" : "hv2 -> witness"); break;
+        case 13: cut(from_witness_cut_[side], side == 0 ? "witness -> hv1" : "witness -> hv2"); break;
+        case 14:
+            cut(to_witness_cut_[side], side == 0 ? "hv1 -> witness" : "hv2 -> witness");
+            cut(from_witness_cut_[side], side == 0 ? "witness -> hv1" : "witness -> hv2");
+            break;
+        case 15: witness_restart(); break;
+        case 16: {
+            // Asymmetric heartbeat loss: only what this node sends is lost.
+            loss_from_[side] = static_cast<double>(uniform(30, 100)) / 100.0;
+            log(fmt::format("FAULT: heartbeats from {} lost at {:.0f}%", n.name, loss_from_[side] * 100));
+            at(uniform(3000, 40000), [this, side] {
+                loss_from_[side] = 0;
+                log(fmt::format("heal: heartbeats from {}", nodes_[side].name));
+            });
+            break;
+        }
+        case 17:
+            witness_loss_ = static_cast<double>(uniform(0, 50)) / 100.0;
+            log(fmt::format("FAULT: witness messages lost at {:.0f}%", witness_loss_ * 100));
+            break;
         default:
             break;  // a quiet interval
+    }
+}
+
+// ---------------------------------------------------------------------------- the witness
+
+// Scenario::partition: one combination of cuts for 40 s (the node-node cut comes at once or up
+// to 15 s after the witness cuts), then everything heals.
+void World::partition_scenario() {
+    const int c = options_.partition;
+    log(fmt::format("FAULT: partition {}: {}", c, describe_partition(c)));
+    auto witness_link = [this](std::size_t side, int how) {
+        to_witness_cut_[side] = (how & 1) != 0;
+        from_witness_cut_[side] = (how & 2) != 0;
+    };
+    witness_link(0, (c >> 2) & 3);
+    witness_link(1, c & 3);
+    out_.partitions += ((c & 16) ? 1 : 0) + (((c >> 2) & 3) ? 1 : 0) + ((c & 3) ? 1 : 0);
+    // The nodes lose each other at once, or after their leases have lapsed (the running node
+    // then writes on its peer's agreement alone when the cut comes).
+    if (c & 16) {
+        at(uniform(0, 1) ? 0 : uniform(1, 15000), [this] {
+            log("FAULT: the nodes are cut from each other");
+            full_partition_ = true;
+            update_channel();
+            update_link();
+        });
+    }
+    at(40000, [this] {
+        if (full_partition_) full_heal_at_ = now_;
+        full_partition_ = false;
+        to_witness_cut_ = from_witness_cut_ = {false, false};
+        whole_since_ = now_;
+        log("heal: every link");
+        update_channel();
+        update_link();
+    });
+}
+
+// A request from node `n` to the witness and its reply, each over its own direction of the
+// link (cut, lossy, delayed), answered at the witness on its own clock; the caller gets an
+// error after the request timeout (on its clock) when no reply came. Completions are dropped
+// once `live` (the vmhad that asked) is gone.
+void World::witness_call(Node& n, std::weak_ptr<bool> live,
+                         std::function<lease::LeaseState(const std::string&, double)> at_witness,
+                         std::function<void(Result<lease::LeaseState>)> done) {
+    auto answered = std::make_shared<bool>(false);
+    auto finish = [live, answered, done](Result<lease::LeaseState> r) {
+        if (*answered) return;
+        auto l = live.lock();
+        if (!l || !*l) return;
+        *answered = true;
+        done(std::move(r));
+    };
+    const auto side = static_cast<std::size_t>(n.id);
+    const Ms timeout = static_cast<Ms>(std::ceil(static_cast<double>(kWitnessRequestTimeout) / n.rate));
+    at(timeout, [finish] { finish(Error(errc::timeout, "the witness did not answer within 2000 ms")); });
+    if (to_witness_cut_[side] || chance(witness_loss_)) return;
+    at(uniform(1, 150), [this, side, at_witness, finish] {
+        if (!witness_up_ || to_witness_cut_[side]) return;
+        const lease::LeaseState reply = at_witness(nodes_[side].name, static_cast<double>(now_) * witness_rate_);
+        if (from_witness_cut_[side] || chance(witness_loss_)) return;
+        at(uniform(1, 150), [this, side, reply, finish] {
+            if (from_witness_cut_[side]) return;
+            finish(reply);
+        });
+    });
+}
+
+lease::LeaseState World::witness_acquire(const std::string& who, double tw, Ms ttl) {
+    Grant& g = grant_;
+    const bool free = g.holder.empty() || tw >= g.expiry;
+    if (free || g.holder == who) {
+        if (free) {
+            ++g.epoch;  // granted anew (to another node, or after it expired or was released)
+            ++out_.lease_grants;
+            log(fmt::format("witness: lease granted to {} (epoch {})", who, g.epoch));
+        }
+        g.holder = who;
+        g.expiry = std::max(g.expiry, tw + static_cast<double>(ttl));
+        if (free) g.expiry = tw + static_cast<double>(ttl);
+        g.ttl = ttl;
+        lease::LeaseState st;
+        st.holder = who;
+        st.remaining = lease::Duration(static_cast<Ms>(g.expiry - tw));
+        st.ttl = lease::Duration(ttl);
+        st.epoch = g.epoch;
+        return st;
+    }
+    lease::LeaseState st;
+    st.holder = g.holder;
+    st.remaining = lease::Duration(static_cast<Ms>(std::ceil(g.expiry - tw)));
+    st.ttl = lease::Duration(g.ttl);
+    st.epoch = g.epoch;
+    return st;
+}
+
+lease::LeaseState World::witness_release(const std::string& who) {
+    if (grant_.holder == who) {
+        log(fmt::format("witness: lease released by {}", who));
+        grant_.holder.clear();
+        grant_.expiry = 0;
+    }
+    return {};
+}
+
+// The witness goes down for a while and comes back with its grants (its state file): a lease
+// held counts as held for its full TTL from the restart.
+void World::witness_restart() {
+    if (!witness_up_) return;
+    witness_up_ = false;
+    ++out_.witness_restarts;
+    log("FAULT: witness down");
+    at(uniform(500, 15000), [this] {
+        witness_up_ = true;
+        const double tw = static_cast<double>(now_) * witness_rate_;
+        if (!grant_.holder.empty()) grant_.expiry = tw + static_cast<double>(grant_.ttl);
+        log("witness up again (grants kept)");
+    });
+}
+
+// The invariant a witness buys: never two nodes accepting writes at one instant.
+void World::check_writers() {
+    if (!witness()) return;
+    if (accepts(nodes_[0]) && accepts(nodes_[1])) {
+        if (!two_writers_seen_) violation("both nodes accept writes for the module (split brain)");
+        two_writers_seen_ = true;
+    } else {
+        two_writers_seen_ = false;
     }
 }
 
@@ -950,6 +1217,8 @@ Outcome World::run() {
     write_tick();
     if (options_.scenario == Scenario::random_faults) {
         at(uniform(5000, 15000), [this] { fault_tick(); });
+    } else if (options_.scenario == Scenario::partition) {
+        at(20000, [this] { partition_scenario(); });
     } else {
         at(20000, [this] {
             Node* runner = nodes_[0].vm_running ? &nodes_[0] : nodes_[1].vm_running ? &nodes_[1] : nullptr;
@@ -979,6 +1248,13 @@ Outcome World::run() {
             full_partition_ = control_cut_ = replication_cut_ = false;
             path_cut_ = {false, false};
             loss_ = 0;
+            loss_from_ = {0, 0};
+            to_witness_cut_ = from_witness_cut_ = {false, false};
+            witness_loss_ = 0;
+            if (!witness_up_) {
+                witness_up_ = true;
+                if (!grant_.holder.empty()) grant_.expiry = static_cast<double>(now_) * witness_rate_ + static_cast<double>(grant_.ttl);
+            }
             whole_since_ = now_;
             log("faults stop: network healed, every node up");
             for (auto& n : nodes_) {
@@ -996,6 +1272,7 @@ Outcome World::run() {
         queue_.pop();
         now_ = e.at;
         e.fn();
+        check_writers();
         if (!(nodes_[0].vmhad_up && nodes_[1].vmhad_up)) both_vmhad_since_ = now_;
         // Two primaries (each side took the VM, not knowing of the other: a partition) start
         // two lines of history; the split stays unresolved until the two vmhad meet again.
@@ -1044,6 +1321,12 @@ Outcome World::run() {
 }
 
 }  // namespace
+
+std::string describe_partition(int c) {
+    static const char* const link[] = {"whole", "cut towards the witness", "cut from the witness", "cut both ways"};
+    return fmt::format("nodes {}; hv1-witness {}; hv2-witness {}", (c & 16) ? "cut" : "whole", link[(c >> 2) & 3],
+                       link[c & 3]);
+}
 
 Outcome run(const Options& options) {
     World w(options);

@@ -314,8 +314,9 @@ TEST(ModuleFile, NoWitnessIsAWarningNotAnError) {
     EXPECT_EQ(errors_of("m.yaml", text), (Lines{}));
     EXPECT_EQ(warnings_of("m.yaml", text),
               (Lines{"m.yaml:1:1: witness: warning: no witness: if the link between the nodes "
-                    "breaks, both may run the VM and one side's writes will have to be "
-                    "discarded; configure a witness"}));
+                    "breaks, both may go ALONE and run the VM; the split brain is detected when "
+                    "they reconnect, and one side's writes will have to be discarded; configure "
+                    "a witness"}));
 }
 
 TEST(ModuleFile, FileNameShouldMatchTheModule) {

@@ -12,7 +12,10 @@
 #include <map>
 #include <string>
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 
 #include "../imagesync/daemon.h"
@@ -39,6 +42,9 @@ struct ClusterOptions {
     std::uint64_t image_size = 64u << 20;
     // Per-node extra text appended to that node's copy of the module file (to make them differ).
     std::map<std::string, std::string> module_suffix;
+    // A real vmha-witness on a private port, named in the module's `witness` section.
+    bool witness = false;
+    std::string witness_lease = "4s";
 };
 
 class Cluster {
@@ -50,6 +56,15 @@ public:
         health_ = free_port();
         certs("ca", dir_ / "certs", "");
         for (const char* n : {"hv1", "hv2"}) certs("node", dir_ / "certs", n);
+        if (options_.witness) {
+            witness_port_ = free_port();
+            certs("node", dir_ / "certs", "witness1");
+            const fs::path c = dir_ / "certs";
+            std::ofstream(dir_ / "witness.yaml")
+                << "name: witness1\nlisten: 127.0.0.1:" << witness_port_ << "\ntls:\n  ca: " << (c / "ca.pem").string()
+                << "\n  cert: " << (c / "witness1.pem").string() << "\n  key: " << (c / "witness1.key").string()
+                << "\nstate_file: " << (dir_ / "leases.json").string() << "\n";
+        }
         fs::create_directories(dir_ / "img");
         write_configs();
     }
@@ -60,6 +75,7 @@ public:
             kill_vmhad(n, SIGKILL);
             kill_imagesyncd(n);
         }
+        stop_witness();
         if (::testing::Test::HasFailure()) {
             for (const char* n : {"hv1", "hv2"}) {
                 std::fprintf(stderr, "---- vmhad %s log ----\n%s\n---- imagesyncd %s log ----\n%s\n", n,
@@ -87,6 +103,30 @@ public:
         // The node trusts the foreign CA, so that it can start; the peer does not.
         fs::copy_file(dir_ / "foreign" / "ca.pem", node_dir(n) / "ca.pem", fs::copy_options::overwrite_existing);
         write_configs();
+    }
+
+    // The witness (ClusterOptions::witness): started, and ready once its port accepts.
+    ::testing::AssertionResult start_witness() {
+        witness_pid_ = spawn({VMHA_WITNESS_PATH, "--config", (dir_ / "witness.yaml").string(), "--log-level", "debug"},
+                             dir_ / "witness.log");
+        const bool up = poll_until(20s, [&] {
+            const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+            sockaddr_in a{};
+            a.sin_family = AF_INET;
+            a.sin_port = htons(witness_port_);
+            a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+            ::close(fd);
+            return ok;
+        });
+        if (up) return ::testing::AssertionSuccess();
+        return ::testing::AssertionFailure() << "vmha-witness did not listen:\n" << read_file(dir_ / "witness.log");
+    }
+    void stop_witness() {
+        if (witness_pid_ <= 0) return;
+        ::kill(witness_pid_, SIGKILL);
+        (void)wait_for(witness_pid_, 30s);
+        witness_pid_ = -1;
     }
 
     void start_vmhad(const std::string& n) {
@@ -204,6 +244,10 @@ private:
               << "checkers:\n  - type: vm\n    interval: " << options_.checker_interval << "\n"
               << "restart:\n  attempts: " << options_.restart_attempts << "\n  window: 1h\n"
               << "health_check:\n  port: " << health_ << "\n";
+            if (options_.witness) {
+                m << "witness:\n  endpoints: [\"127.0.0.1:" << witness_port_ << "\"]\n  name: witness1\n  lease: "
+                  << options_.witness_lease << "\n";
+            }
             auto suffix = options_.module_suffix.find(n);
             std::ofstream(d / "modules/web1.yaml") << m.str() << (suffix != options_.module_suffix.end() ? suffix->second : "");
             const fs::path ca = fs::exists(d / "ca.pem") ? d / "ca.pem" : dir_ / "certs/ca.pem";
@@ -219,6 +263,8 @@ private:
     TempDir dir_;
     std::uint16_t control_ = 0, replication_ = 0, heartbeat_ = 0, health_ = 0;
     std::map<std::string, pid_t> pids_;
+    std::uint16_t witness_port_ = 0;
+    pid_t witness_pid_ = -1;
 };
 
 }  // namespace vmhad_test

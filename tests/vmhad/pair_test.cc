@@ -99,6 +99,41 @@ TEST(VmhadPair, FailsBackAutomaticallyToThePreferredNodeOnceItIsStable) {
     EXPECT_EQ(c.http("hv2", "/health/web1"), 503);
 }
 
+// With a real vmha-witness: the running node holds the module's lease; the witness going away
+// changes nothing while the nodes see each other; after the running node dies, its peer takes
+// the VM over once the witness grants it the lease.
+TEST(VmhadPair, WithAWitnessTheRunningNodeHoldsTheLeaseAndTheSurvivorTakesItOver) {
+    ClusterOptions o;
+    o.witness = true;
+    Cluster c(o);
+    ASSERT_TRUE(c.start_witness());
+    start_both(c);
+    ASSERT_TRUE(c.wait_state("hv1", "PRIM"));
+    ASSERT_TRUE(c.wait_state("hv2", "SECOND"));
+    auto lease = [&](const char* n) { return c.module_status(n)["lease"]; };
+    ASSERT_TRUE(poll_until(30s, [&] { return lease("hv1").value("held", false); })) << lease("hv1").dump();
+    EXPECT_FALSE(lease("hv2").value("held", true)) << lease("hv2").dump();
+    EXPECT_TRUE(lease("hv1").value("peer_agrees", false)) << lease("hv1").dump();
+
+    // The witness dies: the lease lapses on hv1, which keeps the VM on its peer's agreement.
+    c.stop_witness();
+    ASSERT_TRUE(poll_until(30s, [&] { return !lease("hv1").value("held", true); })) << lease("hv1").dump();
+    EXPECT_EQ(c.state("hv1"), "PRIM") << c.module_status("hv1").dump();
+    EXPECT_EQ(c.state("hv2"), "SECOND");
+
+    // It returns with its grants (its state file): hv1 renews.
+    ASSERT_TRUE(c.start_witness());
+    ASSERT_TRUE(poll_until(30s, [&] { return lease("hv1").value("held", false); })) << lease("hv1").dump();
+    ASSERT_TRUE(poll_until(30s, [&] { return c.module_status("hv2")["data_state"] == "UpToDate"; }));
+
+    // hv1 dies as a whole: hv2 waits for hv1's lease to expire at the witness, then runs the VM.
+    c.kill_vmhad("hv1", SIGKILL);
+    c.kill_imagesyncd("hv1");
+    ASSERT_TRUE(c.wait_state("hv2", "ALONE", 90s)) << c.module_status("hv2").dump();
+    EXPECT_TRUE(lease("hv2").value("held", false)) << lease("hv2").dump();
+    EXPECT_EQ(c.http("hv2", "/health/web1"), 200);
+}
+
 TEST(VmhadPair, RefusesAPeerWithACertificateFromAnotherCa) {
     Cluster c;
     c.use_foreign_certificate("hv2");

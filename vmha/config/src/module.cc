@@ -560,9 +560,10 @@ void read_witness(MapView& top, Module& m) {
     if (!node) {
         if (top.get("witness") != nullptr) return;  // present but not a mapping: reported
         top.reader().warning(top.node(), "witness",
-                             "no witness: if the link between the nodes breaks, both may run "
-                             "the VM and one side's writes will have to be discarded; configure "
-                             "a witness");
+                             "no witness: if the link between the nodes breaks, both may go "
+                             "ALONE and run the VM; the split brain is detected when they "
+                             "reconnect, and one side's writes will have to be discarded; "
+                             "configure a witness");
         return;
     }
     MapView w(top.reader(), *node, "witness", {"type", "endpoints", "lease", "margin", "name", "prefix"},

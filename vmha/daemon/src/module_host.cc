@@ -13,6 +13,7 @@
 
 #include <checkers/factory.h>
 #include <vmha/hypervisor/recover.h>
+#include <vmha/lease/from_config.h>
 
 #include "asio_clock.h"
 #include "file_store.h"
@@ -116,6 +117,31 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
     std::map<std::uint64_t, Forwarded> forwarded;
     std::uint64_t next_forward_id = 0;
     ModuleHost::AdminCall serve_forwarded;
+
+    // The module's lease (a `witness` section): the backend from the module file and the node's
+    // TLS files, keyed by the pair and the module, held in this node's name.
+    std::unique_ptr<lease::LeaseBackend> lease_backend;
+    Status lease_setup;  // why the backend could not be made (start() reports it)
+    struct Lease final : module::LeasePort {
+        Ports& p;
+        lease::LeaseKey key;
+        explicit Lease(Ports& ports) : p(ports) {}
+        void acquire(module::Duration ttl, std::function<void(Result<lease::LeaseState>)> done) override {
+            if (!p.lease_backend) {
+                Status why = p.lease_setup;
+                boost::asio::post(p.io, [done, why]() { done(why.error()); });
+                return;
+            }
+            p.lease_backend->acquire(key, p.self, ttl, std::move(done));
+        }
+        void release(module::Done done) override {
+            if (!p.lease_backend) {
+                boost::asio::post(p.io, [done]() { done({}); });
+                return;
+            }
+            p.lease_backend->release(key, p.self, std::move(done));
+        }
+    } lease_port{*this};
 
     // The VM port: blocking Hypervisor calls on the pool, results posted to the loop. While
     // vmha itself starts or stops the VM, the vm checker is suspended (not a failure).
@@ -339,7 +365,23 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
         c.automatic_failback = setup.module.failback.mode == config::FailbackMode::automatic &&
                                !setup.module.failback.preferred_node.empty();
         c.failback_stable = std::chrono::duration_cast<module::Duration>(setup.module.failback.stable_for);
-        runner = std::make_unique<module::ModuleRunner>(c, clock, *this, vm, *this, store, *this);
+        if (setup.module.witness) {
+            const config::Witness& w = *setup.module.witness;
+            module::RunnerConfig::Lease l;
+            l.ttl = std::chrono::duration_cast<module::Duration>(w.lease);
+            l.timing = lease::timing_of(w);
+            c.lease = l;
+            lease_port.key = lease::key_of(setup.module);
+            auto made = lease::make_backend(io.get_executor(), w, setup.node);
+            if (made) {
+                lease_backend = std::move(*made);
+            } else {
+                // The runner still obeys the lease rules: it never holds the lease.
+                lease_setup = Error(made.error().code, fmt::format("module \"{}\": witness: {}",
+                                                                   setup.module.name, made.error().message));
+            }
+        }
+        runner = std::make_unique<module::ModuleRunner>(c, clock, *this, vm, *this, store, *this, &lease_port);
     }
 
     ~Ports() override { *live = false; }
@@ -570,6 +612,7 @@ Status ModuleHost::start() {
     auto attached = p.hub.attach(p.setup.module, p.setup.module_yaml, std::move(ev));
     if (!attached) return std::move(attached).error();
     p.peer = std::move(*attached);
+    if (!p.lease_setup) return p.lease_setup;
     if (p.store.load().started) {
         if (auto st = p.supervisor.start(); !st) return st;
     }
@@ -586,6 +629,7 @@ void ModuleHost::shutdown() {
     for (auto& c : p.checker_list) c->stop();
     if (p.schedule_timer) p.schedule_timer->cancel();
     if (p.peer) p.peer->stop();
+    if (p.lease_backend) p.lease_backend->stop();
     p.supervisor.detach();
     p.fail_forwarded("vmhad is stopping");
 }

@@ -190,6 +190,12 @@ Decision decide_idle(const Snapshot& s, std::uint64_t grant) {
         }
     }
     if (s.liveness == Liveness::lost) {
+        if (s.peer_renewed_since_lost) {
+            return make(State::wait, 54,
+                        fmt::format("{} lost on every heartbeat path, but the witness says it renewed "
+                                    "its lease since: it ran the VM on alone and its copy is newer "
+                                    "(start here anyway with `vmha prim --force`)", s.peer));
+        }
         if (!s.current_when_lost) {
             return make(State::wait, 54,
                         fmt::format("{} lost on every heartbeat path, but this copy was not in sync "
@@ -245,6 +251,37 @@ Decision decide_idle(const Snapshot& s, std::uint64_t grant) {
     return make(State::second, 61, fmt::format("{} should run the VM (preferred)", s.peer));
 }
 
+// Rules 65 and 66: with a witness, a node writes only while it holds the lease or its peer
+// agrees, and starts writing only with the lease and the hold-off over, or with the peer's grant
+// while it agrees.
+Decision apply_lease_rules(const Snapshot& s, Decision d) {
+    if (!s.witness) return d;
+    if (runs_vm(s.current) && runs_vm(d.next)) {
+        if (s.lease_held || s.peer_agrees) return d;
+        Decision f = make(State::wait, 65,
+                          fmt::format("self-fence: {} is not in agreement and the lease is not held "
+                                      "({}); stopped writing before the lease can expire",
+                                      s.peer, s.lease_why));
+        f.grant = d.grant;
+        return f;
+    }
+    if (runs_vm(s.current) || !runs_vm(d.next)) return d;
+    if (d.rule == 60 && s.peer_agrees) return d;  // the peer's grant, and it does not write
+    if (s.lease_held && s.hold_off_done) {
+        d.contend = true;  // starts by the lease: its reports must not read as agreement
+        return d;
+    }
+    Decision w = make(State::wait, 66,
+                      s.lease_held
+                          ? fmt::format("{}; the lease is held, waiting out the hold-off for {} to "
+                                        "have stopped writing", d.reason, s.peer)
+                          : fmt::format("{}; but the lease is not held: {}", d.reason, s.lease_why));
+    w.contend = true;
+    w.claim = d.claim || d.rule == 60;  // a claim stands while the lease is sought
+    w.grant = d.grant;
+    return w;
+}
+
 }  // namespace
 
 std::string_view to_string(Standing standing) {
@@ -281,6 +318,7 @@ Decision decide(const Snapshot& s) {
         return runs_vm(s.current) ? decide_running(s) : decide_idle(s, grant);
     }();
     d.grant = grant;
+    d = apply_lease_rules(s, std::move(d));
     if (runs_vm(d.next) && !runs_vm(s.current) && !may_start_vm_on(s.data)) {
         internal_error(fmt::format("rule {} would start the VM on {} data", d.rule, to_string(s.data)));
     }

@@ -66,7 +66,7 @@ std::optional<imagesync::meta::Generations> read_generations(const nlohmann::jso
 }  // namespace
 
 ModuleRunner::ModuleRunner(RunnerConfig config, Clock& clock, ImagesyncPort& imagesync, VmPort& vm,
-                           PeerPort& peer, Store& store, Observer& observer)
+                           PeerPort& peer, Store& store, Observer& observer, LeasePort* lease)
     : config_(std::move(config)),
       clock_(clock),
       imagesync_port_(imagesync),
@@ -75,6 +75,11 @@ ModuleRunner::ModuleRunner(RunnerConfig config, Clock& clock, ImagesyncPort& ima
       store_(store),
       observer_(observer),
       budget_(config_.restart_attempts, config_.restart_window) {
+    if (config_.lease) {
+        if (!lease) internal_error(fmt::format("module \"{}\": a witness without a lease port", config_.module));
+        lease_port_ = lease;
+        lease_view_.emplace(config_.self, config_.lease->timing);
+    }
     // Claim ids differ between the two nodes and between runs of one node.
     claim_counter_ = ((std::hash<std::string>{}(config_.self) ^ config_.claim_seed) & 0xffffffu) << 32;
 }
@@ -85,6 +90,9 @@ void ModuleRunner::start() {
     persisted_ = store_.load();
     started_ = persisted_.started;
     started_at_ = clock_.now();
+    // A previous run of vmhad may have sent agreeing reports until now: the hold-off counts
+    // from here.
+    agreeing_out_ = started_at_;
     state_ = State::stop;
     reason_ = started_ ? "vmhad starting" : "stopped by the operator";
     if (!runs_vm(persisted_.last_state)) {
@@ -122,6 +130,12 @@ void ModuleRunner::reattach() {
             vm_paused_io_ = health == VmHealth::paused_on_io_error;
             reason_ = "vmhad restarted; re-attached to the running VM";
             observer_.note(reason_);
+            if (config_.lease) {
+                // Keep writing only with the lease (or the peer's agreement, once heard): ask
+                // the witness before the first decision.
+                lease_ask([this] { poll(); });
+                return;
+            }
         } else {
             observer_.note(fmt::format("this node ran the VM before vmhad stopped, but it does not "
                                        "run now ({}); deciding afresh", why));
@@ -139,6 +153,7 @@ void ModuleRunner::poll() {
         release_fence();
         retry_refused_link();
         evaluate();
+        extend_write_lease(false);
         send_report();
     });
     poll_timer_ = clock_.after(config_.poll, [this, alive] {
@@ -235,7 +250,10 @@ void ModuleRunner::demote_if_idle() {
 // on every heartbeat path.
 void ModuleRunner::release_fence() {
     if (!imagesync_.up || !imagesync_.primary || !imagesync_.fencing || releasing_fence_) return;
-    const bool peer_gone = liveness_ == Liveness::lost;
+    if (!may_write()) return;  // with a witness: neither the lease nor the peer's agreement
+    // With a witness, going on alone is first recorded there: a renewal sent after the peer was
+    // lost, which the peer reads before it would take over (rule 54).
+    const bool peer_gone = liveness_ == Liveness::lost && (!config_.lease || (renewed_since_lost_ && lease_held()));
     const bool peer_outdated = channel_up_ && report_ &&
                                (report_->data != DataState::up_to_date || report_->state == State::stop);
     if (!peer_gone && !peer_outdated) return;
@@ -277,6 +295,8 @@ void ModuleRunner::repromote() {
                               clock_.now() - started_at_ >= config_.startup_grace;
     if (!(peer_idle || peer_gone || alone_before)) return;
     if (imagesync_settling() && imagesync_.link == Link::down) return;
+    if (!may_write()) return;  // with a witness: rule 65 decides
+    extend_write_lease(true);
     repromoting_ = true;
     std::weak_ptr<bool> alive = alive_;
     imagesync_port_.promote([this, alive](Status st) {
@@ -312,7 +332,7 @@ void ModuleRunner::on_vm_health(VmHealth health, std::string reason) {
         case VmHealth::unknown:
             return;  // the hypervisor did not answer; the next poll asks again
         case VmHealth::paused_on_io_error: {
-            if (!imagesync_.up || !imagesync_.primary || resuming_) return;
+            if (!imagesync_.up || !imagesync_.primary || resuming_ || !may_write()) return;
             resuming_ = true;
             std::weak_ptr<bool> alive = alive_;
             vm_.resume([this, alive](Status st) {
@@ -357,7 +377,20 @@ void ModuleRunner::on_peer_liveness(Liveness liveness) {
                              (last_in_sync_ && last_heard <= *last_in_sync_ + config_.poll +
                                                                 2 * config_.heartbeat_interval);
     }
+    if (liveness == Liveness::lost) {
+        peer_last_heard_ = clock_.now() - config_.heartbeat_timeout;
+        peer_lost_at_ = clock_.now();
+        renewed_since_lost_ = false;
+    } else if (liveness == Liveness::alive) {
+        peer_last_heard_.reset();
+        peer_lost_at_.reset();
+        peer_renewed_since_lost_ = false;
+        renewed_since_lost_ = false;
+    }
     liveness_ = liveness;
+    // Running with a witness: renew now, so that the witness records that this node goes on
+    // alone before its writes are acknowledged alone (release_fence).
+    if (liveness == Liveness::lost && config_.lease && runs_vm(state_) && !lease_pending_) lease_ask(nullptr);
     evaluate();
 }
 
@@ -406,11 +439,22 @@ void ModuleRunner::read_report(const nlohmann::json& m) {
     r.grant = read_id(m, "grant");
     r.handing_over = m.value("handing_over", false);
     r.disks_lost = m.value("vm_disks_lost", false);
+    r.contending = m.value("contending", false);
+    r.writable = m.value("writable", false);
     peer_generations_ = read_generations(m);
     peer_crashed_primary_ = m.value("crashed_primary", false);
     peer_reason_ = m.value("reason", "");
     peer_dirty_bytes_ = m.value("dirty_bytes", std::uint64_t{0});
     report_ = r;
+    // Heard on the channel while lost on every heartbeat path: whether this copy is still as
+    // new as the peer's is known again (the peer may have gone on alone meanwhile).
+    if (liveness_ == Liveness::lost) current_when_lost_ = current_with_peer();
+    if (!runs_vm(r.state) && !r.contending && !r.writable) {
+        agreeing_in_ = clock_.now();
+        extend_write_lease(false);
+    } else {
+        agreeing_in_.reset();
+    }
     if (r.runs()) {
         handing_over_ = false;  // the peer took it
         operator_second_ = false;
@@ -741,12 +785,26 @@ Snapshot ModuleRunner::snapshot() const {
     s.failover_off = !persisted_.failover;
     s.operator_prim = operator_prim_;
     s.operator_second = operator_second_;
+    if (config_.lease) {
+        s.witness = true;
+        s.lease_held = lease_held();
+        s.peer_agrees = peer_agrees();
+        s.hold_off_done = clock_.now() >= agreeing_out_ + hold_off(config_);
+        s.lease_why = lease_why_;
+        s.peer_renewed_since_lost = peer_renewed_since_lost_;
+    }
     s.failback_due = config_.automatic_failback && !config_.preferred && peer_eligible_since_ &&
                      clock_.now() - *peer_eligible_since_ >= config_.failback_stable;
     return s;
 }
 
 void ModuleRunner::evaluate() {
+    // The self-fence goes first, whatever is in flight: the writes must stop before the lease
+    // can expire at the witness (rule 65 then stops the VM).
+    if (config_.lease && runs_vm(state_) && imagesync_.up && imagesync_.primary && !may_write()) {
+        self_fence();
+    }
+    schedule_lease_wake();
     if (busy_) {
         pending_ = true;
         return;
@@ -790,6 +848,16 @@ void ModuleRunner::evaluate() {
     }
     Decision d = decide(s);
     bool report_changed = false;
+    if (config_.lease) {
+        const bool contend = d.contend;
+        if (contend != contending_) {
+            contending_ = contend;
+            report_changed = true;
+            if (contend) observer_.note(fmt::format("contending for the lease: {}", d.reason));
+        }
+        if ((contending_ || runs_vm(state_)) && !lease_pending_ && !lease_timer_) lease_tick();
+        if (!contending_ && !runs_vm(state_) && !runs_vm(d.next)) release_lease();
+    }
     if (d.grant != granted_) {
         granted_ = d.grant;
         report_changed = true;
@@ -991,8 +1059,20 @@ void ModuleRunner::apply(const Decision& d) {
         }
         persisted_ = p;
     }
+    extend_write_lease(true);
     imagesync_port_.promote([this, guard, d, to, from](Status st) {
         if (!guard()) return;
+        if (st && !may_write()) {
+            // The lease (or the peer's agreement) lapsed while the promotion was in flight.
+            imagesync_port_.demote([this, guard, d, from](Status dst) {
+                if (!guard()) return;
+                if (dst) imagesync_.primary = false;
+                observer_.note(fmt::format("not starting the VM: the lease lapsed during the "
+                                           "promotion ({})", lease_why_));
+                finish(from, d);
+            });
+            return;
+        }
         if (!st) {
             fail_effect("promoting imagesync", st);
             finish(from, d);
@@ -1031,6 +1111,8 @@ void ModuleRunner::finish(State next, const Decision& d) {
     if (next == State::stop && !started_) {
         answer_all(stop_waiters_, {});
     }
+    // Stopped here, the peer may go on alone: this copy is no longer known to be current.
+    if (next == State::stop) current_when_lost_ = false;
     if (runs_vm(next)) operator_prim_ = false;
     // Persist what a restart of vmhad (or the node) must know.
     Persisted p = persisted_;
@@ -1082,7 +1164,9 @@ nlohmann::json ModuleRunner::report() const {
             {"generations", generations_json(imagesync_.up ? imagesync_.generations : persisted_.generations)},
             {"crashed_primary", imagesync_.up ? imagesync_.crashed_primary : persisted_.crashed_primary},
             {"dirty_bytes", imagesync_.dirty_bytes},
-            {"failover", persisted_.failover}};
+            {"failover", persisted_.failover},
+            {"contending", contending_},
+            {"writable", imagesync_.up && imagesync_.primary}};
 }
 
 // Whether this copy is known to be as new as the peer's right now.
@@ -1124,7 +1208,11 @@ Standing ModuleRunner::standing() const {
 }
 
 void ModuleRunner::send_report() {
-    if (channel_up_) peer_.send(report());
+    if (!channel_up_) return;
+    nlohmann::json r = report();
+    // An agreeing report: the peer may keep writing on its word (rule 65) for a while.
+    if (!runs_vm(state_) && !contending_ && !(imagesync_.up && imagesync_.primary)) agreeing_out_ = clock_.now();
+    peer_.send(r);
 }
 
 nlohmann::json ModuleRunner::status_json() const {
@@ -1161,6 +1249,16 @@ nlohmann::json ModuleRunner::status_json() const {
     }
     j["checkers"] = std::move(checkers);
     j["failover"] = persisted_.failover;
+    if (config_.lease) {
+        j["lease"] = {{"held", lease_held()},
+                      {"left_ms", lease_view_->left(clock_.now()).count()},
+                      {"epoch", lease_view_->epoch()},
+                      {"peer_agrees", peer_agrees()},
+                      {"contending", contending_},
+                      {"witness", lease_why_}};
+    } else {
+        j["lease"] = nullptr;
+    }
     j["operator"] = operator_prim_     ? nlohmann::json("prim")
                     : operator_second_ ? nlohmann::json("second")
                                        : nlohmann::json(nullptr);

@@ -70,7 +70,8 @@
 // |      |   and the peer is lost, silent since start, unfit or     |                          |
 // |      |   stopped (`second`: or this node is preferred)          |                          |
 // |  54  | the peer lost on every heartbeat path, and this copy was | ALONE                    |
-// |      |   as new as the peer's when it was last heard            | (else WAIT)              |
+// |      |   as new as the peer's when it was last heard (and, with | (else WAIT)              |
+// |      |   a witness, the peer did not renew its lease since)     |                          |
 // |  55  | peer silent since start, this node last ran it alone     | ALONE                    |
 // |  56  | peer not heard since start                               | WAIT                     |
 // |  57  | peer alive, its module state unknown (channel down)      | WAIT                     |
@@ -81,6 +82,20 @@
 // |      |   unfit, stopped, or both fit and this node preferred)   | else SECOND, claim       |
 // |      |   and the generations show this copy the same or newer   | (unknown: WAIT, no claim)|
 // |  61  | otherwise (the peer should run it)                       | SECOND                   |
+//
+// With a witness (the module's `witness` section), two more rules filter the result of the
+// table above (docs/witness.md, "What vmhad does with the lease"). "Lease held" = this node's
+// pessimistic view of the lease (lease::LeaseView) holds now; "the peer agrees" = the channel is
+// up and the peer's last report, received within the agreement window, says it neither runs the
+// VM, nor serves its disks writable, nor contends for the lease:
+//
+// | rule | when                                                     | next                     |
+// |------|----------------------------------------------------------|--------------------------|
+// |  65  | runs (and would keep running), the lease not held and    | WAIT (self-fence: stop   |
+// |      |   the peer not in agreement                              |   writing, stop the VM)  |
+// |  66  | would start the VM, but neither holds the lease with the | WAIT, contend for the    |
+// |      |   hold-off over (no agreeing report sent for that long)  |   lease                  |
+// |      |   nor starts with the peer's grant while it agrees (60)  |                          |
 //
 // Threading: plain values and pure functions.
 #pragma once
@@ -106,6 +121,8 @@ struct PeerReport {
     std::uint64_t claim = 0;      // its claim id: it asks to run the VM; 0 = none
     std::uint64_t grant = 0;      // the claim id of ours it grants; 0 = none
     bool handing_over = false;    // it stopped the VM to hand it to this node
+    bool contending = false;      // with a witness: it contends for the lease (or runs by it)
+    bool writable = false;        // its imagesyncd serves the disks writable
     bool disks_lost = false;      // its VM is paused on an I/O error, its imagesync restarted:
                                   // it cannot write, and will not resume unless it may
     bool runs() const { return (state == State::alone || state == State::prim) && !disks_lost; }
@@ -159,6 +176,16 @@ struct Snapshot {
     bool failover_off = false;
     bool operator_prim = false;    // `vmha prim`: run the VM here (until it runs, or stop)
     bool operator_second = false;  // `vmha second`: wait for the peer to run it (until it does)
+
+    // the witness (rules 65 and 66); all false without one
+    bool witness = false;        // the module has a witness section
+    bool lease_held = false;     // this node certainly holds the lease now (margin counted)
+    bool peer_agrees = false;    // see the rules' narrative
+    bool hold_off_done = false;  // no agreeing report sent for the hold-off: the peer has stopped
+                                 // writing on our word, if it ever did
+    std::string lease_why;       // what the witness last said, or why it was not asked
+    bool peer_renewed_since_lost = false;  // the witness said the peer renewed the lease after
+                                           // this node lost it: it went on alone (rule 54)
 };
 
 struct Decision {
@@ -169,6 +196,7 @@ struct Decision {
     bool hand_over = false;   // rules 42, 46, 47: stop the VM, demote, let the peer take it
     bool claim = false;       // rule 60: ask the peer's grant (a fresh id if none stands)
     bool declare_initial = false;  // rule 63: declare this node's images the initial data
+    bool contend = false;     // with a witness: acquire the lease (rule 66, or starting by it)
     std::uint64_t grant = 0;  // the peer's claim id this node grants now; 0 = none
 };
 

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include <vmha/error.h>
+#include <vmha/lease/lease.h>
 
 #include "meta/generations.h"  // imagesync's generation records and decide()
 #include <vmha/module/state.h>
@@ -72,6 +73,14 @@ public:
     virtual void declare_initial_data(Done done) = 0;
     // Fencing done (the peer's copy is Outdated, or the peer is gone): the held write replies go.
     virtual void resume_io(Done done) = 0;
+    // With a witness: imagesyncd accepts writes for at most `valid_for` from now (its own
+    // monotonic clock) unless extended by a later call, so that a node whose vmhad died cannot
+    // write past its lease. Ports whose imagesyncd has no such deadline answer unsupported;
+    // the runner then relies on its own self-fence alone (docs/witness.md).
+    virtual void write_lease(Duration valid_for, Done done) {
+        (void)valid_for;
+        done(Error(errc::unsupported, "imagesyncd has no write deadline"));
+    }
 };
 
 // The VM as the runner sees it (the Hypervisor backend plus the domain definition).
@@ -97,6 +106,18 @@ class PeerPort {
 public:
     virtual ~PeerPort() = default;
     virtual void send(const nlohmann::json& message) = 0;  // dropped while the channel is down
+};
+
+// The module's lease at the witness (a module with a `witness` section; docs/witness.md). vmhad
+// implements it over a lease::LeaseBackend with the module's LeaseKey and this node's name; the
+// simulation over a simulated witness. Each call completes exactly once, with a deadline.
+class LeasePort {
+public:
+    virtual ~LeasePort() = default;
+    // Takes the lease for this node, or renews it when this node holds it: the arbiter's answer.
+    virtual void acquire(Duration ttl, std::function<void(Result<lease::LeaseState>)> done) = 0;
+    // Gives it up (no-op unless this node holds it).
+    virtual void release(Done done) = 0;
 };
 
 // The module's durable state in the node's state_dir.

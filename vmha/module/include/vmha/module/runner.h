@@ -52,7 +52,21 @@ struct RunnerConfig {
     Duration restart_window{24 * 3600 * 1000};
     bool automatic_failback = false;  // to the peer, when it is the preferred node
     Duration failback_stable{300000};
+    // A witness (the module's `witness` section): the lease rules (decide.h rules 65, 66;
+    // docs/witness.md). Absent: no lease, the runner behaves as without a witness.
+    struct Lease {
+        Duration ttl{10000};      // witness.lease
+        lease::LeaseTiming timing;  // witness.margin, the clock drift bound
+    };
+    std::optional<Lease> lease;
 };
+
+// With a witness: how long a running node trusts its peer's last agreeing report (heartbeat
+// timeout + poll), and how long a node waits after its own last agreeing report before it starts
+// the VM by the lease (the peer has stopped writing on that report's word by then, margin and
+// clock drift counted). docs/witness.md gives the formulas.
+Duration agreement_window(const RunnerConfig& c);
+Duration hold_off(const RunnerConfig& c);
 
 enum class CheckerAction : std::uint8_t { restart, failover, wait };
 
@@ -67,8 +81,9 @@ public:
 
 class ModuleRunner {
 public:
+    // `lease` is required when config.lease is set (and ignored otherwise).
     ModuleRunner(RunnerConfig config, Clock& clock, ImagesyncPort& imagesync, VmPort& vm,
-                 PeerPort& peer, Store& store, Observer& observer);
+                 PeerPort& peer, Store& store, Observer& observer, LeasePort* lease = nullptr);
     ~ModuleRunner();
     ModuleRunner(const ModuleRunner&) = delete;
     ModuleRunner& operator=(const ModuleRunner&) = delete;
@@ -138,6 +153,16 @@ private:
     void release_fence();
     void remember_data();
     Standing standing() const;
+    // The lease (config_.lease only).
+    bool lease_held() const;
+    bool peer_agrees() const;
+    bool may_write() const;  // keep writing: the lease held or the peer agreeing (or no witness)
+    void lease_ask(std::function<void()> then);
+    void lease_tick();
+    void release_lease();
+    void self_fence();
+    void extend_write_lease(bool force);
+    void schedule_lease_wake();
     DataState data_here() const;  // imagesync's, or the last known while it is down
     bool current_with_peer() const;
 
@@ -204,6 +229,30 @@ private:
     bool repromoting_ = false;
     bool demoting_ = false;
     bool releasing_fence_ = false;
+
+    // The lease (with a witness).
+    LeasePort* lease_port_ = nullptr;
+    std::optional<lease::LeaseView> lease_view_;
+    bool lease_pending_ = false;
+    bool lease_granted_ = false;       // granted since the last release: release when idle
+    bool releasing_lease_ = false;
+    TimePoint release_retry_at_{};
+    int lease_answer_kind_ = -1;       // what the witness last said (for notes on change only)
+    std::string lease_why_ = "the witness has not been asked yet";
+    bool contending_ = false;          // reported: this node seeks the lease to run the VM
+    std::optional<TimePoint> agreeing_in_;  // the peer's last agreeing report, received
+    TimePoint agreeing_out_{};         // this node's last agreeing report, sent (start counts)
+    bool lease_fencing_ = false;
+    bool write_lease_unsupported_ = false;
+    TimePoint write_lease_until_{};
+    std::unique_ptr<Clock::Token> lease_timer_;
+    std::unique_ptr<Clock::Token> lease_wake_;
+    TimePoint lease_wake_at_{};
+    std::optional<TimePoint> peer_last_heard_;  // when the peer was lost: about when it was last heard
+    bool peer_renewed_since_lost_ = false;
+    std::optional<TimePoint> peer_lost_at_;  // when the peer was found lost on every path
+    bool renewed_since_lost_ = false;        // this node renewed its lease after that
+
     std::unique_ptr<Clock::Token> poll_timer_;
     std::unique_ptr<Clock::Token> retry_timer_;
     // Set to false in the destructor: completions arriving later must not touch *this.
