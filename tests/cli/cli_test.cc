@@ -54,23 +54,6 @@ void start_pair(Cluster& c, bool vmhad_running = false) {
     ASSERT_TRUE(poll_until(30s, [&] { return c.module_status("hv1")["vm"]["state"] == "running"; }));
 }
 
-// Sends one request to a node's imagesyncd control socket; its reply.
-nlohmann::json imagesync_control(Cluster& c, const std::string& node, const nlohmann::json& request) {
-    const int fd = connect_unix(c.node_dir(node) / "run/web1/imagesync.sock");
-    if (fd < 0) return nullptr;
-    const std::string line = request.dump() + "\n";
-    if (::write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
-        ::close(fd);
-        return nullptr;
-    }
-    std::string in;
-    char buf[4096];
-    ssize_t n;
-    while (in.find('\n') == std::string::npos && (n = ::read(fd, buf, sizeof buf)) > 0) in.append(buf, static_cast<std::size_t>(n));
-    ::close(fd);
-    return nlohmann::json::parse(in.substr(0, in.find('\n')), nullptr, false);
-}
-
 ToolResult vmha(std::vector<std::string> args, const fs::path& dir) {
     std::vector<std::string> argv{VMHA_PATH};
     argv.insert(argv.end(), args.begin(), args.end());
@@ -371,7 +354,7 @@ TEST(VmhaCli, PrimRefusesOutdatedDataUntilForcedAndConfirmed) {
     ASSERT_TRUE(poll_until(30s, [&] { return c.module_status("hv2")["rule"] == 64; })) << c.module_status("hv2").dump();
     EXPECT_EQ(c.module_status("hv2")["operator"], "second");
     ASSERT_TRUE(poll_until(30s, [&] {
-        auto reply = imagesync_control(c, "hv2", {{"verb", "outdate"}});
+        auto reply = c.imagesync_control("hv2", {{"verb", "outdate"}});
         return reply.is_object() && reply.value("ok", false);
     }));
     ASSERT_TRUE(poll_until(30s, [&] { return c.module_status("hv2")["data_state"] == "Outdated"; }));

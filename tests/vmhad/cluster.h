@@ -170,6 +170,26 @@ public:
         poll_until(10s, [&] { return ::kill(pid, 0) != 0; });
     }
 
+    // Sends one request to a node's imagesyncd control socket; its reply (null if unreachable).
+    nlohmann::json imagesync_control(const std::string& n, const nlohmann::json& request) {
+        const int fd = connect_unix(node_dir(n) / "run/web1/imagesync.sock");
+        if (fd < 0) return nullptr;
+        const std::string line = request.dump() + "\n";
+        if (::write(fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+            ::close(fd);
+            return nullptr;
+        }
+        std::string in;
+        char buf[4096];
+        ssize_t n_read;
+        while (in.find('\n') == std::string::npos && (n_read = ::read(fd, buf, sizeof buf)) > 0) {
+            in.append(buf, static_cast<std::size_t>(n_read));
+        }
+        ::close(fd);
+        return nlohmann::json::parse(in.substr(0, in.find('\n')), nullptr, false);
+    }
+    fs::path nbd_socket(const std::string& n) const { return node_dir(n) / "run/web1/nbd.sock"; }
+
     ToolResult run_vmha(const std::string& n, std::vector<std::string> args) {
         std::vector<std::string> argv{VMHA_PATH, "--socket", (node_dir(n) / "run/admin.sock").string()};
         argv.insert(argv.end(), args.begin(), args.end());

@@ -126,8 +126,22 @@ TEST(VmhadPair, WithAWitnessTheRunningNodeHoldsTheLeaseAndTheSurvivorTakesItOver
     ASSERT_TRUE(poll_until(30s, [&] { return lease("hv1").value("held", false); })) << lease("hv1").dump();
     ASSERT_TRUE(poll_until(30s, [&] { return c.module_status("hv2")["data_state"] == "UpToDate"; }));
 
-    // hv1 dies as a whole: hv2 waits for hv1's lease to expire at the witness, then runs the VM.
+    // vmhad keeps imagesyncd's write deadline ahead of it (the lease, or the peer's agreement)...
+    auto deadline = [&] { return c.imagesync_control("hv1", {{"verb", "status"}})["write_lease_ms_left"]; };
+    ASSERT_TRUE(poll_until(30s, [&] { return deadline().is_number() && deadline().get<std::int64_t>() > 0; }))
+        << deadline().dump();
+    // ...so that when hv1's vmhad dies, its imagesyncd stops taking writes once the lease could
+    // have passed to hv2 (EPERM to the client; reads go on), though it is still primary.
     c.kill_vmhad("hv1", SIGKILL);
+    ASSERT_TRUE(poll_until(60s, [&] { return deadline() == 0; })) << deadline().dump();
+    const std::string uri = "nbd+unix:///web1?socket=" + c.nbd_socket("hv1").string();
+    auto w = run_tool({"qemu-io", "-f", "raw", "-c", "write -P 0x33 0 4k", uri}, c.dir(), 60s);
+    EXPECT_NE(w.output.find("Operation not permitted"), std::string::npos) << w.output;
+    auto rd = run_tool({"qemu-io", "-f", "raw", "-c", "read 0 4k", uri}, c.dir(), 60s);
+    EXPECT_EQ(rd.output.find("error"), std::string::npos) << rd.output;
+    EXPECT_EQ(c.imagesync_control("hv1", {{"verb", "status"}})["role"], "primary");
+
+    // hv1 dies as a whole: hv2 waits for hv1's lease to expire at the witness, then runs the VM.
     c.kill_imagesyncd("hv1");
     ASSERT_TRUE(c.wait_state("hv2", "ALONE", 90s)) << c.module_status("hv2").dump();
     EXPECT_TRUE(lease("hv2").value("held", false)) << lease("hv2").dump();

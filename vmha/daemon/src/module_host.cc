@@ -446,6 +446,10 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
     void resume_io(module::Done done) override {
         supervisor.control().request({{"verb", "resume-io"}}, to_status(std::move(done)));
     }
+    void write_lease(module::Duration valid_for, module::Done done) override {
+        supervisor.control().request({{"verb", "write-lease"}, {"valid_for_ms", valid_for.count()}},
+                                     to_status(std::move(done)));
+    }
     void declare_initial_data(module::Done done) override {
         spdlog::warn("module \"{}\": neither copy holds data yet; the images on {} become the data",
                      setup.module.name, self);
