@@ -561,5 +561,89 @@ TEST_F(LeaseRunnerTest, TheOldPrimaryReleasesTheLeaseAfterAHandOver) {
     EXPECT_LT(index_of("lease.release"), world.calls.size());
 }
 
+// ---------------------------------------------------------------------------- the fencing hook
+
+// The hook as the runner sees it: every run answers `answer`.
+struct FakeFence final : FencePort {
+    Loop& loop;
+    std::vector<std::string>& calls;
+    Status answer = Error(errc::busy, "command \"/bin/fence\" exited with status 1: BMC unreachable");
+    FakeFence(Loop& l, std::vector<std::string>& c) : loop(l), calls(c) {}
+    void fence_peer(Done done) override {
+        calls.push_back("fence.run");
+        auto a = answer;
+        loop.post([done, a] { done(a); });
+    }
+};
+
+class FenceRunnerTest : public RunnerTest {
+protected:
+    FenceRunnerTest() {
+        RunnerConfig c;
+        c.module = "web1";
+        c.self = "hv1";
+        c.peer = "hv2";
+        c.preferred = true;
+        runner = std::make_unique<ModuleRunner>(c, clock, world, vm, world, world, world, nullptr, &fence);
+    }
+    std::size_t count(const std::string& call) {
+        return static_cast<std::size_t>(std::count(world.calls.begin(), world.calls.end(), call));
+    }
+    std::size_t index_of(const std::string& call) {
+        return static_cast<std::size_t>(std::find(world.calls.begin(), world.calls.end(), call) - world.calls.begin());
+    }
+    FakeFence fence{loop, world.calls};
+};
+
+// Starting with the peer's grant while it is alive needs no hook.
+TEST_F(FenceRunnerTest, AStartWithThePeersGrantRunsNoHook) {
+    bring_to_prim();
+    EXPECT_EQ(count("fence.run"), 0u);
+    EXPECT_FALSE(runner->status_json()["fencing"]["peer_fenced"].get<bool>());
+}
+
+// The peer lost: the VM starts only once the hook has fenced it; a failing hook is run again
+// 10 s later, and its reason is the module's reason meanwhile.
+TEST_F(FenceRunnerTest, APeerLostIsTakenOverOnlyOnceTheHookFencedIt) {
+    runner->start();
+    loop.drain();
+    runner->on_peer_liveness(Liveness::alive);
+    runner->on_peer_channel(true);
+    runner->on_peer_message(report("PRIM"));
+    loop.drain();
+    ASSERT_EQ(runner->state(), State::second) << runner->reason();
+    world.calls.clear();
+    runner->on_peer_channel(false);
+    runner->on_peer_liveness(Liveness::lost);
+    world.is.link = Link::down;
+    loop.drain();
+    EXPECT_EQ(runner->state(), State::wait) << runner->reason();
+    EXPECT_EQ(runner->status_json()["rule"], 67);
+    EXPECT_EQ(count("fence.run"), 1u);
+    EXPECT_NE(runner->reason().find("the fencing hook failed: command \"/bin/fence\" exited with status 1: "
+                                    "BMC unreachable"),
+              std::string::npos)
+        << runner->reason();
+    for (int i = 0; i < 5; ++i) {
+        clock.tick();
+        loop.drain();
+    }
+    EXPECT_EQ(count("fence.run"), 1u) << "not again before 10 s";
+    EXPECT_EQ(index_of("vm.start"), world.calls.size());
+    fence.answer = {};
+    for (int i = 0; i < 10 && runner->state() == State::wait; ++i) {
+        clock.tick();
+        loop.drain();
+    }
+    EXPECT_EQ(count("fence.run"), 2u);
+    EXPECT_EQ(runner->state(), State::alone) << runner->reason();
+    EXPECT_LT(index_of("fence.run"), index_of("vm.start"));
+    EXPECT_TRUE(runner->status_json()["fencing"]["peer_fenced"].get<bool>());
+    // The peer heard again, then lost again: fenced anew.
+    runner->on_peer_liveness(Liveness::alive);
+    loop.drain();
+    EXPECT_FALSE(runner->status_json()["fencing"]["peer_fenced"].get<bool>());
+}
+
 }  // namespace
 }  // namespace vmha::module

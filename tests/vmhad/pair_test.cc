@@ -1,6 +1,9 @@
 // Two real vmhad on loopback (libvirt's test:///default driver as each node's hypervisor, real
 // imagesyncd replicating between the nodes): pairing, roles, the health endpoints, failover when
 // a node dies, its return, swap, and the refusals (wrong certificate, different config).
+#include <algorithm>
+#include <fstream>
+
 #include "cluster.h"
 
 namespace vmhad_test {
@@ -146,6 +149,49 @@ TEST(VmhadPair, WithAWitnessTheRunningNodeHoldsTheLeaseAndTheSurvivorTakesItOver
     ASSERT_TRUE(c.wait_state("hv2", "ALONE", 90s)) << c.module_status("hv2").dump();
     EXPECT_TRUE(lease("hv2").value("held", false)) << lease("hv2").dump();
     EXPECT_EQ(c.http("hv2", "/health/web1"), 200);
+}
+
+// The fencing hook: when hv1 dies, hv2 runs the hook (with {peer} and {module} filled in) and
+// starts the VM only once it succeeds; a failing hook keeps it WAIT with the hook's reason, and
+// is run again. Never run while the peer is alive.
+TEST(VmhadPair, TheFencingHookGatesATakeoverFromASilentPeer) {
+    TempDir hook;
+    const fs::path script = hook.path() / "fence.sh";
+    const fs::path calls = hook.path() / "calls";
+    const fs::path exit_code = hook.path() / "exit";
+    std::ofstream(script) << "echo \"$1 $2\" >> " << calls.string() << "\n"
+                          << "code=$(cat " << exit_code.string() << ")\n"
+                          << "[ \"$code\" = 0 ] || echo \"BMC of $1 unreachable\" >&2\n"
+                          << "exit $code\n";
+    std::ofstream(exit_code) << "1\n";
+    ClusterOptions o;
+    const std::string fencing = "fencing:\n  command: [/bin/sh, " + script.string() +
+                                ", \"{peer}\", \"{module}\"]\n  timeout: 10s\n";
+    o.module_suffix = {{"hv1", fencing}, {"hv2", fencing}};
+    Cluster c(o);
+    start_both(c);
+    ASSERT_TRUE(c.wait_state("hv1", "PRIM"));
+    ASSERT_TRUE(c.wait_state("hv2", "SECOND"));
+    ASSERT_TRUE(poll_until(30s, [&] { return c.module_status("hv2")["data_state"] == "UpToDate"; }));
+    EXPECT_EQ(read_file(calls), "") << "the hook ran while the peer was alive";
+
+    c.kill_vmhad("hv1", SIGKILL);
+    c.kill_imagesyncd("hv1");
+    ASSERT_TRUE(poll_until(60s, [&] { return c.module_status("hv2")["rule"] == 67; })) << c.module_status("hv2").dump();
+    ASSERT_TRUE(poll_until(30s, [&] {
+        return c.module_status("hv2")["reason"].get<std::string>().find("exited with status 1: BMC of hv1 unreachable") !=
+               std::string::npos;
+    })) << c.module_status("hv2").dump();
+    EXPECT_EQ(c.state("hv2"), "WAIT");
+    EXPECT_EQ(read_file(calls).substr(0, 9), "hv1 web1\n");
+
+    std::ofstream(exit_code, std::ios::trunc) << "0\n";
+    ASSERT_TRUE(c.wait_state("hv2", "ALONE", 60s)) << c.module_status("hv2").dump();
+    EXPECT_TRUE(c.module_status("hv2")["fencing"]["peer_fenced"].get<bool>());
+    const std::string ran = read_file(calls);
+    EXPECT_GE(std::count(ran.begin(), ran.end(), '\n'), 2) << ran;
+    auto log = c.run_vmha("hv2", {"log", "web1", "-n", "200"});
+    EXPECT_NE(log.output.find("the fencing hook fenced hv1"), std::string::npos) << log.output;
 }
 
 TEST(VmhadPair, RefusesAPeerWithACertificateFromAnotherCa) {

@@ -9,9 +9,11 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <checkers/factory.h>
+#include <checkers/run_command.h>
 #include <vmha/hypervisor/recover.h>
 #include <vmha/lease/from_config.h>
 
@@ -225,6 +227,35 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
 
     std::unique_ptr<module::ModuleRunner> runner;
 
+    // The fencing hook (the module's `fencing` section): its command, placeholders filled in,
+    // run by the command checker's runner.
+    struct Fence final : module::FencePort {
+        Ports& p;
+        checkers::CommandRunner command;
+        explicit Fence(Ports& ports) : p(ports), command(ports.io.get_executor()) {}
+        void fence_peer(module::Done done) override {
+            const config::Fencing& f = *p.setup.module.fencing;
+            std::vector<std::string> argv;
+            for (std::string arg : f.command) {
+                for (const auto& [key, value] : {std::pair<std::string, std::string>{"{peer}", p.peer_name},
+                                                 {"{self}", p.self},
+                                                 {"{module}", p.setup.module.name}}) {
+                    for (auto pos = arg.find(key); pos != std::string::npos; pos = arg.find(key, pos + value.size())) {
+                        arg.replace(pos, key.size(), value);
+                    }
+                }
+                argv.push_back(std::move(arg));
+            }
+            spdlog::warn("module \"{}\": fencing {} before starting the VM without it: {}", p.setup.module.name,
+                         p.peer_name, fmt::join(argv, " "));
+            command.run(argv, std::chrono::duration_cast<std::chrono::milliseconds>(f.timeout),
+                        [name = p.setup.module.name, done = std::move(done)](Status st) {
+                            if (!st) spdlog::error("module \"{}\": the fencing hook failed: {}", name, st.error().message);
+                            done(std::move(st));
+                        });
+        }
+    } fence{*this};
+
     // The scheduler's view of this module (vmha/module/scheduler.h).
     struct Sched final : module::SchedulePort {
         Ports& p;
@@ -381,7 +412,8 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
                                                                    setup.module.name, made.error().message));
             }
         }
-        runner = std::make_unique<module::ModuleRunner>(c, clock, *this, vm, *this, store, *this, &lease_port);
+        runner = std::make_unique<module::ModuleRunner>(c, clock, *this, vm, *this, store, *this, &lease_port,
+                                                        setup.module.fencing ? &fence : nullptr);
     }
 
     ~Ports() override { *live = false; }

@@ -282,6 +282,23 @@ Decision apply_lease_rules(const Snapshot& s, Decision d) {
     return w;
 }
 
+// Rule 67: with a fencing hook, the VM is started without a live peer only once the hook has
+// fenced that peer (after the lease rules: the hook runs only for a start they allow).
+Decision apply_fence_rule(const Snapshot& s, Decision d) {
+    if (!s.fence_hook || runs_vm(s.current) || !runs_vm(d.next)) return d;
+    if ((s.liveness == Liveness::alive && s.channel_up) || s.peer_fenced) return d;
+    Decision w = make(State::wait, 67,
+                      s.fence_failed
+                          ? fmt::format("{}; but the fencing hook failed: {} (run again shortly)", d.reason,
+                                        *s.fence_failed)
+                          : fmt::format("{}; fencing {} first (the fencing hook)", d.reason, s.peer));
+    w.run_fence = true;
+    w.contend = d.contend;
+    w.claim = d.claim;
+    w.grant = d.grant;
+    return w;
+}
+
 }  // namespace
 
 std::string_view to_string(Standing standing) {
@@ -319,6 +336,7 @@ Decision decide(const Snapshot& s) {
     }();
     d.grant = grant;
     d = apply_lease_rules(s, std::move(d));
+    d = apply_fence_rule(s, std::move(d));
     if (runs_vm(d.next) && !runs_vm(s.current) && !may_start_vm_on(s.data)) {
         internal_error(fmt::format("rule {} would start the VM on {} data", d.rule, to_string(s.data)));
     }

@@ -66,7 +66,8 @@ std::optional<imagesync::meta::Generations> read_generations(const nlohmann::jso
 }  // namespace
 
 ModuleRunner::ModuleRunner(RunnerConfig config, Clock& clock, ImagesyncPort& imagesync, VmPort& vm,
-                           PeerPort& peer, Store& store, Observer& observer, LeasePort* lease)
+                           PeerPort& peer, Store& store, Observer& observer, LeasePort* lease,
+                           FencePort* fence)
     : config_(std::move(config)),
       clock_(clock),
       imagesync_port_(imagesync),
@@ -74,7 +75,8 @@ ModuleRunner::ModuleRunner(RunnerConfig config, Clock& clock, ImagesyncPort& ima
       peer_(peer),
       store_(store),
       observer_(observer),
-      budget_(config_.restart_attempts, config_.restart_window) {
+      budget_(config_.restart_attempts, config_.restart_window),
+      fence_port_(fence) {
     if (config_.lease) {
         if (!lease) internal_error(fmt::format("module \"{}\": a witness without a lease port", config_.module));
         lease_port_ = lease;
@@ -85,6 +87,38 @@ ModuleRunner::ModuleRunner(RunnerConfig config, Clock& clock, ImagesyncPort& ima
 }
 
 ModuleRunner::~ModuleRunner() { *alive_ = false; }
+
+// Rule 67: the fencing hook, once at a time; after a failure, again `fence_retry` later.
+void ModuleRunner::start_fence() {
+    if (!fence_port_ || fence_running_ || peer_fenced_) return;
+    const TimePoint now = clock_.now();
+    if (fence_failed_ && now - fence_failed_at_ < config_.fence_retry) return;
+    fence_running_ = true;
+    observer_.note(fmt::format("running the fencing hook: {} is silent and this node would start the VM",
+                               config_.peer));
+    std::weak_ptr<bool> alive = alive_;
+    const std::uint64_t epoch = fence_epoch_;
+    fence_port_->fence_peer([this, alive, epoch](Status st) {
+        if (alive.expired()) return;
+        fence_running_ = false;
+        if (epoch != fence_epoch_) {
+            observer_.note(fmt::format("the fencing hook's answer is ignored: {} was heard meanwhile", config_.peer));
+        } else if (st) {
+            peer_fenced_ = true;
+            fence_failed_.reset();
+            observer_.note(fmt::format("the fencing hook fenced {}", config_.peer));
+        } else {
+            fence_failed_ = st.error().message;
+            fence_failed_at_ = clock_.now();
+            observer_.note(fmt::format("the fencing hook failed, the VM is not started: {}", st.error().message));
+            fence_retry_timer_ = clock_.after(config_.fence_retry + Duration(1), [this, alive] {
+                if (alive.expired()) return;
+                evaluate();
+            });
+        }
+        evaluate();
+    });
+}
 
 void ModuleRunner::start() {
     persisted_ = store_.load();
@@ -382,6 +416,10 @@ void ModuleRunner::on_peer_liveness(Liveness liveness) {
         peer_lost_at_ = clock_.now();
         renewed_since_lost_ = false;
     } else if (liveness == Liveness::alive) {
+        // Heard again: a later loss needs the peer fenced anew.
+        ++fence_epoch_;
+        peer_fenced_ = false;
+        fence_failed_.reset();
         peer_last_heard_.reset();
         peer_lost_at_.reset();
         peer_renewed_since_lost_ = false;
@@ -793,6 +831,11 @@ Snapshot ModuleRunner::snapshot() const {
         s.lease_why = lease_why_;
         s.peer_renewed_since_lost = peer_renewed_since_lost_;
     }
+    if (fence_port_) {
+        s.fence_hook = true;
+        s.peer_fenced = peer_fenced_;
+        s.fence_failed = fence_failed_;
+    }
     s.failback_due = config_.automatic_failback && !config_.preferred && peer_eligible_since_ &&
                      clock_.now() - *peer_eligible_since_ >= config_.failback_stable;
     return s;
@@ -858,6 +901,7 @@ void ModuleRunner::evaluate() {
         if ((contending_ || runs_vm(state_)) && !lease_pending_ && !lease_timer_) lease_tick();
         if (!contending_ && !runs_vm(state_) && !runs_vm(d.next)) release_lease();
     }
+    if (d.run_fence) start_fence();
     if (d.grant != granted_) {
         granted_ = d.grant;
         report_changed = true;
@@ -1258,6 +1302,13 @@ nlohmann::json ModuleRunner::status_json() const {
                       {"witness", lease_why_}};
     } else {
         j["lease"] = nullptr;
+    }
+    if (fence_port_) {
+        j["fencing"] = {{"running", fence_running_},
+                        {"peer_fenced", peer_fenced_},
+                        {"last_failure", fence_failed_ ? nlohmann::json(*fence_failed_) : nlohmann::json(nullptr)}};
+    } else {
+        j["fencing"] = nullptr;
     }
     j["operator"] = operator_prim_     ? nlohmann::json("prim")
                     : operator_second_ ? nlohmann::json("second")

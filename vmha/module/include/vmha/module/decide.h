@@ -97,6 +97,14 @@
 // |      |   hold-off over (no agreeing report sent for that long)  |   lease                  |
 // |      |   nor starts with the peer's grant while it agrees (60)  |                          |
 //
+// With a fencing hook (the module's `fencing` section), applied after rules 65 and 66:
+//
+// | rule | when                                                     | next                     |
+// |------|----------------------------------------------------------|--------------------------|
+// |  67  | would start the VM while the peer is not alive on a      | WAIT, run the hook (again|
+// |      |   working channel, and the hook has not fenced the peer  |   10 s after a failure)  |
+// |      |   since it was last heard                                |                          |
+//
 // Threading: plain values and pure functions.
 #pragma once
 
@@ -186,6 +194,11 @@ struct Snapshot {
     std::string lease_why;       // what the witness last said, or why it was not asked
     bool peer_renewed_since_lost = false;  // the witness said the peer renewed the lease after
                                            // this node lost it: it went on alone (rule 54)
+
+    // the fencing hook (rule 67); fence_hook false without one
+    bool fence_hook = false;
+    bool peer_fenced = false;  // the hook succeeded since the peer was last heard
+    std::optional<std::string> fence_failed;  // the hook's last failure, while it waits to retry
 };
 
 struct Decision {
@@ -197,6 +210,7 @@ struct Decision {
     bool claim = false;       // rule 60: ask the peer's grant (a fresh id if none stands)
     bool declare_initial = false;  // rule 63: declare this node's images the initial data
     bool contend = false;     // with a witness: acquire the lease (rule 66, or starting by it)
+    bool run_fence = false;   // rule 67: run the fencing hook (unless it runs, or waits to retry)
     std::uint64_t grant = 0;  // the peer's claim id this node grants now; 0 = none
 };
 

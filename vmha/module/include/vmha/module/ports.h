@@ -120,6 +120,14 @@ public:
     virtual void release(Done done) = 0;
 };
 
+// The fencing hook (the module's `fencing` section): makes sure the silent peer no longer runs
+// the VM (IPMI, a cloud provider's API...); ok = the peer is fenced. Completes exactly once.
+class FencePort {
+public:
+    virtual ~FencePort() = default;
+    virtual void fence_peer(Done done) = 0;
+};
+
 // The module's durable state in the node's state_dir.
 struct Persisted {
     bool started = false;

@@ -44,6 +44,7 @@ struct RunnerConfig {
     Duration handover_timeout{60000}; // a hand-over the peer does not take is withdrawn
     Duration imagesync_settle{10000}; // a (re)started imagesyncd gets this long to reach its peer
     Duration refused_retry{5000};     // a refused replication handshake is tried again this often
+    Duration fence_retry{10000};      // a failed fencing hook is run again this long after
     Duration heartbeat_timeout{1500};   // heartbeat.timeout
     Duration replication_timeout{1500}; // replication.timeout
     Duration heartbeat_interval{500};   // heartbeat.interval
@@ -83,7 +84,8 @@ class ModuleRunner {
 public:
     // `lease` is required when config.lease is set (and ignored otherwise).
     ModuleRunner(RunnerConfig config, Clock& clock, ImagesyncPort& imagesync, VmPort& vm,
-                 PeerPort& peer, Store& store, Observer& observer, LeasePort* lease = nullptr);
+                 PeerPort& peer, Store& store, Observer& observer, LeasePort* lease = nullptr,
+                 FencePort* fence = nullptr);
     ~ModuleRunner();
     ModuleRunner(const ModuleRunner&) = delete;
     ModuleRunner& operator=(const ModuleRunner&) = delete;
@@ -229,6 +231,16 @@ private:
     bool repromoting_ = false;
     bool demoting_ = false;
     bool releasing_fence_ = false;
+
+    // The fencing hook (rule 67).
+    void start_fence();
+    FencePort* fence_port_ = nullptr;
+    bool fence_running_ = false;
+    bool peer_fenced_ = false;                 // since the peer was last heard
+    std::optional<std::string> fence_failed_;  // the last failure, until the peer is heard
+    TimePoint fence_failed_at_{};
+    std::uint64_t fence_epoch_ = 0;            // bumped when the peer is heard: late answers are stale
+    std::unique_ptr<Clock::Token> fence_retry_timer_;
 
     // The lease (with a witness).
     LeasePort* lease_port_ = nullptr;
