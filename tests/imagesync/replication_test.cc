@@ -792,6 +792,40 @@ TEST_F(Pair, WritesStopWhenTheWriteLeaseEndsAndResumeWhenItIsRenewed) {
 // it records dirty until `resume-io` (the peer is Outdated or gone) or a reconnect; a demotion
 // answers them with an error. So nothing is acknowledged that only this copy holds while the
 // peer might still start the VM on its own copy.
+// A demotion that starts while a write waits for a peer that has gone silent (not closed): the
+// link is declared lost during the drain, which makes the write a fenced one; it must fail then
+// (never acknowledged) and the demotion complete, not wait for a peer that may never return.
+TEST_F(Pair, ADemotionDuringWhichThePeerFallsSilentFailsTheWaitingWriteAndCompletes) {
+    make_zero_file(a.image, 16 * kMiB);
+    make_zero_file(b.image, 16 * kMiB);
+    b.start("secondary", a.port);
+    ASSERT_TRUE(b.daemon->wait_ready());
+    a.start("primary", b.port, {"--fence"});
+    ASSERT_TRUE(a.daemon->wait_ready());
+    ASSERT_TRUE(connected());
+    struct Continue {  // the secondary is resumed whatever happens
+        pid_t pid;
+        ~Continue() { ::kill(pid, SIGCONT); }
+    } resume{b.daemon->pid()};
+    ASSERT_EQ(::kill(b.daemon->pid(), SIGSTOP), 0);  // silent: its sockets stay open
+    const pid_t writer = spawn({"qemu-io", "-f", "raw", uri(a), "-c", "write -P 0x71 1M 4k"}, a.dir / "w.out");
+    struct Reap {
+        pid_t pid;
+        ~Reap() {
+            if (::kill(pid, SIGKILL) == 0) ::waitpid(pid, nullptr, 0);
+        }
+    } reap{writer};
+    ASSERT_TRUE(eventually([&] { return u64(a.status(), "in_flight") > 0; }, std::chrono::seconds(20)))
+        << a.status().dump(2);
+    const auto demoted = a.command("demote");
+    EXPECT_TRUE(demoted.value("ok", false)) << demoted.dump(2);
+    EXPECT_EQ(a.status().value("role", ""), "secondary");
+    auto st = wait_for(writer, std::chrono::seconds(30));
+    ASSERT_TRUE(st.has_value());
+    EXPECT_NE(read_file(a.dir / "w.out").find("error"), std::string::npos) << read_file(a.dir / "w.out");
+    EXPECT_NE(a.daemon->log().find("demoted while the write waited for the peer to be fenced"), std::string::npos);
+}
+
 TEST_F(Pair, AFencingPrimaryHoldsRepliesUntilResumeIoOrReconnectAndFailsThemOnDemotion) {
     make_zero_file(a.image, 64 * kMiB);
     make_zero_file(b.image, 64 * kMiB);

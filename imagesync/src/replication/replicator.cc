@@ -1116,6 +1116,12 @@ void Replicator::record_dirty(std::size_t export_index, const WriteOp& op,
             done(std::move(st));
             return;
         }
+        if (demoting_) {
+            // Fencing began during a demotion (the peer lost while the drain waited for it):
+            // never acknowledged, and no one will release it — it fails, as held replies do.
+            done(vmha::Error(vmha::errc::io_error, "demoted while the write waited for the peer to be fenced"));
+            return;
+        }
         fenced_.push_back(FencedReply{std::move(done), std::move(st)});
     });
 }
