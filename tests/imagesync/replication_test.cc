@@ -525,7 +525,30 @@ TEST_F(Pair, SplitBrainReportsBothSidesChangesAndTheForcedSideIsKeptOnReconnect)
     const std::string ib = read_file(b.image);
     EXPECT_EQ(ib.substr(0, 4), std::string(4, '\xaa')) << "a's write is kept";
     EXPECT_EQ(ib.substr(kMiB, 4), std::string(4, '\0')) << "b's write is discarded";
+    EXPECT_EQ(u64(b.status(), "dirty_bytes"), 0u) << "the discarded side's dirty bits are gone with its writes";
     EXPECT_NE(a.daemon->log().find("the operator keeps this copy"), std::string::npos);
+}
+
+TEST_F(Pair, SplitBrainTheOperatorKeepsTheSecondarysCopy) {
+    start_pair(32 * kMiB);
+    split_brain(a, b, true, [&](Node& n, std::vector<std::string> c) { return qemu_io(n, std::move(c)); });
+    ASSERT_TRUE(eventually([&] { return a.status().contains("split_brain") && b.status().contains("split_brain"); },
+                           std::chrono::seconds(10)))
+        << a.status().dump(2) << b.status().dump(2);
+    // Keep b (the side that wrote less): force it primary and demote a, which then listens;
+    // b dials it and a becomes the full resync target.
+    auto kept = b.command("promote", true);
+    ASSERT_TRUE(kept.value("ok", false)) << kept.dump(2);
+    ASSERT_TRUE(a.command("demote").value("ok", false));
+    ASSERT_TRUE(eventually([&] {
+        return a.connection() == "connected" && b.connection() == "connected" &&
+               a.status().value("data_state", "") == "UpToDate";
+    })) << a.status().dump(2) << b.status().dump(2);
+    EXPECT_TRUE(identical(a.image, b.image));
+    const std::string ia = read_file(a.image);
+    EXPECT_EQ(ia.substr(kMiB, 4), std::string(4, '\xbb')) << "b's write is kept";
+    EXPECT_EQ(ia.substr(0, 4), std::string(4, '\0')) << "a's writes are discarded";
+    EXPECT_FALSE(a.status().contains("split_brain"));
 }
 
 TEST_F(Pair, DiscardZeroChangesResyncsTheSideThatWroteNothingAndRefusesWhenBothWrote) {

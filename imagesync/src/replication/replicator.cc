@@ -951,6 +951,9 @@ bool Replicator::on_hello(Session& session, const peer::Hello& hello) {
             }
             if (decision.kind == meta::SyncKind::self_is_target_full) {
                 meta_.start_full_sync_target();
+                // Whatever this copy wrote alone (a discarded split-brain side) is overwritten:
+                // its dirty bits no longer mean anything (made durable with the next commit).
+                for (auto& map : parts_->maps) map->clear(0, map->export_size());
             } else {
                 meta_.start_bitmap_sync_target();
             }
