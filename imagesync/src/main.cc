@@ -63,6 +63,12 @@ int main(int argc, char** argv) {
     app.add_flag("--fence", config.fence,
                  "After losing the peer, hold write replies until `imagesync resume-io` (vmhad "
                  "sends it once the peer is Outdated or gone) or the peer reconnects");
+    app.add_option("--split-brain", config.split_brain,
+                   "What a split brain found on reconnect does: disconnect (refuse; an operator "
+                   "keeps one side) or discard-zero-changes (the side that wrote nothing is "
+                   "resynced from the other). Both nodes must agree")
+        ->check(CLI::IsMember({"disconnect", "discard-zero-changes"}))
+        ->capture_default_str();
     app.add_flag("--disconnected", config.start_disconnected,
                  "Start without connecting to the peer (imagesync connect starts it)");
     app.add_option("--control-socket", config.control_socket,

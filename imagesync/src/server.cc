@@ -151,6 +151,9 @@ class Server {
         rc.fence = config_.fence;
         rc.resync_rate = config_.resync_rate;
         rc.resync_min_rate = config_.resync_min_rate;
+        auto policy = replication::parse_split_brain_policy(config_.split_brain);
+        if (!policy) return vmha::Error(policy.error().code, "--split-brain: " + policy.error().message);
+        rc.split_brain = *policy;
         if (!config_.listen.empty()) {
             auto e = replication::parse_endpoint(config_.listen);
             if (!e) return vmha::Error(e.error().code, "--listen: " + e.error().message);

@@ -199,12 +199,13 @@ protected:
 
     // Both images of `size` bytes of zeroes; a primary and a secondary, connected and in sync.
     // With `wire`, the primary dials the secondary through that proxy.
-    void start_pair(std::uint64_t size = 64 * kMiB, const LinkProxy* wire = nullptr) {
+    void start_pair(std::uint64_t size = 64 * kMiB, const LinkProxy* wire = nullptr,
+                    const std::vector<std::string>& extra = {}) {
         make_zero_file(a.image, size);
         make_zero_file(b.image, size);
-        b.start("secondary", a.port);
+        b.start("secondary", a.port, extra);
         ASSERT_TRUE(b.daemon->wait_ready());
-        a.start("primary", wire != nullptr ? wire->port() : b.port);
+        a.start("primary", wire != nullptr ? wire->port() : b.port, extra);
         ASSERT_TRUE(a.daemon->wait_ready());
         ASSERT_TRUE(connected()) << a.status().dump(2) << b.status().dump(2);
     }
@@ -464,6 +465,130 @@ TEST_F(Pair, BothWroteAloneIsSplitBrainAndNothingIsOverwritten) {
     EXPECT_EQ(ia.substr(kMiB, 4), std::string(4, '\0'));
     EXPECT_EQ(ib.substr(kMiB, 4), std::string(4, '\xbb'));
     EXPECT_EQ(ib.substr(0, 4), std::string(4, '\0'));
+}
+
+// A split brain: the link is cut, a writes alone, b is promoted too (with `b_writes`, it
+// writes alone; without, it is marked Outdated and force-promoted, which starts a new
+// generation with nothing written), b steps down and a reconnects.
+void split_brain(Node& a, Node& b, bool b_writes, const std::function<ToolResult(Node&, std::vector<std::string>)>& io) {
+    ASSERT_TRUE(a.command("disconnect").value("ok", false));
+    ASSERT_TRUE(eventually([&] { return b.connection() == "connecting"; }));
+    ASSERT_EQ(io(a, {"write -P 0xaa 0 192k"}).exit_code, 0);
+    if (b_writes) {
+        ASSERT_TRUE(b.command("promote").value("ok", false));
+        ASSERT_EQ(io(b, {"write -P 0xbb 1M 64k"}).exit_code, 0);
+    } else {
+        ASSERT_TRUE(b.command("outdate").value("ok", false)) << b.command("outdate").dump();
+        ASSERT_TRUE(b.command("promote", true).value("ok", false));
+    }
+    ASSERT_TRUE(b.command("demote").value("ok", false));
+    ASSERT_TRUE(a.command("connect").value("ok", false));
+}
+
+TEST_F(Pair, SplitBrainReportsBothSidesChangesAndTheForcedSideIsKeptOnReconnect) {
+    start_pair(32 * kMiB);
+    EXPECT_EQ(a.status().value("split_brain_policy", ""), "disconnect");
+    split_brain(a, b, true, [&](Node& n, std::vector<std::string> c) { return qemu_io(n, std::move(c)); });
+    // Refused on both sides; each knows what it and the other wrote alone.
+    ASSERT_TRUE(eventually([&] { return a.status().contains("split_brain") && b.status().contains("split_brain"); },
+                           std::chrono::seconds(10)))
+        << a.status().dump(2) << b.status().dump(2);
+    const auto sa = a.status();
+    const auto sb = b.status();
+    EXPECT_EQ(sa.value("connection", ""), "standalone");
+    EXPECT_EQ(sa["split_brain"].value("peer_node", ""), "hv2");
+    EXPECT_EQ(u64(sa["split_brain"], "local_changed_bytes"), 192 * 1024u);
+    EXPECT_EQ(u64(sa["split_brain"], "peer_changed_bytes"), 64 * 1024u);
+    EXPECT_EQ(sb["split_brain"].value("peer_node", ""), "hv1");
+    EXPECT_EQ(u64(sb["split_brain"], "local_changed_bytes"), 64 * 1024u);
+    EXPECT_EQ(u64(sb["split_brain"], "peer_changed_bytes"), 192 * 1024u);
+    EXPECT_EQ(sa["split_brain"].value("since_generation", "a"), sb["split_brain"].value("since_generation", "b"));
+    const std::string why = sa.value("connection_reason", "");
+    EXPECT_NE(why.find("split_brain: split brain with hv2: 192.0 KiB changed here, 64.0 KiB there since generation"),
+              std::string::npos) << why;
+    EXPECT_NE(why.find("`vmha prim --force`"), std::string::npos) << why;
+    // Both copies untouched.
+    EXPECT_EQ(read_file(a.image).substr(kMiB, 4), std::string(4, '\0'));
+    EXPECT_EQ(read_file(b.image).substr(0, 4), std::string(4, '\0'));
+    // The operator keeps a's copy (a forced promotion; a is primary already) and reconnects.
+    auto kept = a.command("promote", true);
+    ASSERT_TRUE(kept.value("ok", false)) << kept.dump(2);
+    EXPECT_TRUE(a.status()["split_brain"].value("kept_here", false));
+    ASSERT_TRUE(a.command("connect").value("ok", false));
+    ASSERT_TRUE(eventually([&] {
+        return a.connection() == "connected" && b.connection() == "connected" &&
+               b.status().value("data_state", "") == "UpToDate";
+    })) << a.status().dump(2) << b.status().dump(2);
+    EXPECT_FALSE(a.status().contains("split_brain"));
+    EXPECT_FALSE(b.status().contains("split_brain"));
+    EXPECT_TRUE(identical(a.image, b.image));
+    const std::string ib = read_file(b.image);
+    EXPECT_EQ(ib.substr(0, 4), std::string(4, '\xaa')) << "a's write is kept";
+    EXPECT_EQ(ib.substr(kMiB, 4), std::string(4, '\0')) << "b's write is discarded";
+    EXPECT_EQ(u64(b.status(), "dirty_bytes"), 0u) << "the discarded side's dirty bits are gone with its writes";
+    EXPECT_NE(a.daemon->log().find("the operator keeps this copy"), std::string::npos);
+}
+
+TEST_F(Pair, SplitBrainTheOperatorKeepsTheSecondarysCopy) {
+    start_pair(32 * kMiB);
+    split_brain(a, b, true, [&](Node& n, std::vector<std::string> c) { return qemu_io(n, std::move(c)); });
+    ASSERT_TRUE(eventually([&] { return a.status().contains("split_brain") && b.status().contains("split_brain"); },
+                           std::chrono::seconds(10)))
+        << a.status().dump(2) << b.status().dump(2);
+    // Keep b (the side that wrote less): force it primary and demote a, which then listens;
+    // b dials it and a becomes the full resync target.
+    auto kept = b.command("promote", true);
+    ASSERT_TRUE(kept.value("ok", false)) << kept.dump(2);
+    ASSERT_TRUE(a.command("demote").value("ok", false));
+    ASSERT_TRUE(eventually([&] {
+        return a.connection() == "connected" && b.connection() == "connected" &&
+               a.status().value("data_state", "") == "UpToDate";
+    })) << a.status().dump(2) << b.status().dump(2);
+    EXPECT_TRUE(identical(a.image, b.image));
+    const std::string ia = read_file(a.image);
+    EXPECT_EQ(ia.substr(kMiB, 4), std::string(4, '\xbb')) << "b's write is kept";
+    EXPECT_EQ(ia.substr(0, 4), std::string(4, '\0')) << "a's writes are discarded";
+    EXPECT_FALSE(a.status().contains("split_brain"));
+}
+
+TEST_F(Pair, DiscardZeroChangesResyncsTheSideThatWroteNothingAndRefusesWhenBothWrote) {
+    start_pair(32 * kMiB, nullptr, {"--split-brain", "discard-zero-changes"});
+    auto io = [&](Node& n, std::vector<std::string> c) { return qemu_io(n, std::move(c)); };
+    // b went on alone but wrote nothing: its copy is discarded without an operator.
+    split_brain(a, b, false, io);
+    ASSERT_TRUE(eventually([&] {
+        return a.connection() == "connected" && b.connection() == "connected" &&
+               b.status().value("data_state", "") == "UpToDate";
+    })) << a.status().dump(2) << b.status().dump(2);
+    EXPECT_TRUE(identical(a.image, b.image));
+    EXPECT_EQ(read_file(b.image).substr(0, 4), std::string(4, '\xaa'));
+    EXPECT_NE(b.daemon->log().find("resolved by the policy discard-zero-changes"), std::string::npos)
+        << b.daemon->log();
+
+    // Both wrote: refused with the report, as with disconnect.
+    split_brain(a, b, true, io);
+    ASSERT_TRUE(eventually([&] { return a.status().contains("split_brain"); }, std::chrono::seconds(10)))
+        << a.status().dump(2);
+    EXPECT_EQ(a.connection(), "standalone");
+    EXPECT_EQ(u64(a.status()["split_brain"], "peer_changed_bytes"), 64 * 1024u);
+    EXPECT_NE(a.status().value("connection_reason", "").find("192.0 KiB changed here"), std::string::npos);
+    EXPECT_EQ(read_file(b.image).substr(kMiB, 4), std::string(4, '\xbb'));
+    EXPECT_EQ(read_file(a.image).substr(kMiB, 4), std::string(4, '\0'));
+}
+
+TEST_F(Pair, DifferentSplitBrainPoliciesAreRefusedWithTheReason) {
+    make_zero_file(a.image, 4 * kMiB);
+    make_zero_file(b.image, 4 * kMiB);
+    b.start("secondary", a.port);
+    ASSERT_TRUE(b.daemon->wait_ready());
+    a.start("primary", b.port, {"--split-brain", "discard-zero-changes"});
+    ASSERT_TRUE(a.daemon->wait_ready());
+    ASSERT_TRUE(eventually([&] {
+        return a.status().value("connection_reason", "").find("split-brain policy") != std::string::npos;
+    })) << a.status().dump(2);
+    EXPECT_NE(a.status().value("connection_reason", "").find("discard-zero-changes here but disconnect on node \"hv2\""),
+              std::string::npos) << a.status().dump(2);
+    EXPECT_NE(a.connection(), "connected");
 }
 
 // Online verify finds exactly the chunks a test corrupted behind imagesync's back, while the

@@ -407,6 +407,31 @@ TEST_F(RunnerTest, PrimOnOutdatedDataIsRefusedThenForcedThroughImagesync) {
     EXPECT_TRUE(world.vm_running);
 }
 
+TEST_F(RunnerTest, PrimForceInASplitBrainKeepsThisCopyThroughImagesyncAndReconnects) {
+    world.is.data = DataState::up_to_date;
+    world.is.link = Link::split_brain;
+    world.is.split_brain = {{"peer_node", "hv2"}, {"local_changed_bytes", 12582912},
+                            {"peer_changed_bytes", 4194304}, {"since_generation", "3f2a"}, {"kept_here", false}};
+    runner->start();
+    loop.drain();
+    ASSERT_EQ(runner->state(), State::wait) << runner->reason();
+    // vmha status passes imagesync's report through.
+    EXPECT_EQ(runner->status_json()["replication"]["split_brain"]["peer_changed_bytes"], 4194304);
+    Status plain;
+    runner->op_prim(false, [&](Status st) { plain = st; });
+    ASSERT_FALSE(plain.ok());
+    EXPECT_TRUE(plain.error().is(errc::split_brain));
+
+    world.calls.clear();
+    Status forced = Error(errc::internal, "not called");
+    runner->op_prim(true, [&](Status st) { forced = st; });
+    loop.drain();
+    EXPECT_TRUE(forced.ok()) << forced.error().message;
+    ASSERT_GE(world.calls.size(), 2u);
+    EXPECT_EQ(world.calls[0], "imagesync.promote_forced") << "UpToDate data, but the split needs the choice";
+    EXPECT_EQ(world.calls[1], "imagesync.connect");
+}
+
 TEST_F(RunnerTest, PrimIsRefusedWhileThePeerRunsTheVm) {
     runner->start();
     loop.drain();

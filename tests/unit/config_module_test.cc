@@ -90,6 +90,7 @@ TEST(ModuleFile, TheBaseModuleIsValidAndParsedWithDefaults) {
     EXPECT_EQ(m.heartbeat.timeout, std::chrono::milliseconds(1500));
     EXPECT_EQ(m.heartbeat.paths.at(0).addresses.at("hv2").text, "10.0.0.2");
     EXPECT_EQ(m.checkers.at(0).action, CheckerAction::restart);
+    EXPECT_EQ(m.replication.split_brain, SplitBrainPolicy::disconnect);
     EXPECT_EQ(m.peer_of("hv1")->name, "hv2");
     EXPECT_TRUE(findings.items.empty());
 }
@@ -98,6 +99,19 @@ TEST(ModuleFile, UnknownKeyWithDidYouMean) {
     EXPECT_EQ(errors({{"replication", "{port: 7801, timout: 5s}"}}),
               (Lines{"m.yaml:5:27: replication.timout: unknown key \"timout\" in the replication "
                     "section; did you mean \"timeout\"?"}));
+}
+
+TEST(ModuleFile, SplitBrainPolicy) {
+    Findings findings;
+    auto f = parse_file("m.yaml", module_text({{"replication", "{port: 7801, split_brain: discard-zero-changes}"}}),
+                        findings);
+    ASSERT_TRUE(f.valid);
+    EXPECT_EQ(f.module->replication.split_brain, SplitBrainPolicy::discard_zero_changes);
+    EXPECT_EQ(to_string(f.module->replication.split_brain), "discard-zero-changes");
+    EXPECT_EQ(errors({{"replication", "{port: 7801, split_brain: discard-zero-chnages}"}}),
+              (Lines{"m.yaml:5:40: replication.split_brain: \"discard-zero-chnages\" is not one of "
+                     "disconnect or discard-zero-changes; did you mean \"discard-zero-changes\"?"}));
+    EXPECT_EQ(errors({{"replication", "{port: 7801, split_brain: [disconnect]}"}}).size(), 1u);
 }
 
 TEST(ModuleFile, UnknownKeyWithoutACloseMatch) {

@@ -211,6 +211,50 @@ TEST(PeerProtocol, TruncatedHelloIsRefusedNotOverread) {
     }
 }
 
+TEST(PeerProtocol, HelloSplitBrainTrailerRoundTripsAndIsCheckedLikeTheRest) {
+    Hello h;
+    h.module = "web1";
+    h.node = "hv2";
+    h.role = 2;
+    h.data_state = 1;
+    h.exports = {{"disk0", 1u << 20}};
+    // Without the trailer: no bit, no bytes (what a node before the trailer sends).
+    {
+        FrameDecoder d;
+        const Message m = decode_one(d, frame({1, h}));
+        const auto& g = std::get<Hello>(m.body);
+        EXPECT_FALSE(g.changes.has_value());
+        EXPECT_EQ(g.hello_flags & hello_has_changes, 0);
+    }
+    h.changes = Hello::Changes{12u << 20, SplitBrainPolicy::discard_zero_changes};
+    const Bytes f = frame({1, h});
+    {
+        FrameDecoder d;
+        const Message m = decode_one(d, f);
+        const auto& g = std::get<Hello>(m.body);
+        ASSERT_TRUE(g.changes.has_value());
+        EXPECT_EQ(*g.changes, *h.changes);
+        EXPECT_NE(g.hello_flags & hello_has_changes, 0);
+    }
+    // Every cut of the trailer is refused (the bit promises 9 bytes).
+    for (std::size_t cut = 1; cut <= 9; ++cut) {
+        Bytes g(f.begin(), f.end() - static_cast<std::ptrdiff_t>(cut));
+        const auto len = static_cast<std::uint32_t>(g.size() - header_size);
+        g[15] = std::byte(len & 0xff);
+        g[14] = std::byte(len >> 8);
+        EXPECT_NE(error_of(g), "ok") << "cut " << cut;
+    }
+    // An unknown policy byte is refused with its value.
+    Bytes bad = f;
+    bad.back() = std::byte{7};
+    EXPECT_NE(error_of(bad).find("unknown split-brain policy 7"), std::string::npos) << error_of(bad);
+    // An unknown flag bit is still refused.
+    Bytes flags = f;
+    const std::size_t at = header_size + 1 + h.module.size() + 1 + h.node.size() + 2;
+    flags[at] = std::byte{0x80};
+    EXPECT_NE(error_of(flags).find("flags"), std::string::npos) << error_of(flags);
+}
+
 TEST(PeerProtocol, ADecoderStaysFailed) {
     FrameDecoder d;
     Bytes bad = frame({1, Ping{}});

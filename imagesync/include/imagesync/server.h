@@ -62,6 +62,9 @@ struct ServerConfig {
     bool fence = false;  // hold write replies after losing the peer until `resume-io` (vmhad)
     std::uint64_t resync_rate = 0;  // bytes per second a resync may use; 0 = no limit
     std::uint64_t resync_min_rate = 8u << 20;  // while the VM writes; 0 = never yield
+    // "disconnect" or "discard-zero-changes": what a split brain at the handshake does (both
+    // sides must agree). docs/generations.md, "Split brain".
+    std::string split_brain = "disconnect";
     std::filesystem::path control_socket;  // status and commands (imagesync tool, vmhad)
 };
 

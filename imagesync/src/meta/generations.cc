@@ -192,7 +192,8 @@ bool is_target(SyncKind k) {
     return k == SyncKind::self_is_target_bitmap || k == SyncKind::self_is_target_full;
 }
 
-// The first id (non-reserved) present in both {bitmap, history...} sets, or 0.
+}  // namespace
+
 std::uint64_t shared_ancestor(const Generations& a, const Generations& b) {
     auto ids = [](const Generations& x) {
         std::array<std::uint64_t, kHistorySize + 1> all{};
@@ -208,6 +209,8 @@ std::uint64_t shared_ancestor(const Generations& a, const Generations& b) {
     }
     return 0;
 }
+
+namespace {
 
 SyncDecision by_generations(const NodeMeta& self, const NodeMeta& peer, const Roles& roles) {
     const Generations& s = self.gen;

@@ -180,4 +180,8 @@ struct SyncDecision {
 
 SyncDecision decide(const NodeMeta& self, const NodeMeta& peer, const Roles& roles);
 
+// The first non-reserved id present in both {a.bitmap, a.history} and {b.bitmap, b.history}
+// (a's newest first), or 0: for a split brain, the generation since which both wrote alone.
+std::uint64_t shared_ancestor(const Generations& a, const Generations& b);
+
 }  // namespace imagesync::meta

@@ -179,7 +179,9 @@ void encode(const Message& m, Bytes& out) {
                 put_short_string(payload, b.node);
                 put_u8(payload, b.role);
                 put_u8(payload, b.data_state);
-                put_u16(payload, b.hello_flags);
+                put_u16(payload, static_cast<std::uint16_t>(
+                                     (b.hello_flags & ~hello_has_changes) |
+                                     (b.changes ? hello_has_changes : 0)));
                 put_u32(payload, b.chunk_size);
                 put_u64(payload, b.current_generation);
                 put_u64(payload, b.bitmap_generation);
@@ -191,6 +193,10 @@ void encode(const Message& m, Bytes& out) {
                 for (std::size_t i = 0; i < e; ++i) {
                     put_short_string(payload, b.exports[i].name);
                     put_u64(payload, b.exports[i].size);
+                }
+                if (b.changes) {
+                    put_u64(payload, b.changes->changed_bytes);
+                    put_u8(payload, static_cast<std::uint8_t>(b.changes->policy));
                 }
             } else if constexpr (std::is_same_v<T, Write>) {
                 put_op(payload, b.fua ? op_fua : 0, b.range);
@@ -318,9 +324,20 @@ vmha::Result<Message> decode_payload(const Header& header, ByteView payload) {
                 e.size = r.u64();
                 h.exports.push_back(std::move(e));
             }
+            if ((h.hello_flags & hello_has_changes) != 0) {
+                if (!r.have(8 + 1)) return protocol("HELLO split-brain trailer is truncated");
+                Hello::Changes c;
+                c.changed_bytes = r.u64();
+                const std::uint8_t policy = r.u8();
+                if (policy > max_split_brain_policy) {
+                    return protocol(fmt::format("HELLO names an unknown split-brain policy {}", policy));
+                }
+                c.policy = static_cast<SplitBrainPolicy>(policy);
+                h.changes = c;
+            }
             if (r.left() != 0) return protocol("HELLO has trailing bytes");
             if (h.role < 1 || h.role > 2 || h.data_state < 1 || h.data_state > 4 ||
-                (h.hello_flags & ~3u) != 0) {
+                (h.hello_flags & ~hello_known_flags) != 0) {
                 return protocol(fmt::format("HELLO has an invalid role {}, data state {} or flags "
                                             "{:#06x}",
                                             h.role, h.data_state, h.hello_flags));

@@ -76,17 +76,39 @@ struct ExportInfo {
     std::uint64_t size = 0;
 };
 
+// HELLO flag bits.
+inline constexpr std::uint16_t hello_crashed_primary = 1;  // this copy crashed as primary
+inline constexpr std::uint16_t hello_images_empty = 2;     // every image is one big hole
+inline constexpr std::uint16_t hello_has_changes = 4;      // the split-brain trailer follows
+inline constexpr std::uint16_t hello_known_flags = 7;
+
+// Split-brain policies (HELLO trailer, imagesyncd --split-brain).
+enum class SplitBrainPolicy : std::uint8_t {
+    disconnect = 0,            // refuse and keep both copies until an operator decides
+    discard_zero_changes = 1,  // the side that wrote nothing since the split is the resync target
+};
+inline constexpr std::uint8_t max_split_brain_policy = 1;
+
 struct Hello {
     std::string module;
     std::string node;
     std::uint8_t role = 0;        // 1 primary, 2 secondary
     std::uint8_t data_state = 0;  // 1 UpToDate, 2 Inconsistent, 3 Outdated, 4 Unknown
-    std::uint16_t hello_flags = 0;  // bit0: crashed primary; bit1: every image is one big hole
+    std::uint16_t hello_flags = 0;  // hello_* bits above
     std::uint32_t chunk_size = 0;
     std::uint64_t current_generation = 0;
     std::uint64_t bitmap_generation = 0;
     std::vector<std::uint64_t> history;  // at most max_history
     std::vector<ExportInfo> exports;     // at most max_exports
+    // Trailer, present on the wire when hello_flags has hello_has_changes (encode() sets the bit
+    // when this is set): the bytes this node's dirty maps hold (what it wrote since its bitmap
+    // generation) and its split-brain policy.
+    struct Changes {
+        std::uint64_t changed_bytes = 0;
+        SplitBrainPolicy policy = SplitBrainPolicy::disconnect;
+        bool operator==(const Changes&) const = default;
+    };
+    std::optional<Changes> changes;
 };
 
 struct Write {

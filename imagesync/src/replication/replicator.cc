@@ -17,6 +17,8 @@
 #include "buffered_reader.h"
 #include "meta/activity_log.h"
 #include "meta/dirty_map.h"
+#include <vmha/human.h>
+
 #include "meta/meta_file.h"
 #include "meta/meta_store.h"
 #include "uring_meta_file.h"
@@ -61,6 +63,24 @@ vmha::Result<Endpoint> parse_endpoint(std::string_view text) {
     }
     e.port = static_cast<std::uint16_t>(port);
     return e;
+}
+
+std::string_view to_string(peer::SplitBrainPolicy policy) {
+    switch (policy) {
+        case peer::SplitBrainPolicy::disconnect: return "disconnect";
+        case peer::SplitBrainPolicy::discard_zero_changes: return "discard-zero-changes";
+    }
+    return "unknown";
+}
+
+vmha::Result<peer::SplitBrainPolicy> parse_split_brain_policy(std::string_view text) {
+    for (auto p : {peer::SplitBrainPolicy::disconnect, peer::SplitBrainPolicy::discard_zero_changes}) {
+        if (text == to_string(p)) return p;
+    }
+    return vmha::Error(vmha::errc::invalid_argument,
+                       fmt::format("split-brain policy \"{}\" is neither \"disconnect\" nor "
+                                   "\"discard-zero-changes\"",
+                                   text));
 }
 
 // ---- Metadata -------------------------------------------------------------------------------
@@ -703,6 +723,10 @@ asio::awaitable<void> Replicator::accept_loop(std::uint64_t generation) {
             old->close("replaced by a new connection from the peer");
             detach_session("the peer connected again");
         }
+        if (link_ == LinkState::standalone) {
+            // Still listening after a split-brain refusal: the primary dialed again.
+            fire(LinkEvent::connect_command, "the primary dialed again after the split brain");
+        }
         attach(std::make_shared<Session>(*this, std::move(socket), false));
     }
 }
@@ -731,7 +755,62 @@ peer::Hello Replicator::make_hello() const {
     h.bitmap_generation = meta_.gen.bitmap;
     h.history.assign(meta_.gen.history.begin(), meta_.gen.history.end());
     for (const Export* e : exports_) h.exports.push_back({e->info().name, e->info().size});
+    h.changes = peer::Hello::Changes{changed_bytes(), config_.split_brain};
     return h;
+}
+
+std::uint64_t Replicator::changed_bytes() const {
+    std::uint64_t bytes = 0;
+    for (const auto& map : parts_->maps) bytes += map->dirty_bytes();
+    return bytes;
+}
+
+std::string Replicator::resolve_split_brain(const peer::Hello& hello, meta::SyncDecision& decision) {
+    SplitBrainReport report;
+    report.peer_node = hello.node;
+    report.local_changed_bytes = changed_bytes();
+    if (hello.changes) report.peer_changed_bytes = hello.changes->changed_bytes;
+    report.since_generation = meta::shared_ancestor(meta_.gen, peer_generations_);
+    const std::string there = report.peer_changed_bytes ? vmha::human_bytes(*report.peer_changed_bytes)
+                                                        : std::string("an unknown amount");
+    const std::string counts =
+        fmt::format("{} changed here, {} there since generation {}",
+                    vmha::human_bytes(report.local_changed_bytes), there,
+                    meta::format_generation(report.since_generation));
+    split_brain_ = report;
+    if (config_.split_brain == peer::SplitBrainPolicy::discard_zero_changes && report.peer_changed_bytes) {
+        const bool zero_here = report.local_changed_bytes == 0;
+        const bool zero_there = *report.peer_changed_bytes == 0;
+        // Exactly one side wrote nothing: it is discarded. Neither did: the secondary is.
+        const bool discard_here = zero_here && (!zero_there || role_ == Role::secondary);
+        const bool discard_there = zero_there && (!zero_here || role_ == Role::primary);
+        if (discard_here && role_ == Role::primary) {
+            return fmt::format("split brain with {}: {}; the policy discard-zero-changes would "
+                               "discard this primary's copy, which wrote nothing: demote this node",
+                               hello.node, counts);
+        }
+        if (discard_there && role_ == Role::secondary) {
+            return fmt::format("split brain with {}: {}; the policy discard-zero-changes would "
+                               "discard the primary's copy on {}, which wrote nothing: demote it",
+                               hello.node, counts, hello.node);
+        }
+        if (discard_here || discard_there) {
+            spdlog::warn("SPLIT BRAIN with node \"{}\" resolved by the policy discard-zero-changes: "
+                         "{}; the copy on {}, which wrote nothing since the split, is discarded and "
+                         "becomes a full resync target",
+                         hello.node, counts, discard_here ? config_.node : hello.node);
+            decision.kind = discard_here ? meta::SyncKind::self_is_target_full
+                                         : meta::SyncKind::self_is_source_full;
+            decision.reason = fmt::format("split brain resolved by discard-zero-changes: {}", counts);
+            split_brain_.reset();
+            return {};
+        }
+    }
+    spdlog::error("SPLIT BRAIN with node \"{}\": {}; both copies are kept untouched until the "
+                  "operator keeps one side (`vmha prim --force` on it)",
+                  hello.node, counts);
+    return fmt::format("split brain with {}: {}; keep one side with `vmha prim --force` on it",
+                       hello.node, counts);
 }
 
 bool Replicator::on_hello(Session& session, const peer::Hello& hello) {
@@ -750,12 +829,15 @@ bool Replicator::on_hello(Session& session, const peer::Hello& hello) {
         session.close("this node's generation changed during the handshake; reconnecting");
         return false;
     }
-    auto refuse = [&](std::string reason) {
+    // keep_listening: a secondary refused for a split brain goes on accepting, so that the
+    // primary can dial it again once the operator kept that side (the link stays standalone
+    // until then; a dial that is still a split brain is refused again).
+    auto refuse = [&](std::string reason, bool keep_listening = false) {
         spdlog::error("connection with node \"{}\" ({}) refused: {}", hello.node, session.remote(),
                       reason);
         if (link_ == LinkState::connecting) {
             fire(LinkEvent::handshake_refused, reason);
-            stop_connecting();
+            if (!keep_listening || role_ != Role::secondary) stop_connecting();
         }
         session.finish(reason);
         return false;
@@ -781,6 +863,12 @@ bool Replicator::on_hello(Session& session, const peer::Hello& hello) {
         return refuse(fmt::format("chunk size is {} here but {} on node \"{}\"", config_.chunk_size,
                                   hello.chunk_size, hello.node));
     }
+    const auto peer_policy = hello.changes ? hello.changes->policy : peer::SplitBrainPolicy::disconnect;
+    if (peer_policy != config_.split_brain) {
+        return refuse(fmt::format("the split-brain policy is {} here but {} on node \"{}\"; both "
+                                  "nodes must use the same",
+                                  to_string(config_.split_brain), to_string(peer_policy), hello.node));
+    }
     const bool peer_primary = hello.role == 1;
     if (peer_primary && role_ == Role::primary) {
         return refuse(fmt::format("node \"{}\" is primary too: two primaries never connect; demote "
@@ -803,7 +891,7 @@ bool Replicator::on_hello(Session& session, const peer::Hello& hello) {
     roles.self_primary = role_ == Role::primary;
     roles.peer_primary = peer_primary;
     roles.self_wins_ties = config_.node < hello.node;
-    const meta::SyncDecision decision = meta::decide(meta_, theirs, roles);
+    meta::SyncDecision decision = meta::decide(meta_, theirs, roles);
 
     peer_node_ = hello.node;
     peer_data_state_ = theirs.data_state;
@@ -811,6 +899,15 @@ bool Replicator::on_hello(Session& session, const peer::Hello& hello) {
     session.set_handshaken();
     spdlog::info("handshake with node \"{}\" ({}): {} (rule {}): {}", hello.node, session.remote(),
                  meta::to_string(decision.kind), decision.rule, decision.reason);
+    if (decision.kind == meta::SyncKind::split_brain) {
+        // The prefix "split_brain:" is what vmhad reads the link state from.
+        if (std::string why = resolve_split_brain(hello, decision); !why.empty()) {
+            return refuse(fmt::format("split_brain: {}", why), true);
+        }
+    } else if (decision.kind != meta::SyncKind::unrelated &&
+               decision.kind != meta::SyncKind::no_usable_source) {
+        split_brain_.reset();
+    }
 
     switch (decision.kind) {
         case meta::SyncKind::in_sync:
@@ -854,6 +951,9 @@ bool Replicator::on_hello(Session& session, const peer::Hello& hello) {
             }
             if (decision.kind == meta::SyncKind::self_is_target_full) {
                 meta_.start_full_sync_target();
+                // Whatever this copy wrote alone (a discarded split-brain side) is overwritten:
+                // its dirty bits no longer mean anything (made durable with the next commit).
+                for (auto& map : parts_->maps) map->clear(0, map->export_size());
             } else {
                 meta_.start_bitmap_sync_target();
             }
@@ -1885,6 +1985,27 @@ void Replicator::finish_verify(std::optional<vmha::Error> error) {
 // ---- Operator commands ---------------------------------------------------------------------------
 
 vmha::Status Replicator::promote(bool force) {
+    if (force && split_brain_ && !split_brain_->kept_here) {
+        // The operator keeps this copy: the peer's line of history becomes one this copy
+        // supersedes, so the next handshake makes the peer the full resync target (rules 80/60)
+        // and discards what it wrote alone. Durable, like every generation change.
+        const std::uint64_t peer_current = peer_generations_.current;
+        const meta::Generations before = meta_.gen;
+        meta_.gen.push_history(peer_current);
+        if (auto s = save_meta("keep this copy in a split brain"); !s) {
+            meta_.gen = before;
+            return s;
+        }
+        split_brain_->kept_here = true;
+        spdlog::warn("split brain with node \"{}\": the operator keeps this copy; at the next "
+                     "connection the copy on {} (generation {}, {} changed there) is discarded and "
+                     "becomes a full resync target",
+                     split_brain_->peer_node, split_brain_->peer_node,
+                     meta::format_generation(peer_current),
+                     split_brain_->peer_changed_bytes
+                         ? vmha::human_bytes(*split_brain_->peer_changed_bytes)
+                         : std::string("an unknown amount"));
+    }
     if (role_ == Role::primary) return {};
     if (session_ && session_->handshaken()) {
         return vmha::Error(vmha::errc::busy,
@@ -2013,11 +2134,15 @@ vmha::Status Replicator::outdate() {
 void Replicator::connect() {
     if (link_ != LinkState::standalone) return;
     fire(LinkEvent::connect_command, "operator: connect");
+    stop_connecting();  // a secondary may still listen after a split brain
     start_connecting();
 }
 
 void Replicator::disconnect() {
-    if (link_ == LinkState::standalone) return;
+    if (link_ == LinkState::standalone) {
+        stop_connecting();  // a secondary may still listen after a split brain
+        return;
+    }
     fire(LinkEvent::disconnect_command, "operator: disconnect");
     stop_connecting();
     if (session_) session_->close("operator: disconnect");
@@ -2116,6 +2241,16 @@ nlohmann::json Replicator::status() const {
           {"history", history}}},
         {"exports", exports},
     };
+    j["split_brain_policy"] = std::string(to_string(config_.split_brain));
+    if (split_brain_) {
+        const auto& r = *split_brain_;
+        j["split_brain"] = {{"peer_node", r.peer_node},
+                            {"local_changed_bytes", r.local_changed_bytes},
+                            {"peer_changed_bytes", r.peer_changed_bytes ? nlohmann::json(*r.peer_changed_bytes)
+                                                                        : nlohmann::json(nullptr)},
+                            {"since_generation", meta::format_generation(r.since_generation)},
+                            {"kept_here", r.kept_here}};
+    }
     if (verify_) {
         j["verify"] = {{"compared_bytes", verify_->compared}, {"full_resync_compare", verify_->for_resync}};
     }

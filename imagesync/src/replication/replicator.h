@@ -77,7 +77,14 @@ struct ReplicatorConfig {
     // peer's copy is now Outdated, or the peer is gone) or a reconnect. So no write is ever
     // acknowledged alone while the peer could still start the VM on a copy that lacks it.
     bool fence = false;
+    // What a split brain found at the handshake does (both sides must agree, or the handshake
+    // is refused): disconnect (refuse until an operator keeps one side with a forced
+    // promotion), or discard-zero-changes (the side that wrote nothing since the split becomes
+    // the full resync target). docs/generations.md, "Split brain".
+    peer::SplitBrainPolicy split_brain = peer::SplitBrainPolicy::disconnect;
 };
+std::string_view to_string(peer::SplitBrainPolicy policy);
+vmha::Result<peer::SplitBrainPolicy> parse_split_brain_policy(std::string_view text);
 
 class Replicator {
 public:
@@ -252,6 +259,22 @@ private:
     // A secondary that crashed as primary: its activity-log extents, for the sync source.
     std::vector<std::vector<std::pair<std::uint64_t, std::uint64_t>>> recovered_extents_;
     std::size_t awaiting_peer_extents_ = 0;  // source: EXTENTS still to come before resyncing
+
+    // The last handshake found a split brain: what each side wrote alone since the shared
+    // generation. Kept (status "split_brain") until a handshake succeeds.
+    struct SplitBrainReport {
+        std::string peer_node;
+        std::uint64_t local_changed_bytes = 0;
+        std::optional<std::uint64_t> peer_changed_bytes;  // unknown from a peer without the trailer
+        std::uint64_t since_generation = 0;
+        bool kept_here = false;  // the operator's forced promotion chose this copy
+    };
+    std::optional<SplitBrainReport> split_brain_;
+    // Bytes the dirty maps hold: what this node wrote since its bitmap generation.
+    std::uint64_t changed_bytes() const;
+    // A split brain at the handshake: the policy's resolution (kind becomes a full resync
+    // source or target) or the refusal reason naming both sides' changes.
+    std::string resolve_split_brain(const peer::Hello& hello, meta::SyncDecision& decision);
 
     // Peer as seen at the last handshake.
     std::string peer_node_;

@@ -118,6 +118,18 @@ void print_status(const nlohmann::json& j) {
         std::cout << fmt::format("resync      {:.1f}% ({} left of {})\n", pct, human_bytes(left),
                                  human_bytes(total));
     }
+    if (j.contains("split_brain") && j["split_brain"].is_object()) {
+        const auto& b = j["split_brain"];
+        const auto& there = b["peer_changed_bytes"];
+        std::cout << fmt::format("split brain with {}: {} changed here, {} there since generation {}{}\n",
+                                 b.value("peer_node", "-"),
+                                 human_bytes(b.value("local_changed_bytes", std::uint64_t{0})),
+                                 there.is_number() ? human_bytes(there.get<std::uint64_t>()) : "unknown",
+                                 b.value("since_generation", "-"),
+                                 b.value("kept_here", false) ? " (kept here: the peer's copy is "
+                                                               "discarded at the next connection)"
+                                                             : "");
+    }
     if (j.contains("generations")) {
         const auto& g = j["generations"];
         std::cout << fmt::format("generation  {} (bitmap {})\n", g.value("current", "-"),

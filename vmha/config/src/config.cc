@@ -70,6 +70,14 @@ std::string_view to_string(CheckerAction v) {
     return "restart";
 }
 
+std::string_view to_string(SplitBrainPolicy v) {
+    switch (v) {
+        case SplitBrainPolicy::disconnect: return "disconnect";
+        case SplitBrainPolicy::discard_zero_changes: return "discard-zero-changes";
+    }
+    return "?";
+}
+
 std::string_view to_string(FailbackMode v) {
     switch (v) {
         case FailbackMode::manual: return "manual";

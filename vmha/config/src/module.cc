@@ -41,6 +41,10 @@ constexpr std::array<Choice<FailbackMode>, 3> failback_choices = {{
     {"automatic", FailbackMode::automatic},
     {"scheduled", FailbackMode::scheduled},
 }};
+constexpr std::array<Choice<SplitBrainPolicy>, 2> split_brain_choices = {{
+    {"disconnect", SplitBrainPolicy::disconnect},
+    {"discard-zero-changes", SplitBrainPolicy::discard_zero_changes},
+}};
 constexpr std::array<Choice<WitnessKind>, 2> witness_choices = {{
     {"vmha", WitnessKind::vmha},
     {"etcd", WitnessKind::etcd},
@@ -167,7 +171,7 @@ void read_replication(MapView& top, Module& m) {
     if (!node) return;
     MapView r(top.reader(), *node, "replication",
               {"port", "timeout", "connect_timeout", "resync_rate", "activity_log_extent",
-               "chunk_size"},
+               "chunk_size", "split_brain"},
               "the replication section");
     auto& rep = m.replication;
     rep.where = r.location_of("port");
@@ -175,6 +179,7 @@ void read_replication(MapView& top, Module& m) {
     if (auto v = r.parsed<Duration>("timeout", parse_duration, false, "a duration such as \"30s\"")) rep.timeout = *v;
     if (auto v = r.parsed<Duration>("connect_timeout", parse_duration, false, "a duration such as \"30s\"")) rep.connect_timeout = *v;
     if (auto v = r.parsed<std::uint64_t>("resync_rate", parse_rate, false, "a rate such as \"200MiB/s\"")) rep.resync_rate = *v;
+    if (auto v = r.choice<SplitBrainPolicy>("split_brain", split_brain_choices)) rep.split_brain = *v;
     if (auto v = r.parsed<std::uint64_t>("chunk_size", parse_size, false, "a size such as \"64KiB\"")) {
         if (!is_power_of_two(*v) || *v < 4096 || *v > (16u << 20)) {
             top.reader().error(r.location_of("chunk_size"), r.path_of("chunk_size"),

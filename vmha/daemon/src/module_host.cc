@@ -57,6 +57,7 @@ module::ImagesyncStatus fold_status(const nlohmann::json& j) {
     }
     s.crashed_primary = j.value("crashed_primary", false);
     s.fencing = j.value("fencing", false);
+    if (auto b = j.find("split_brain"); b != j.end() && b->is_object()) s.split_brain = *b;
     if (auto g = j.find("generations"); g != j.end() && g->is_object()) {
         s.generations.current = parse_generation(g->value("current", nlohmann::json()));
         s.generations.bitmap = parse_generation(g->value("bitmap", nlohmann::json()));

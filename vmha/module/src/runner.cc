@@ -730,7 +730,10 @@ void ModuleRunner::op_prim(bool force, Done done) {
         done(op_start());
         return;
     }
-    if (!force || may_start_vm_on(imagesync_.data)) {
+    // In a split brain the forced promotion is what tells imagesync to keep this copy (the
+    // peer's becomes the resync target at the next connection), even on UpToDate data.
+    const bool split = imagesync_.up && imagesync_.link == Link::split_brain;
+    if (!force || (may_start_vm_on(imagesync_.data) && !split)) {
         operator_prim_ = true;
         observer_.note("`vmha prim`: the operator chose this node to run the VM");
         evaluate();
@@ -738,10 +741,13 @@ void ModuleRunner::op_prim(bool force, Done done) {
         return;
     }
     busy_ = true;
-    observer_.note(fmt::format("`vmha prim --force`: promoting the {} data on {} anyway",
-                               to_string(imagesync_.data), config_.self));
+    observer_.note(split ? fmt::format("`vmha prim --force`: keeping the copy on {} in the split brain "
+                                       "with {}; {}'s copy is discarded at the next connection",
+                                       config_.self, config_.peer, config_.peer)
+                         : fmt::format("`vmha prim --force`: promoting the {} data on {} anyway",
+                                       to_string(imagesync_.data), config_.self));
     std::weak_ptr<bool> alive = alive_;
-    imagesync_port_.promote_forced([this, alive, done](Status st) {
+    imagesync_port_.promote_forced([this, alive, done, split](Status st) {
         if (alive.expired()) return;
         busy_ = false;
         pending_ = false;
@@ -754,6 +760,7 @@ void ModuleRunner::op_prim(bool force, Done done) {
         imagesync_.primary = true;
         imagesync_.data = DataState::up_to_date;
         operator_prim_ = true;
+        if (split) imagesync_port_.connect([](Status) {});  // the peer becomes the resync target
         done({});
         evaluate();
     });
@@ -1281,7 +1288,8 @@ nlohmann::json ModuleRunner::status_json() const {
           {"resync", imagesync_.resync_total == 0
                          ? nlohmann::json(nullptr)
                          : nlohmann::json{{"bytes_done", imagesync_.resync_done},
-                                          {"bytes_total", imagesync_.resync_total}}}}},
+                                          {"bytes_total", imagesync_.resync_total}}},
+          {"split_brain", imagesync_.split_brain}}},
         {"restarts",
          {{"used", budget_.used(clock_.now())},
           {"attempts", budget_.attempts()},

@@ -126,6 +126,7 @@ vmha::Result<std::vector<std::string>> imagesyncd_argv(const config::Module& mod
         "--peer", host_port(replication_host(*peer), module.replication.port),
         "--timeout-ms", std::to_string(module.replication.timeout.count()),
         "--resync-rate", std::to_string(module.replication.resync_rate),
+        "--split-brain", std::string(config::to_string(module.replication.split_brain)),
         "--log-level", log_level,
         // vmhad fences: after losing the peer, write replies wait until vmhad knows the peer
         // Outdated or gone (imagesync resume-io).

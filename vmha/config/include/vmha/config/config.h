@@ -27,6 +27,8 @@ enum class CheckerKind { vm, process, command, tcp, ping, interface, replication
 enum class CheckerAction { restart, failover, wait };
 enum class FailbackMode { manual, automatic, scheduled };
 enum class WitnessKind { vmha, etcd };
+// What imagesyncd does when a reconnect finds a split brain (docs/generations.md).
+enum class SplitBrainPolicy { disconnect, discard_zero_changes };
 
 // Where a value came from, for messages that point back into the file.
 struct SourceLocation {
@@ -63,6 +65,7 @@ struct Replication {
     std::uint64_t resync_rate = 0;                  // bytes/s; 0 = unlimited
     std::uint64_t activity_log_extent = 4u << 20;   // bytes per activity-log extent
     std::uint64_t chunk_size = 64u << 10;           // dirty-map / checksum granularity
+    SplitBrainPolicy split_brain = SplitBrainPolicy::disconnect;  // imagesyncd --split-brain
     SourceLocation where;
 };
 
@@ -191,6 +194,7 @@ std::string_view to_string(HypervisorKind);
 std::string_view to_string(DiskFormat);
 std::string_view to_string(CheckerKind);
 std::string_view to_string(CheckerAction);
+std::string_view to_string(SplitBrainPolicy);
 std::string_view to_string(FailbackMode);
 std::string_view to_string(WitnessKind);
 

@@ -50,6 +50,9 @@ struct ImagesyncStatus {
     bool crashed_primary = false;
     bool fencing = false;  // primary that lost its peer: write replies wait for resume_io()
     std::uint64_t instance = 0;  // which imagesyncd process answered (its pid); 0 = unknown
+    // imagesync's split-brain report (peer_node, local_changed_bytes, peer_changed_bytes,
+    // since_generation, kept_here) while a split brain is unresolved; null otherwise.
+    nlohmann::json split_brain;
 };
 
 class ImagesyncPort {
