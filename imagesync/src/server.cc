@@ -225,6 +225,9 @@ class Server {
         } else if (verb == "outdate") {
             auto s = replicator_->outdate();
             reply(s ? ok(replicator_->status()) : error_reply(s.error()));
+        } else if (verb == "discard-unacknowledged") {
+            auto s = replicator_->discard_unacknowledged();
+            reply(s ? ok(replicator_->status()) : error_reply(s.error()));
         } else if (verb == "write-lease") {
             // {"valid_for_ms": N} (0 to 86400000) sets the deadline N ms from now; {"clear": true}
             // removes it.
@@ -249,7 +252,7 @@ class Server {
         } else {
             reply(error_reply(vmha::Error(vmha::errc::invalid_argument,
                                           fmt::format("unknown verb \"{}\"; the verbs are status, "
-                                                      "promote, demote, resync, verify, connect, resume-io, write-lease, "
+                                                      "promote, demote, resync, verify, connect, resume-io, write-lease, discard-unacknowledged, "
                                                       "disconnect and outdate",
                                                       verb))));
         }

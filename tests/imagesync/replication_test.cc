@@ -949,6 +949,39 @@ TEST_F(Pair, ADemotionDuringWhichThePeerFallsSilentFailsTheWaitingWriteAndComple
     ASSERT_TRUE(st.has_value());
     EXPECT_NE(read_file(a.dir / "w.out").find("error"), std::string::npos) << read_file(a.dir / "w.out");
     EXPECT_NE(a.daemon->log().find("demoted while the write waited for the peer to be fenced"), std::string::npos);
+
+    // That write was never acknowledged: the copy gives up what it wrote alone and becomes a
+    // full resync target, instead of a split-brain side, once b runs on its own copy.
+    const auto discarded = a.command("discard-unacknowledged");
+    ASSERT_TRUE(discarded.value("ok", false)) << discarded.dump(2);
+    EXPECT_EQ(a.status().value("data_state", ""), "Inconsistent");
+    ::kill(b.daemon->pid(), SIGCONT);
+    ASSERT_TRUE(eventually([&] { return b.status().value("connection", "") != "connected"; }, std::chrono::seconds(20)))
+        << b.status().dump(2);
+    const auto promoted = b.command("promote");
+    ASSERT_TRUE(promoted.value("ok", false)) << promoted.dump(2);
+    ASSERT_TRUE(eventually([&] {
+        return b.connection() == "connected" && a.status().value("data_state", "") == "UpToDate";
+    }, std::chrono::seconds(60))) << a.status().dump(2) << b.status().dump(2);
+    a.daemon->stop(SIGTERM);
+    b.daemon->stop(SIGTERM);
+    EXPECT_EQ(run_tool({"cmp", a.image.string(), b.image.string()}, a.dir.path()).exit_code, 0);
+}
+
+// A copy that acknowledged a write without its peer (the fence released: the peer is gone) is
+// never discarded: it holds data the peer lacks. Nor is a primary's.
+TEST_F(Pair, ACopyThatAcknowledgedWritesAloneIsNeverDiscarded) {
+    start_pair(16 * kMiB);
+    auto refused = a.command("discard-unacknowledged");
+    EXPECT_FALSE(refused.value("ok", true));
+    EXPECT_EQ(refused.value("code", ""), "busy") << refused.dump(2);
+    ASSERT_TRUE(b.daemon->stop(SIGKILL));
+    ASSERT_EQ(qemu_io(a, {"write -P 0x72 2M 4k"}).exit_code, 0);  // no --fence: acknowledged alone
+    ASSERT_TRUE(a.command("demote").value("ok", false));
+    refused = a.command("discard-unacknowledged");
+    EXPECT_FALSE(refused.value("ok", true));
+    EXPECT_NE(refused.value("error", "").find("was acknowledged"), std::string::npos) << refused.dump(2);
+    EXPECT_EQ(a.status().value("data_state", ""), "UpToDate");
 }
 
 TEST_F(Pair, AFencingPrimaryHoldsRepliesUntilResumeIoOrReconnectAndFailsThemOnDemotion) {

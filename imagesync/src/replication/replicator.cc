@@ -1047,6 +1047,8 @@ void Replicator::fold_unflushed_into_dirty_map() {
         u.flushing.clear();
     }
     if (bytes > 0) {
+        // Acknowledged writes that only this copy may hold durably (the peer may have lost them).
+        alone_acked_ = true;
         spdlog::info("{} bytes the peer acknowledged but had not flushed join the dirty map", bytes);
     }
 }
@@ -1168,6 +1170,8 @@ void Replicator::replicate(std::size_t export_index, const WriteOp& op,
 vmha::Status Replicator::ensure_alone_generation() {
     if (meta_.gen.bitmap != meta::kNoGeneration) return {};  // already tracking since the split
     meta_.new_generation_when_alone(meta::fresh_generation_id());
+    alone_started_here_ = true;  // every write of this generation passes through this process
+    alone_acked_ = false;
     spdlog::warn("writing without the peer: new data generation {} (the peer has {})",
                  meta::format_generation(meta_.gen.current),
                  meta::format_generation(meta_.gen.bitmap));
@@ -1208,11 +1212,13 @@ void Replicator::record_dirty(std::size_t export_index, const WriteOp& op,
     }
     ++writes_recorded_dirty_;
     if (!fencing_) {
+        alone_acked_ = true;  // answered once recorded: acknowledged without the peer
         parts_->maps[export_index]->mark(op.offset, op.length, std::move(done));
         return;
     }
     parts_->maps[export_index]->mark(op.offset, op.length, [this, done = std::move(done)](vmha::Status st) mutable {
         if (!fencing_) {
+            alone_acked_ = true;
             done(std::move(st));
             return;
         }
@@ -1245,6 +1251,37 @@ void Replicator::set_write_lease(std::optional<std::chrono::milliseconds> valid_
     write_lease_ended_logged_ = false;
 }
 
+vmha::Status Replicator::discard_unacknowledged() {
+    auto refuse = [](vmha::errc code, std::string why) {
+        return vmha::Error(code, "nothing discarded: " + std::move(why));
+    };
+    if (role_ != Role::secondary) return refuse(vmha::errc::busy, "this node is primary (demote it first)");
+    if (is_linked(link_)) return refuse(vmha::errc::busy, "the peer is connected");
+    if (meta_.gen.bitmap == meta::kNoGeneration) {
+        return refuse(vmha::errc::invalid_argument, "this copy holds no write made without the peer");
+    }
+    if (!alone_started_here_) {
+        return refuse(vmha::errc::invalid_argument,
+                      "the writes made without the peer began before this imagesyncd started, so whether "
+                      "one was acknowledged is unknown (an operator resolves the split brain)");
+    }
+    if (alone_acked_) {
+        return refuse(vmha::errc::invalid_argument,
+                      "a write made without the peer was acknowledged: this copy holds data the peer lacks");
+    }
+    const std::string alone = meta::format_generation(meta_.gen.current);
+    meta_.start_full_sync_target();
+    for (auto& map : parts_->maps) map->clear(0, map->export_size());
+    if (!save_meta("unacknowledged writes discarded")) {
+        return vmha::Error(vmha::errc::io_error, "cannot record this copy as a resync target");
+    }
+    alone_started_here_ = false;
+    spdlog::warn("the writes made without the peer (generation {}) were never acknowledged: discarded; this "
+                 "copy is now a full resync target of the peer",
+                 alone);
+    return {};
+}
+
 vmha::Status Replicator::write_lease_allows() {
     if (!write_deadline_ || std::chrono::steady_clock::now() < *write_deadline_) return {};
     if (!write_lease_ended_logged_) {
@@ -1261,6 +1298,7 @@ void Replicator::end_fence(const std::string& why) {
     fencing_ = false;
     auto replies = std::move(fenced_);
     fenced_.clear();
+    if (!replies.empty()) alone_acked_ = true;
     spdlog::info("fencing ends ({}): {} held write replies go out", why, replies.size());
     for (auto& r : replies) r.done(std::move(r.status));
 }

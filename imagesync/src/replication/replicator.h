@@ -138,6 +138,12 @@ public:
     // extends it; nullopt removes the deadline. Kept across promotions and demotions (vmhad
     // sets it before it promotes); a new imagesyncd process starts without one.
     void set_write_lease(std::optional<std::chrono::milliseconds> valid_for);
+    // Secondary, not connected, holding writes made without the peer none of which was ever
+    // acknowledged (they were all failed: a self-fenced primary's in-flight writes): the copy
+    // becomes a full resync target of the peer instead of a split-brain side, since nothing a
+    // client was told is written is lost. Refused otherwise, with the reason (also when the
+    // writes began before this process started: then it cannot know).
+    vmha::Status discard_unacknowledged();
     // Whether a write may start now (the write lease), with the refusal if not.
     vmha::Status write_lease_allows();
 
@@ -306,6 +312,8 @@ private:
     bool fencing_ = false;
     std::optional<std::chrono::steady_clock::time_point> write_deadline_;  // set_write_lease()
     bool write_lease_ended_logged_ = false;
+    bool alone_started_here_ = false;  // this process began the current alone generation
+    bool alone_acked_ = false;         // and acknowledged a write of it
     struct FencedReply {
         std::function<void(vmha::Status)> done;
         vmha::Status status;

@@ -211,6 +211,9 @@ int main(int argc, char** argv) {
     app.add_subcommand("resume-io",
                        "Primary started with --fence that lost its peer: the peer is Outdated or "
                        "gone, send the held write replies");
+    app.add_subcommand("discard-unacknowledged",
+                       "Secondary, not connected, whose writes without the peer were never acknowledged: "
+                       "become a full resync target instead of a split-brain side");
     long long lease_ms = -1;
     bool clear = false;
     auto* write_lease = app.add_subcommand(

@@ -479,6 +479,9 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
     void resume_io(module::Done done) override {
         supervisor.control().request({{"verb", "resume-io"}}, to_status(std::move(done)));
     }
+    void discard_unacknowledged(module::Done done) override {
+        supervisor.control().request({{"verb", "discard-unacknowledged"}}, to_status(std::move(done)));
+    }
     void write_lease(module::Duration valid_for, module::Done done) override {
         supervisor.control().request({{"verb", "write-lease"}, {"valid_for_ms", valid_for.count()}},
                                      to_status(std::move(done)));

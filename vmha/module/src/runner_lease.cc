@@ -152,6 +152,21 @@ void ModuleRunner::self_fence() {
             return;
         }
         imagesync_.primary = false;
+        // The writes it made without the peer were never acknowledged (fenced, then failed by the
+        // demotion) unless the fence was released: then they need not make a split brain.
+        imagesync_port_.discard_unacknowledged([this, alive](Status d) {
+            if (alive.expired()) return;
+            if (d) {
+                observer_.note(fmt::format("self-fence: the writes made without {} were never acknowledged: "
+                                           "discarded, this copy will be resynced from it",
+                                           config_.peer));
+                imagesync_.data = DataState::inconsistent;
+                remember_data();
+                evaluate();
+            } else if (!d.error().is(errc::unsupported)) {
+                observer_.note(fmt::format("self-fence: {}", d.error().message));
+            }
+        });
         evaluate();
     });
 }

@@ -80,6 +80,12 @@ public:
     // monotonic clock) unless extended by a later call, so that a node whose vmhad died cannot
     // write past its lease. Ports whose imagesyncd has no such deadline answer unsupported;
     // the runner then relies on its own self-fence alone (docs/witness.md).
+    // A self-fenced node: imagesyncd (secondary, not connected) discards the writes it made
+    // without the peer if none was ever acknowledged, becoming a full resync target instead of
+    // a split-brain side; refused, with the reason, otherwise.
+    virtual void discard_unacknowledged(Done done) {
+        done(Error(errc::unsupported, "imagesyncd cannot discard unacknowledged writes"));
+    }
     virtual void write_lease(Duration valid_for, Done done) {
         (void)valid_for;
         done(Error(errc::unsupported, "imagesyncd has no write deadline"));
