@@ -214,6 +214,11 @@ class Witness(Base):
                                margin=f"{cls.MARGIN:g}s")
         cls.bring_up([cls.m], witness=True)
 
+    def wait_lease(self, m, n):
+        """Until n holds the module's lease (it reached the witness, e.g. after a restart)."""
+        poll(f"{n} to hold the lease of {m.name}",
+             lambda: (self.bed.status(n, m) or {}).get("lease", {}).get("held"), 60, 0.2)
+
     def writer_since(self, m, marks):
         """The node whose guest acknowledged a write after the console offsets in `marks`."""
         return [n for n in NODES if self.bed.acked_since(n, m, marks[n])]
@@ -237,6 +242,7 @@ class Witness(Base):
                 bed.wait_more_acks(m, 2)
         finally:
             bed.start_witness()
+        self.wait_lease(m, "hv1")
         bed.wait_more_acks(m)
         self.assert_nothing_lost("hv1", m)
 
@@ -244,6 +250,7 @@ class Witness(Base):
         m, bed = self.m, self.bed
         runs = bed.runs_on(m)
         idle = other(runs)
+        self.wait_lease(m, runs)
         for link in bed.links():
             bed.cut(link)
         try:
