@@ -219,6 +219,14 @@ class Witness(Base):
         poll(f"{n} to hold the lease of {m.name}",
              lambda: (self.bed.status(n, m) or {}).get("lease", {}).get("held"), 60, 0.2)
 
+    def back_in_sync(self, m, verify_on, *nodes):
+        """After a heal: in sync, the guest writing, nothing lost on `nodes`, verified."""
+        self.bed.wait_in_sync(m, 240)
+        self.bed.wait_more_acks(m)
+        for n in nodes:
+            self.assert_nothing_lost(n, m)
+        self.assert_verified(verify_on, m)
+
     def writer_since(self, m, marks):
         """The node whose guest acknowledged a write after the console offsets in `marks`."""
         return [n for n in NODES if self.bed.acked_since(n, m, marks[n])]
@@ -266,55 +274,43 @@ class Witness(Base):
         finally:
             for link in bed.links():
                 bed.heal(link)
-        bed.wait_in_sync(m, 240)
-        bed.wait_more_acks(m)
-        self.assert_nothing_lost(idle, m)
-        self.assert_verified(runs, m)
+        self.back_in_sync(m, runs, idle)
+
+    def before_takeover(self, m):
+        """(node running the VM, the other, the other's boots so far, now) once the guest writes."""
+        runs = self.bed.runs_on(m)
+        self.bed.wait_more_acks(m)
+        return runs, other(runs), self.bed.boots(other(runs), m), time.time()
+
+    def taken_over(self, m, idle, before):
+        self.bed.wait_state(idle, m, "ALONE", 120)
+        poll("the guest to boot on " + idle, lambda: self.bed.boots(idle, m) > before, 120, 0.1)
+        self.bed.wait_more_acks(m)
 
     def test_3_primary_isolated_stops_within_its_lease(self):
         m, bed = self.m, self.bed
-        runs = bed.runs_on(m)
-        idle = other(runs)
-        bed.wait_more_acks(m)
-        before = bed.boots(idle, m)
-        t0 = time.time()
-        for link in bed.links():
-            bed.cut(link)
-        bed.cut_witness(runs)
+        runs, idle, before, t0 = self.before_takeover(m)
+        bed.isolate(runs)
         try:
             # The isolated node fences: its guest stops writing, the VM stops, before the lease
             # could have passed to the other node.
             bed.wait_state(runs, m, ("WAIT", "STOP", "SECOND"), 60)
             fenced = time.time() - t0
-            bed.wait_state(idle, m, "ALONE", 120)
-            poll("the guest to boot on " + idle, lambda: bed.boots(idle, m) > before, 120, 0.1)
-            bed.wait_more_acks(m)
+            self.taken_over(m, idle, before)
             taken = time.time() - t0
             self.assertNotEqual(bed.domstate(runs, m), "running")
             print(f"\n  isolated primary {runs}: stopped after {fenced:.1f} s (lease {self.LEASE:g} s); "
                   f"{idle} writing after {taken:.1f} s", flush=True)
             self.assertLess(fenced, self.LEASE + 5, "the isolated node stopped within its lease (plus the poll)")
         finally:
-            bed.heal_witness(runs)
-            for link in bed.links():
-                bed.heal(link)
-        bed.wait_in_sync(m, 240)
-        bed.wait_more_acks(m)
-        self.assert_nothing_lost(idle, m)
-        self.assert_nothing_lost(runs, m)
-        self.assert_verified(idle, m)
+            bed.rejoin(runs)
+        self.back_in_sync(m, idle, idle, runs)
 
     def test_4_node_crash_fails_over_through_the_witness(self):
         m, bed = self.m, self.bed
-        runs = bed.runs_on(m)
-        idle = other(runs)
-        bed.wait_more_acks(m)
-        before = bed.boots(idle, m)
-        t0 = time.time()
+        runs, idle, before, t0 = self.before_takeover(m)
         bed.crash(runs)
-        bed.wait_state(idle, m, "ALONE", 120)
-        poll("the guest to boot on " + idle, lambda: bed.boots(idle, m) > before, 120, 0.1)
-        bed.wait_more_acks(m)
+        self.taken_over(m, idle, before)
         print(f"\n  node crash of {runs}: {idle} writing after {time.time() - t0:.1f} s "
               f"(lease {self.LEASE:g} s)", flush=True)
         self.assert_nothing_lost(idle, m)

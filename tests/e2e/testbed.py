@@ -276,6 +276,20 @@ class Bed:
         run(["ip", "-n", self.netns[n], "link", "set", self.witness_veth(n, "n"), "up"])
         run(["ip", "-n", self.netns[n], "route", "replace", f"{WITNESS_ADDRESS}/32", "via", f"{WITNESS_LINKS[n]}.3"])
 
+    def isolate(self, n):
+        """Node n cut from everything: both node links and its link to the witness."""
+        for link in self.links():
+            self.cut(link)
+        if self.witness:
+            self.cut_witness(n)
+
+    def rejoin(self, n):
+        """Undoes isolate(n)."""
+        if self.witness:
+            self.heal_witness(n)
+        for link in self.links():
+            self.heal(link)
+
     def cut_witness(self, n):
         run(["ip", "-n", self.netns[n], "link", "set", self.witness_veth(n, "n"), "down"])
 

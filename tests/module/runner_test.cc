@@ -144,13 +144,18 @@ struct VmAdapter final : VmPort {
 
 class RunnerTest : public ::testing::Test {
 protected:
-    RunnerTest() {
+    // hv1, preferred, of the pair hv1/hv2, two restarts.
+    static RunnerConfig base_config() {
         RunnerConfig c;
         c.module = "web1";
         c.self = "hv1";
         c.peer = "hv2";
         c.preferred = true;
         c.restart_attempts = 2;
+        return c;
+    }
+    RunnerTest() {
+        const RunnerConfig c = base_config();
         world.persisted.started = true;
         world.is.up = true;
         world.is.data = DataState::up_to_date;
@@ -172,15 +177,19 @@ protected:
         }
         return 0;
     }
-    // STOP -> WAIT -> PRIM: started, the peer alive and SECOND, this node preferred; claims and
-    // runs the VM once the peer grants.
-    void bring_to_prim() {
+    // Started, the peer alive on the channel, reporting `peer_state`.
+    void start_with_peer(const char* peer_state) {
         runner->start();
         loop.drain();
         runner->on_peer_liveness(Liveness::alive);
         runner->on_peer_channel(true);
-        runner->on_peer_message(report("SECOND"));
+        runner->on_peer_message(report(peer_state));
         loop.drain();
+    }
+    // STOP -> WAIT -> PRIM: started, the peer alive and SECOND, this node preferred; claims and
+    // runs the VM once the peer grants.
+    void bring_to_prim() {
+        start_with_peer("SECOND");
         const std::uint64_t claim = last_claim();
         ASSERT_NE(claim, 0u) << "no claim sent: " << to_string(runner->state()) << ": " << runner->reason();
         ASSERT_EQ(runner->state(), State::wait);
@@ -188,6 +197,12 @@ protected:
         runner->on_peer_message(report("SECOND", claim));
         loop.drain();
         ASSERT_EQ(runner->state(), State::prim) << runner->reason();
+    }
+
+    // STOP -> WAIT -> SECOND: started, the peer alive and running the VM (PRIM).
+    void bring_to_second() {
+        start_with_peer("PRIM");
+        ASSERT_EQ(runner->state(), State::second) << runner->reason();
     }
 
     Loop loop;
@@ -477,12 +492,7 @@ struct FakeLease final : LeasePort {
 class LeaseRunnerTest : public RunnerTest {
 protected:
     LeaseRunnerTest() {
-        RunnerConfig c;
-        c.module = "web1";
-        c.self = "hv1";
-        c.peer = "hv2";
-        c.preferred = true;
-        c.restart_attempts = 2;
+        RunnerConfig c = base_config();
         c.lease = RunnerConfig::Lease{Duration(10000), {}};
         runner = std::make_unique<ModuleRunner>(c, clock, world, vm, world, world, world, &lease);
     }
@@ -537,13 +547,7 @@ TEST_F(LeaseRunnerTest, ARunningNodeWithoutLeaseOrPeerFencesItself) {
 // A node whose peer is lost starts the VM only with the lease, and only once its own last
 // agreeing report is older than the hold-off.
 TEST_F(LeaseRunnerTest, APeerLostIsTakenOverOnlyWithTheLease) {
-    runner->start();
-    loop.drain();
-    runner->on_peer_liveness(Liveness::alive);
-    runner->on_peer_channel(true);
-    runner->on_peer_message(report("PRIM"));
-    loop.drain();
-    ASSERT_EQ(runner->state(), State::second) << runner->reason();
+    bring_to_second();
     // hv2 renewed 8 s ago, before it was lost: it did not go on alone since.
     lease.held_by("hv2", 1, Duration(2000));
     runner->on_peer_channel(false);
@@ -604,11 +608,7 @@ struct FakeFence final : FencePort {
 class FenceRunnerTest : public RunnerTest {
 protected:
     FenceRunnerTest() {
-        RunnerConfig c;
-        c.module = "web1";
-        c.self = "hv1";
-        c.peer = "hv2";
-        c.preferred = true;
+        const RunnerConfig c = base_config();
         runner = std::make_unique<ModuleRunner>(c, clock, world, vm, world, world, world, nullptr, &fence);
     }
     std::size_t count(const std::string& call) {
@@ -630,13 +630,7 @@ TEST_F(FenceRunnerTest, AStartWithThePeersGrantRunsNoHook) {
 // The peer lost: the VM starts only once the hook has fenced it; a failing hook is run again
 // 10 s later, and its reason is the module's reason meanwhile.
 TEST_F(FenceRunnerTest, APeerLostIsTakenOverOnlyOnceTheHookFencedIt) {
-    runner->start();
-    loop.drain();
-    runner->on_peer_liveness(Liveness::alive);
-    runner->on_peer_channel(true);
-    runner->on_peer_message(report("PRIM"));
-    loop.drain();
-    ASSERT_EQ(runner->state(), State::second) << runner->reason();
+    bring_to_second();
     world.calls.clear();
     runner->on_peer_channel(false);
     runner->on_peer_liveness(Liveness::lost);
