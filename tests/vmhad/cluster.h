@@ -45,6 +45,8 @@ struct ClusterOptions {
     // A real vmha-witness on a private port, named in the module's `witness` section.
     bool witness = false;
     std::string witness_lease = "4s";
+    // With `witness`: the leases in a real etcd (Debian's etcd-server) instead of vmha-witness.
+    bool etcd = false;
 };
 
 class Cluster {
@@ -56,7 +58,11 @@ public:
         health_ = free_port();
         certs("ca", dir_ / "certs", "");
         for (const char* n : {"hv1", "hv2"}) certs("node", dir_ / "certs", n);
-        if (options_.witness) {
+        if (options_.witness && options_.etcd) {
+            witness_port_ = free_port();
+            etcd_peer_port_ = free_port();
+            while (etcd_peer_port_ == witness_port_) etcd_peer_port_ = free_port();
+        } else if (options_.witness) {
             witness_port_ = free_port();
             certs("node", dir_ / "certs", "witness1");
             const fs::path c = dir_ / "certs";
@@ -107,8 +113,20 @@ public:
 
     // The witness (ClusterOptions::witness): started, and ready once its port accepts.
     ::testing::AssertionResult start_witness() {
-        witness_pid_ = spawn({VMHA_WITNESS_PATH, "--config", (dir_ / "witness.yaml").string(), "--log-level", "debug"},
-                             dir_ / "witness.log");
+        if (options_.etcd) {
+            const std::string client = "http://127.0.0.1:" + std::to_string(witness_port_);
+            const std::string peer = "http://127.0.0.1:" + std::to_string(etcd_peer_port_);
+            witness_pid_ = spawn({"etcd", "--name", "t", "--data-dir", (dir_ / "etcd").string(), "--listen-client-urls",
+                                  client, "--advertise-client-urls", client, "--listen-peer-urls", peer,
+                                  "--initial-advertise-peer-urls", peer, "--initial-cluster", "t=" + peer,
+                                  "--initial-cluster-state", "new", "--heartbeat-interval", "50",
+                                  "--election-timeout", "500", "--log-level", "warn"},
+                                 dir_ / "witness.log");
+        } else {
+            witness_pid_ = spawn({VMHA_WITNESS_PATH, "--config", (dir_ / "witness.yaml").string(), "--log-level",
+                                  "debug"},
+                                 dir_ / "witness.log");
+        }
         const bool up = poll_until(20s, [&] {
             const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
             sockaddr_in a{};
@@ -264,7 +282,10 @@ private:
               << "checkers:\n  - type: vm\n    interval: " << options_.checker_interval << "\n"
               << "restart:\n  attempts: " << options_.restart_attempts << "\n  window: 1h\n"
               << "health_check:\n  port: " << health_ << "\n";
-            if (options_.witness) {
+            if (options_.witness && options_.etcd) {
+                m << "witness:\n  type: etcd\n  endpoints: [\"127.0.0.1:" << witness_port_ << "\"]\n  lease: "
+                  << options_.witness_lease << "\n";
+            } else if (options_.witness) {
                 m << "witness:\n  endpoints: [\"127.0.0.1:" << witness_port_ << "\"]\n  name: witness1\n  lease: "
                   << options_.witness_lease << "\n";
             }
@@ -285,6 +306,7 @@ private:
     std::map<std::string, pid_t> pids_;
     std::uint16_t witness_port_ = 0;
     pid_t witness_pid_ = -1;
+    std::uint16_t etcd_peer_port_ = 0;
 };
 
 }  // namespace vmhad_test

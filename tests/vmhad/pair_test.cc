@@ -151,6 +151,28 @@ TEST(VmhadPair, WithAWitnessTheRunningNodeHoldsTheLeaseAndTheSurvivorTakesItOver
     EXPECT_EQ(c.http("hv2", "/health/web1"), 200);
 }
 
+// The same lease rules with the leases in a real etcd: the running node holds the lease, and
+// when it dies the survivor takes over only through etcd.
+TEST(VmhadPair, WithAnEtcdWitnessTheSurvivorTakesOverThroughTheLease) {
+    IMAGESYNC_REQUIRE_TOOL("etcd");
+    ClusterOptions o;
+    o.witness = true;
+    o.etcd = true;
+    Cluster c(o);
+    ASSERT_TRUE(c.start_witness());
+    start_both(c);
+    ASSERT_TRUE(c.wait_state("hv1", "PRIM"));
+    ASSERT_TRUE(c.wait_state("hv2", "SECOND"));
+    auto lease = [&](const char* n) { return c.module_status(n)["lease"]; };
+    ASSERT_TRUE(poll_until(60s, [&] { return lease("hv1").value("held", false); })) << lease("hv1").dump();
+    EXPECT_FALSE(lease("hv2").value("held", true)) << lease("hv2").dump();
+    ASSERT_TRUE(poll_until(30s, [&] { return c.module_status("hv2")["data_state"] == "UpToDate"; }));
+    c.kill_vmhad("hv1", SIGKILL);
+    c.kill_imagesyncd("hv1");
+    ASSERT_TRUE(c.wait_state("hv2", "ALONE", 90s)) << c.module_status("hv2").dump();
+    EXPECT_TRUE(lease("hv2").value("held", false)) << lease("hv2").dump();
+}
+
 // The fencing hook: when hv1 dies, hv2 runs the hook (with {peer} and {module} filled in) and
 // starts the VM only once it succeeds; a failing hook keeps it WAIT with the hook's reason, and
 // is run again. Never run while the peer is alive.

@@ -189,6 +189,7 @@ struct EtcdClient : std::enable_shared_from_this<EtcdClient> {
             auto r = co_await post("/v3/lease/timetolive", body_r);
             if (!r) co_return std::move(r).error();
             s.remaining = std::chrono::seconds(std::max<std::int64_t>(0, int_field(*r, "TTL")));
+            s.resolution = std::chrono::seconds(1);
             s.ttl = std::chrono::seconds(std::max<std::int64_t>(0, int_field(*r, "grantedTTL")));
             if (s.remaining > s.ttl) s.ttl = s.remaining;
         }

@@ -82,9 +82,12 @@ void ModuleRunner::lease_ask(std::function<void()> then) {
                 // heartbeat intervals after it was last heard here, it was alive and cut off from
                 // this node, and it acknowledges writes alone only after such a renewal
                 // (release_fence): its copy may be newer.
+                // A coarse arbiter (etcd: whole seconds, the holder named a while after the end)
+                // only counts with its resolution allowed, and says nothing once it reads 0.
                 if (r->holder == config_.peer && liveness_ == Liveness::lost && peer_last_heard_ &&
-                    r->ttl >= r->remaining &&
-                    sent - (r->ttl - r->remaining) > *peer_last_heard_ + 2 * config_.heartbeat_interval &&
+                    r->ttl >= r->remaining && r->remaining > r->resolution &&
+                    sent - (r->ttl - r->remaining) - r->resolution >
+                        *peer_last_heard_ + 2 * config_.heartbeat_interval &&
                     !peer_renewed_since_lost_) {
                     peer_renewed_since_lost_ = true;
                     observer_.note(fmt::format("the witness says {} renewed its lease after it was last "

@@ -61,6 +61,10 @@ struct LeaseState {
     std::uint64_t epoch = 0;  // fencing token: grows every time the lease is granted anew
                               // (to another node, or after it expired or was released);
                               // a renewal keeps it. 0: never granted.
+    // How coarse `remaining` is: 0 for vmha-witness (milliseconds); 1 s for etcd, which counts
+    // whole seconds and may still name the holder for a while after the lease ran out. A reader
+    // that infers when the holder last renewed must allow this much.
+    Duration resolution{0};
     bool held_by(std::string_view node) const { return !holder.empty() && holder == node; }
 };
 
