@@ -1047,8 +1047,9 @@ void Replicator::fold_unflushed_into_dirty_map() {
         u.flushing.clear();
     }
     if (bytes > 0) {
-        // Acknowledged writes that only this copy may hold durably (the peer may have lost them).
-        alone_acked_ = true;
+        // Not "acknowledged alone" (discard_unacknowledged): no flush of them has completed, so
+        // the client was promised nothing durable about them — losing them is what a crash may
+        // do to a disk's volatile cache — and the peer, which received them, most likely has them.
         spdlog::info("{} bytes the peer acknowledged but had not flushed join the dirty map", bytes);
     }
 }
