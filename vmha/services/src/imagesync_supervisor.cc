@@ -278,14 +278,9 @@ struct ImagesyncSupervisor::Impl : std::enable_shared_from_this<Impl> {
         reattached = adopted;
         state = State::starting;
         ++epoch;
-        const auto watch = ++process_id;
+        ++process_id;
         pidfd.emplace(io, fd);
-        pidfd->async_wait(asio::posix::stream_descriptor::wait_read,
-                          [weak = weak_from_this(), watch](const error_code& ec) {
-                              auto self = weak.lock();
-                              if (!self || ec || self->process_id != watch) return;
-                              self->on_exit();
-                          });
+        watch_exit();
         ready_deadline = Clock::now() + options.ready_timeout;
         poll_ready(epoch);
     }
@@ -329,14 +324,44 @@ struct ImagesyncSupervisor::Impl : std::enable_shared_from_this<Impl> {
 
     // -- death and restart ---------------------------------------------------------------------
 
+    // Whether `p` runs (a zombie does not): /proc/PID/stat's state after the command's ')'.
+    static bool still_running(pid_t p) {
+        std::ifstream in("/proc/" + std::to_string(p) + "/stat");
+        std::string line;
+        if (!std::getline(in, line)) return false;
+        const auto close = line.rfind(')');
+        if (close == std::string::npos || close + 2 >= line.size()) return false;
+        const char state = line[close + 2];
+        return state != 'Z' && state != 'X';
+    }
+
+    // The pidfd turns readable when the process exits.
+    void watch_exit() {
+        const auto watch = process_id;
+        pidfd->async_wait(asio::posix::stream_descriptor::wait_read,
+                          [weak = weak_from_this(), watch](const error_code& ec) {
+                              auto self = weak.lock();
+                              if (!self || ec || self->process_id != watch) return;
+                              self->on_exit();
+                          });
+    }
+
     void on_exit() {
         const pid_t dead = pid;
         std::string reason;
         int status = 0;
         pid_t r;
         do {
-            r = ::waitpid(dead, &status, 0);  // it has exited: this does not block
+            r = ::waitpid(dead, &status, WNOHANG);
         } while (r < 0 && errno == EINTR);
+        // Never blocks, and a readiness the process does not confirm is spurious: it still runs
+        // (seen under load when a closed pidfd's number was reused at once), so wait again.
+        if (r == 0 || (r < 0 && still_running(dead))) {
+            spdlog::debug("module \"{}\": imagesyncd pid {} still runs (a spurious wake-up); watching on",
+                          module.name, dead);
+            watch_exit();
+            return;
+        }
         if (r == dead) {
             reason = describe_wait_status(status);
         } else {
