@@ -928,6 +928,8 @@ TEST_F(Pair, ADemotionDuringWhichThePeerFallsSilentFailsTheWaitingWriteAndComple
     a.start("primary", b.port, {"--fence"});
     ASSERT_TRUE(a.daemon->wait_ready());
     ASSERT_TRUE(connected());
+    // The first sync told b it is UpToDate (connected on a's side may come just before b hears it).
+    ASSERT_TRUE(eventually([&] { return b.status().value("data_state", "") == "UpToDate"; })) << b.status().dump(2);
     struct Continue {  // the secondary is resumed whatever happens
         pid_t pid;
         ~Continue() { ::kill(pid, SIGCONT); }

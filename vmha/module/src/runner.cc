@@ -565,7 +565,8 @@ Status ModuleRunner::swap_refusal() const {
         return busy(fmt::format("its copy is {}, not UpToDate", to_string(p.data)));
     }
     if (!p.fit) return busy(fmt::format("a checker there says it is unfit{}", peer_reason_.empty() ? "" : ": " + peer_reason_));
-    if (s.link == Link::sync_source || imagesync_.resync_total > 0) {
+    // While connected no resync runs (imagesync's last resync report may linger in its status).
+    if (s.link == Link::sync_source) {
         return busy(fmt::format("a resync to it is running ({} of {} bytes)", imagesync_.resync_done,
                                 imagesync_.resync_total));
     }
