@@ -18,6 +18,17 @@ void start_both(Cluster& c) {
     }
 }
 
+// The witness and both nodes started: hv1 PRIM holding the module's lease, hv2 SECOND without it.
+void start_with_lease(Cluster& c) {
+    ASSERT_TRUE(c.start_witness());
+    start_both(c);
+    ASSERT_TRUE(c.wait_state("hv1", "PRIM"));
+    ASSERT_TRUE(c.wait_state("hv2", "SECOND"));
+    auto lease = [&](const char* n) { return c.module_status(n)["lease"]; };
+    ASSERT_TRUE(poll_until(60s, [&] { return lease("hv1").value("held", false); })) << lease("hv1").dump();
+    EXPECT_FALSE(lease("hv2").value("held", true)) << lease("hv2").dump();
+}
+
 TEST(VmhadPair, PairsRunsTheVmOnThePreferredNodeAndAnswersHealthChecks) {
     Cluster c;
     start_both(c);
@@ -109,13 +120,8 @@ TEST(VmhadPair, WithAWitnessTheRunningNodeHoldsTheLeaseAndTheSurvivorTakesItOver
     ClusterOptions o;
     o.witness = true;
     Cluster c(o);
-    ASSERT_TRUE(c.start_witness());
-    start_both(c);
-    ASSERT_TRUE(c.wait_state("hv1", "PRIM"));
-    ASSERT_TRUE(c.wait_state("hv2", "SECOND"));
+    ASSERT_NO_FATAL_FAILURE(start_with_lease(c));
     auto lease = [&](const char* n) { return c.module_status(n)["lease"]; };
-    ASSERT_TRUE(poll_until(30s, [&] { return lease("hv1").value("held", false); })) << lease("hv1").dump();
-    EXPECT_FALSE(lease("hv2").value("held", true)) << lease("hv2").dump();
     EXPECT_TRUE(lease("hv1").value("peer_agrees", false)) << lease("hv1").dump();
 
     // The witness dies: the lease lapses on hv1, which keeps the VM on its peer's agreement.
@@ -159,13 +165,8 @@ TEST(VmhadPair, WithAnEtcdWitnessTheSurvivorTakesOverThroughTheLease) {
     o.witness = true;
     o.etcd = true;
     Cluster c(o);
-    ASSERT_TRUE(c.start_witness());
-    start_both(c);
-    ASSERT_TRUE(c.wait_state("hv1", "PRIM"));
-    ASSERT_TRUE(c.wait_state("hv2", "SECOND"));
+    ASSERT_NO_FATAL_FAILURE(start_with_lease(c));
     auto lease = [&](const char* n) { return c.module_status(n)["lease"]; };
-    ASSERT_TRUE(poll_until(60s, [&] { return lease("hv1").value("held", false); })) << lease("hv1").dump();
-    EXPECT_FALSE(lease("hv2").value("held", true)) << lease("hv2").dump();
     ASSERT_TRUE(poll_until(30s, [&] { return c.module_status("hv2")["data_state"] == "UpToDate"; }));
     c.kill_vmhad("hv1", SIGKILL);
     c.kill_imagesyncd("hv1");
