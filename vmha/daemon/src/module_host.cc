@@ -291,13 +291,7 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
         return std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
     }
 
-    bool peer_runs_vm() const {
-        const auto j = runner->status_json();
-        const auto& other = j["peer"];
-        if (other.value("channel", "down") != "up" || !other["state"].is_string()) return false;
-        const auto st = module::parse_state(other["state"].get<std::string>());
-        return st && module::runs_vm(*st);
-    }
+    bool peer_runs_vm() const { return runner->peer_runs_vm(); }
 
     void send_schedule() {
         if (!scheduler || !peer || !peer->status().channel_up) return;

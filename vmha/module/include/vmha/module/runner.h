@@ -134,6 +134,8 @@ public:
     nlohmann::json status_json() const;
     // The report this node sends its peer (also in status_json's "self").
     nlohmann::json report() const;
+    // The peer's last report, over a channel that is up, says it runs the VM (ALONE or PRIM).
+    bool peer_runs_vm() const { return channel_up_ && report_ && runs_vm(report_->state); }
 
 private:
     void poll();
