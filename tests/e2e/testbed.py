@@ -554,7 +554,11 @@ log:
         if not all(s):
             return False
         states = sorted(x.get("state") for x in s)
-        return states == ["PRIM", "SECOND"] and all(x.get("data_state") == "UpToDate" for x in s)
+        # The primary's replication link connected: a resync that has just ended on the target's
+        # side may still show on the source's for a poll (and a swap is refused meanwhile).
+        primary = next(x for x in s if x.get("state") == "PRIM") if "PRIM" in states else {}
+        return (states == ["PRIM", "SECOND"] and all(x.get("data_state") == "UpToDate" for x in s) and
+                (primary.get("replication") or {}).get("connection") == "connected")
 
     def wait_in_sync(self, module, timeout=180):
         poll(f"{module.name} to be PRIM/SECOND, both UpToDate", lambda: self.in_sync(module), timeout, 0.2)
