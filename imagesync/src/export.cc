@@ -45,10 +45,10 @@ Export::Export(nbd::ExportInfo info, std::unique_ptr<ImageFile> file,
 
 vmha::Result<std::unique_ptr<Export>> Export::open(Uring& uring, asio::any_io_executor executor,
                                                    const ExportSpec& spec, Role role,
-                                                   bool growable) {
+                                                   bool growable, InlineWriteLimits inline_writes) {
     const bool read_only = role == Role::secondary;
     // Always opened writable: a secondary applies its primary's replicated writes.
-    auto file = ImageFile::open(uring, spec.path, true);
+    auto file = ImageFile::open(uring, spec.path, true, inline_writes);
     if (!file) {
         return vmha::Error(file.error().code,
                            fmt::format("export \"{}\": {}", spec.name, file.error().message));

@@ -21,7 +21,8 @@ class Export {
   public:
     static vmha::Result<std::unique_ptr<Export>> open(Uring& uring, asio::any_io_executor executor,
                                                       const ExportSpec& spec, Role role,
-                                                      bool growable);
+                                                      bool growable,
+                                                      InlineWriteLimits inline_writes = {});
 
     const nbd::ExportInfo& info() const { return info_; }
 

@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <linux/falloc.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -17,6 +18,9 @@ namespace {
 
 constexpr std::size_t kMaxSingleTransfer = 1U << 30;
 constexpr std::size_t kZeroChunk = 1U << 20;
+// Inline writes must cover whole pages: a partial page that is not cached would be read from
+// the disk first, on the loop thread.
+constexpr std::uint64_t kInlineAlign = 4096;
 
 const std::byte* zero_chunk() {
     static const std::vector<std::byte> zeroes(kZeroChunk);
@@ -50,16 +54,21 @@ struct ImageFile::ZeroFill {
     Done done;
 };
 
-ImageFile::ImageFile(Uring& uring, std::filesystem::path path, int fd)
-    : uring_(uring), path_(std::move(path)), fd_(fd) {}
+ImageFile::ImageFile(Uring& uring, std::filesystem::path path, int fd, InlineWrites inline_writes)
+    : uring_(uring), path_(std::move(path)), fd_(fd), inline_(inline_writes) {}
 
 ImageFile::~ImageFile() {
+    if (inline_pending_ != 0) {
+        vmha::internal_error(fmt::format("image \"{}\" closed with {} inline writes unanswered",
+                                         path_.string(), inline_pending_));
+    }
     if (fd_ >= 0) ::close(fd_);
 }
 
 vmha::Result<std::unique_ptr<ImageFile>> ImageFile::open(Uring& uring,
                                                          const std::filesystem::path& path,
-                                                         bool writable) {
+                                                         bool writable,
+                                                         InlineWrites inline_writes) {
     const int fd = ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
     if (fd < 0) {
         const int e = errno;
@@ -74,7 +83,7 @@ vmha::Result<std::unique_ptr<ImageFile>> ImageFile::open(Uring& uring,
         return vmha::Error(vmha::errc::invalid_argument,
                            fmt::format("image \"{}\" is not a regular file", path.string()));
     }
-    return std::unique_ptr<ImageFile>(new ImageFile(uring, path, fd));
+    return std::unique_ptr<ImageFile>(new ImageFile(uring, path, fd, inline_writes));
 }
 
 vmha::Result<std::uint64_t> ImageFile::current_size() const {
@@ -112,7 +121,69 @@ void ImageFile::write(std::uint64_t offset, std::span<const std::byte> data, boo
     // io_uring only reads from this buffer for a write.
     t->data = const_cast<std::byte*>(data.data());  // NOLINT
     t->done = std::move(done);
+    if (inline_eligible(offset, data.size(), fua)) {
+        write_inline(std::move(t));
+        return;
+    }
+    ++counts_.ring_writes;
     issue(std::move(t));
+}
+
+bool ImageFile::inline_eligible(std::uint64_t offset, std::size_t size, bool fua) {
+    if (fua || size == 0 || size > inline_.max_bytes) return false;
+    if (offset % kInlineAlign != 0 || size % kInlineAlign != 0) return false;
+    if (inline_paused_) {
+        if (std::chrono::steady_clock::now() < inline_resume_) return false;
+        inline_paused_ = false;
+        spdlog::debug("image \"{}\": inline writes resume", path_.string());
+    }
+    return true;
+}
+
+void ImageFile::write_inline(std::shared_ptr<Transfer> t) {
+    ssize_t n = -1;
+    int error = 0;
+    if (nowait_ != Nowait::unsupported) {
+        iovec iov{t->data, t->remaining};
+        n = ::pwritev2(fd_, &iov, 1, static_cast<off_t>(t->offset), RWF_NOWAIT);
+        error = n < 0 ? errno : 0;
+        if (error == EAGAIN) {  // would block: the worker threads' job
+            ++counts_.ring_writes;
+            issue(std::move(t));
+            return;
+        }
+        if (error == EOPNOTSUPP) {
+            nowait_ = Nowait::unsupported;
+            spdlog::debug("image \"{}\": no nonblocking buffered writes (RWF_NOWAIT: {}); "
+                          "small writes are copied with pwrite while it stays fast",
+                          path_.string(), std::strerror(error));
+        } else {
+            nowait_ = Nowait::supported;
+        }
+    }
+    if (nowait_ == Nowait::unsupported) {
+        const auto start = std::chrono::steady_clock::now();
+        n = ::pwrite(fd_, t->data, t->remaining, static_cast<off_t>(t->offset));
+        error = n < 0 ? errno : 0;
+        const auto end = std::chrono::steady_clock::now();
+        if (end - start > inline_.stall) {
+            ++counts_.stalls;
+            inline_paused_ = true;
+            inline_resume_ = end + inline_.backoff;
+            spdlog::debug("image \"{}\": an inline write of {} bytes took {} us; small writes go "
+                          "through io_uring for {} ms",
+                          path_.string(), t->remaining,
+                          std::chrono::duration_cast<std::chrono::microseconds>(end - start).count(),
+                          inline_.backoff.count());
+        }
+    }
+    ++counts_.inline_writes;
+    ++inline_pending_;
+    const int res = n < 0 ? -error : static_cast<int>(n);
+    asio::post(uring_.context(), [this, t = std::move(t), res]() mutable {
+        --inline_pending_;
+        on_transfer(std::move(t), res);  // a short write or EINTR continues through io_uring
+    });
 }
 
 void ImageFile::issue(std::shared_ptr<Transfer> t) {

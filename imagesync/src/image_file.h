@@ -4,9 +4,24 @@
 // how a growable export lets a qcow2 file grow). Short reads and writes are resubmitted for
 // the remainder. FUA writes use RWF_DSYNC; FLUSH is IORING_OP_FSYNC with DATASYNC.
 //
+// Small writes go straight into the page cache (InlineWrites): io_uring hands a buffered write
+// to an io-wq worker thread whenever the file system cannot write to the page cache without
+// blocking (ext4, up to at least Linux 6.18: RWF_NOWAIT gets EOPNOTSUPP). For a 4 KiB write the
+// hand-off (a worker wake-up, two context switches, a completion wake-up of the loop) costs
+// several times the copy itself: measured here, 4k random writes at QD32 went from 0.65x to
+// 1.26x nbdkit's rate with inline writes. So a write that is not FUA, at most `max_bytes`, and
+// page-aligned at both ends (no read of a partial page can be needed) is copied on the loop
+// thread: with pwritev2(RWF_NOWAIT) where the file system supports it (EAGAIN sends the write to
+// io_uring), else with pwrite. A plain pwrite can still block (dirty-page throttling, memory
+// reclaim, a journal commit): one that takes longer than `stall` turns inline writes off for
+// `backoff`, so a throttled disk stalls io-wq workers, not the loop. Large writes stay on
+// io_uring: there the copy dominates, and a worker copying in parallel with the loop wins.
+// Every inline write completes through the io_context (never inside write()).
+//
 // Owned by the event loop thread. Buffers passed in must stay valid until `done` runs.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -16,6 +31,7 @@
 #include <span>
 #include <vector>
 
+#include <imagesync/server.h>
 #include <vmha/error.h>
 
 #include "uring.h"
@@ -26,14 +42,23 @@ class ImageFile {
   public:
     using Done = std::function<void(vmha::Status)>;
 
+    using InlineWrites = InlineWriteLimits;
+    struct WriteCounts {
+        std::uint64_t inline_writes = 0;  // copied on the loop thread
+        std::uint64_t ring_writes = 0;    // submitted to io_uring
+        std::uint64_t stalls = 0;         // inline writes slower than `stall`
+    };
+
     static vmha::Result<std::unique_ptr<ImageFile>> open(Uring& uring,
                                                          const std::filesystem::path& path,
-                                                         bool writable);
+                                                         bool writable,
+                                                         InlineWrites inline_writes = {});
     ImageFile(const ImageFile&) = delete;
     ImageFile& operator=(const ImageFile&) = delete;
     ~ImageFile();
 
     const std::filesystem::path& path() const { return path_; }
+    const WriteCounts& write_counts() const { return counts_; }
     // The file's current size on disk (it grows with writes past its end).
     vmha::Result<std::uint64_t> current_size() const;
 
@@ -65,7 +90,9 @@ class ImageFile {
   private:
     struct Transfer;
     struct ZeroFill;
-    ImageFile(Uring& uring, std::filesystem::path path, int fd);
+    ImageFile(Uring& uring, std::filesystem::path path, int fd, InlineWrites inline_writes);
+    bool inline_eligible(std::uint64_t offset, std::size_t size, bool fua);
+    void write_inline(std::shared_ptr<Transfer> t);
     void issue(std::shared_ptr<Transfer> t);
     void on_transfer(std::shared_ptr<Transfer> t, int res);
     void issue_zero_fill(std::shared_ptr<ZeroFill> z);
@@ -79,6 +106,14 @@ class ImageFile {
     std::filesystem::path path_;
     int fd_ = -1;
     std::optional<vmha::Error> durability_lost_;
+
+    enum class Nowait { unknown, supported, unsupported };
+    InlineWrites inline_;
+    Nowait nowait_ = Nowait::unknown;
+    bool inline_paused_ = false;  // a stall: inline writes resume at inline_resume_
+    std::chrono::steady_clock::time_point inline_resume_{};
+    std::size_t inline_pending_ = 0;  // inline writes whose completion is posted, not yet run
+    WriteCounts counts_;
 };
 
 }  // namespace imagesync

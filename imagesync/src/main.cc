@@ -69,6 +69,12 @@ int main(int argc, char** argv) {
                    "resynced from the other). Both nodes must agree")
         ->check(CLI::IsMember({"disconnect", "discard-zero-changes"}))
         ->capture_default_str();
+    std::string inline_writes = "64K";
+    app.add_option("--inline-writes", inline_writes,
+                   "Largest page-aligned write copied into the page cache on the event loop "
+                   "instead of an io_uring worker (K/M suffixes, at most 1M; 0 = every write "
+                   "through io_uring)")
+        ->capture_default_str();
     app.add_flag("--disconnected", config.start_disconnected,
                  "Start without connecting to the peer (imagesync connect starts it)");
     app.add_option("--control-socket", config.control_socket,
@@ -115,6 +121,17 @@ int main(int argc, char** argv) {
         return 2;
     } else {
         config.resync_min_rate = *rate;
+    }
+    if (auto bytes = imagesync::parse_size(inline_writes); !bytes) {
+        std::fprintf(stderr, "imagesyncd: --inline-writes: %s\n", bytes.error().message.c_str());
+        return 2;
+    } else if (*bytes > (1u << 20)) {
+        std::fprintf(stderr, "imagesyncd: --inline-writes: \"%s\" is over 1M (a larger write "
+                     "is copied faster by an io_uring worker, in parallel with the loop)\n",
+                     inline_writes.c_str());
+        return 2;
+    } else {
+        config.inline_writes.max_bytes = static_cast<std::size_t>(*bytes);
     }
     if (config.node.empty()) {
         char host[256] = {};

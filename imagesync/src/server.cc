@@ -95,7 +95,8 @@ class Server {
                                    fmt::format("export \"{}\" is given twice", spec.name));
             }
             auto e =
-                Export::open(*uring_, io_.get_executor(), spec, config_.role, config_.growable);
+                Export::open(*uring_, io_.get_executor(), spec, config_.role, config_.growable,
+                             config_.inline_writes);
             if (!e) return std::move(e).error();
             // One file, one export: ordering of overlapping writes (and, later, replication)
             // is kept per export, so two exports must never share a file.

@@ -39,6 +39,7 @@ class Uring {
     void submit(const io_uring_sqe& sqe, Completion done);
 
     std::size_t in_flight() const { return in_flight_; }
+    asio::io_context& context() { return io_; }
 
     // Stops watching completions; only valid when in_flight() == 0.
     void stop();

@@ -2,6 +2,7 @@
 // qcow2 size probe, and the io_uring image file (zero fill past the end, allocation map).
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <imagesync/server.h>
@@ -169,6 +170,94 @@ TEST_F(ImageFileTest, ZeroesTrimAndAllocationMap) {
     const std::string content = imagesync_test::read_file(path_);
     EXPECT_EQ(content.substr(0, 12288), std::string(12288, '\0'));
     EXPECT_EQ(content[12288], '\1');
+}
+
+// Whether the file system under `path` writes to the page cache without blocking (RWF_NOWAIT):
+// then inline writes never take the pwrite path that the stall guard watches.
+bool has_nowait_buffered_writes(const std::filesystem::path& path) {
+    const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) return false;
+    std::vector<std::byte> page(4096, std::byte{'x'});
+    iovec iov{page.data(), page.size()};
+    const bool ok = ::pwritev2(fd, &iov, 1, 0, RWF_NOWAIT) >= 0 || errno != EOPNOTSUPP;
+    ::close(fd);
+    return ok;
+}
+
+TEST_F(ImageFileTest, SmallAlignedWritesAreCopiedOnTheLoopAndTheRestGoThroughTheRing) {
+    const std::vector<std::byte> page(4096, std::byte{'p'});
+    const std::vector<std::byte> big(128 * 1024, std::byte{'b'});
+    const std::vector<std::byte> odd(512, std::byte{'o'});
+    // Inline writes complete through the io_context, never inside write().
+    bool answered = false;
+    file_->write(4096, page, false, [&](vmha::Status s) {
+        EXPECT_TRUE(s);
+        answered = true;
+    });
+    EXPECT_FALSE(answered);
+    while (!answered) io_.run_one();
+    EXPECT_EQ(file_->write_counts().inline_writes, 1U);
+    EXPECT_EQ(file_->write_counts().ring_writes, 0U);
+
+    ASSERT_TRUE(run([&](auto d) { file_->write(8192, big, false, std::move(d)); }));  // too big
+    ASSERT_TRUE(run([&](auto d) { file_->write(512, odd, false, std::move(d)); }));  // partial page
+    ASSERT_TRUE(run([&](auto d) { file_->write(0, page, true, std::move(d)); }));    // FUA
+    EXPECT_EQ(file_->write_counts().inline_writes, 1U);
+    EXPECT_EQ(file_->write_counts().ring_writes, 3U);
+
+    const std::string content = imagesync_test::read_file(path_);
+    ASSERT_EQ(content.size(), 8192U + big.size());
+    EXPECT_EQ(content.substr(0, 4096), std::string(4096, 'p')) << "the FUA write came last";
+    EXPECT_EQ(content.substr(4096, 4096), std::string(4096, 'p'));
+    EXPECT_EQ(content.substr(8192), std::string(big.size(), 'b'));
+}
+
+TEST(ImageFileInline, AnInlineWriteThatStallsSendsSmallWritesToTheRingForTheBackoff) {
+    imagesync_test::TempDir dir;
+    const auto path = dir / "f.img";
+    imagesync_test::write_file(path, std::string(65536, 'x'));
+    if (has_nowait_buffered_writes(path)) {
+        GTEST_SKIP() << "this file system has nonblocking buffered writes: no pwrite to watch";
+    }
+    asio::io_context io;
+    auto uring = Uring::create(io, 8);
+    ASSERT_TRUE(uring) << uring.error().message;
+    {
+        // Every pwrite counts as a stall; the backoff outlasts the test.
+        InlineWriteLimits limits;
+        limits.stall = std::chrono::microseconds(0);
+        limits.backoff = std::chrono::hours(1);
+        auto f = ImageFile::open(**uring, path, true, limits);
+        ASSERT_TRUE(f) << f.error().message;
+        const std::vector<std::byte> page(4096, std::byte{'s'});
+        for (std::uint64_t i = 0; i < 4; ++i) {
+            bool answered = false;
+            (*f)->write(i * 4096, page, false, [&](vmha::Status s) {
+                EXPECT_TRUE(s);
+                answered = true;
+            });
+            while (!answered) io.run_one();
+        }
+        EXPECT_EQ((*f)->write_counts().inline_writes, 1U);
+        EXPECT_EQ((*f)->write_counts().stalls, 1U);
+        EXPECT_EQ((*f)->write_counts().ring_writes, 3U);
+        EXPECT_EQ(imagesync_test::read_file(path).substr(0, 16384), std::string(16384, 's'));
+
+        // With max_bytes 0, nothing is copied inline.
+        InlineWriteLimits off;
+        off.max_bytes = 0;
+        auto g = ImageFile::open(**uring, path, true, off);
+        ASSERT_TRUE(g);
+        bool answered = false;
+        (*g)->write(0, page, false, [&](vmha::Status s) {
+            EXPECT_TRUE(s);
+            answered = true;
+        });
+        while (!answered) io.run_one();
+        EXPECT_EQ((*g)->write_counts().inline_writes, 0U);
+        EXPECT_EQ((*g)->write_counts().ring_writes, 1U);
+    }
+    (*uring)->stop();
 }
 
 // A sink that records what reaches it and completes only when the test says so.

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -44,12 +45,21 @@ vmha::Result<ExportSpec> parse_export_spec(std::string_view text);
 // Parses a byte count: digits with an optional K, M, G or T (powers of 1024) suffix.
 vmha::Result<std::uint64_t> parse_size(std::string_view text);
 
+// Small page-aligned writes copied into the page cache on the event loop thread instead of an
+// io_uring worker (the why: imagesync/src/image_file.h).
+struct InlineWriteLimits {
+    std::size_t max_bytes = 64 * 1024;  // 0: every write goes through io_uring
+    std::chrono::microseconds stall{500};     // an inline write slower than this ...
+    std::chrono::milliseconds backoff{1000};  // ... sends small writes to io_uring this long
+};
+
 struct ServerConfig {
     std::vector<ExportSpec> exports;
     std::filesystem::path socket_path;
     std::filesystem::path meta_dir;  // created at start; holds the replication metadata
     Role role = Role::primary;
     bool growable = false;  // see ExportSpec
+    InlineWriteLimits inline_writes;  // small writes copied on the loop (image_file.h)
 
     // Replication (docs/imagesync.md). With neither `listen` nor `peer`, imagesyncd serves the
     // images alone and keeps no replication state.
