@@ -112,7 +112,8 @@ void ImageFile::read(std::uint64_t offset, std::span<std::byte> buffer, Done don
     issue(std::move(t));
 }
 
-void ImageFile::write(std::uint64_t offset, std::span<const std::byte> data, bool fua, Done done) {
+void ImageFile::write(std::uint64_t offset, std::span<const std::byte> data, bool fua, Done done,
+                      Origin origin) {
     auto t = std::make_shared<Transfer>();
     t->is_write = true;
     t->fua = fua;
@@ -121,7 +122,7 @@ void ImageFile::write(std::uint64_t offset, std::span<const std::byte> data, boo
     // io_uring only reads from this buffer for a write.
     t->data = const_cast<std::byte*>(data.data());  // NOLINT
     t->done = std::move(done);
-    if (inline_eligible(offset, data.size(), fua)) {
+    if (inline_eligible(offset, data.size(), fua, origin)) {
         write_inline(std::move(t));
         return;
     }
@@ -129,8 +130,11 @@ void ImageFile::write(std::uint64_t offset, std::span<const std::byte> data, boo
     issue(std::move(t));
 }
 
-bool ImageFile::inline_eligible(std::uint64_t offset, std::size_t size, bool fua) {
-    if (fua || size == 0 || size > inline_.max_bytes) return false;
+bool ImageFile::inline_eligible(std::uint64_t offset, std::size_t size, bool fua,
+                                Origin origin) {
+    const std::size_t limit =
+        origin == Origin::peer ? inline_.peer_max_bytes : inline_.max_bytes;
+    if (fua || size == 0 || size > limit) return false;
     if (offset % kInlineAlign != 0 || size % kInlineAlign != 0) return false;
     if (inline_paused_) {
         if (std::chrono::steady_clock::now() < inline_resume_) return false;
@@ -166,11 +170,12 @@ void ImageFile::write_inline(std::shared_ptr<Transfer> t) {
         n = ::pwrite(fd_, t->data, t->remaining, static_cast<off_t>(t->offset));
         error = n < 0 ? errno : 0;
         const auto end = std::chrono::steady_clock::now();
-        if (end - start > inline_.stall) {
+        const auto allowed = inline_.stall + std::chrono::microseconds(t->remaining / 1024);
+        if (end - start > allowed) {
             ++counts_.stalls;
             inline_paused_ = true;
             inline_resume_ = end + inline_.backoff;
-            spdlog::debug("image \"{}\": an inline write of {} bytes took {} us; small writes go "
+            spdlog::debug("image \"{}\": an inline write of {} bytes took {} us; writes go "
                           "through io_uring for {} ms",
                           path_.string(), t->remaining,
                           std::chrono::duration_cast<std::chrono::microseconds>(end - start).count(),

@@ -4,19 +4,24 @@
 // how a growable export lets a qcow2 file grow). Short reads and writes are resubmitted for
 // the remainder. FUA writes use RWF_DSYNC; FLUSH is IORING_OP_FSYNC with DATASYNC.
 //
-// Small writes go straight into the page cache (InlineWrites): io_uring hands a buffered write
-// to an io-wq worker thread whenever the file system cannot write to the page cache without
-// blocking (ext4, up to at least Linux 6.18: RWF_NOWAIT gets EOPNOTSUPP). For a 4 KiB write the
-// hand-off (a worker wake-up, two context switches, a completion wake-up of the loop) costs
-// several times the copy itself: measured here, 4k random writes at QD32 went from 0.65x to
-// 1.26x nbdkit's rate with inline writes. So a write that is not FUA, at most `max_bytes`, and
-// page-aligned at both ends (no read of a partial page can be needed) is copied on the loop
-// thread: with pwritev2(RWF_NOWAIT) where the file system supports it (EAGAIN sends the write to
-// io_uring), else with pwrite. A plain pwrite can still block (dirty-page throttling, memory
-// reclaim, a journal commit): one that takes longer than `stall` turns inline writes off for
-// `backoff`, so a throttled disk stalls io-wq workers, not the loop. Large writes stay on
-// io_uring: there the copy dominates, and a worker copying in parallel with the loop wins.
-// Every inline write completes through the io_context (never inside write()).
+// Writes copied straight into the page cache (InlineWriteLimits): io_uring hands a buffered
+// write to an io-wq worker thread whenever the file system cannot write to the page cache
+// without blocking (ext4, up to at least Linux 6.18: RWF_NOWAIT gets EOPNOTSUPP). That hand-off
+// (a worker wake-up, two context switches, a completion wake-up of the loop) costs several times
+// a 4 KiB copy, and on a secondary it moves a just-received payload, still in this core's cache,
+// to another thread. So a write that is not FUA and is page-aligned at both ends (no read of a
+// partial page can be needed) is copied on the loop thread when it is at most `max_bytes` (a
+// client's write) or `peer_max_bytes` (a write the secondary applies for its primary): with
+// pwritev2(RWF_NOWAIT) where the file system supports it (EAGAIN sends the write to io_uring),
+// else with pwrite. Measured on ext4 (docs/imagesync.md, "Performance"): 4k random writes
+// alone went from 0.65x to 1.26x nbdkit's rate; 1M replicated writes from about 820 to 1240
+// MiB/s. A client's large write stays on io_uring: on the primary a worker copying in parallel
+// with the loop (which also sends the payload to the peer) wins.
+//
+// A plain pwrite can still block (dirty-page throttling, memory reclaim, a journal commit): one
+// slower than `stall` plus 1 µs per KiB turns inline writes off for `backoff`, so a throttled
+// disk stalls io-wq workers, not the loop. Every inline write completes through the io_context
+// (never inside write()).
 //
 // Owned by the event loop thread. Buffers passed in must stay valid until `done` runs.
 #pragma once
@@ -46,7 +51,7 @@ class ImageFile {
     struct WriteCounts {
         std::uint64_t inline_writes = 0;  // copied on the loop thread
         std::uint64_t ring_writes = 0;    // submitted to io_uring
-        std::uint64_t stalls = 0;         // inline writes slower than `stall`
+        std::uint64_t stalls = 0;         // inline writes slower than the stall limit
     };
 
     static vmha::Result<std::unique_ptr<ImageFile>> open(Uring& uring,
@@ -63,7 +68,10 @@ class ImageFile {
     vmha::Result<std::uint64_t> current_size() const;
 
     void read(std::uint64_t offset, std::span<std::byte> buffer, Done done);
-    void write(std::uint64_t offset, std::span<const std::byte> data, bool fua, Done done);
+    // Who asked for a write: a client of this node, or the primary (applied on the secondary).
+    enum class Origin { client, peer };
+    void write(std::uint64_t offset, std::span<const std::byte> data, bool fua, Done done,
+               Origin origin = Origin::client);
     // After a failed fdatasync the kernel may have dropped dirty pages and cleared the
     // error, so a later fdatasync could succeed without the data: once one fails, every later
     // flush (and FUA write) of this file fails too, until imagesyncd restarts.
@@ -91,7 +99,7 @@ class ImageFile {
     struct Transfer;
     struct ZeroFill;
     ImageFile(Uring& uring, std::filesystem::path path, int fd, InlineWrites inline_writes);
-    bool inline_eligible(std::uint64_t offset, std::size_t size, bool fua);
+    bool inline_eligible(std::uint64_t offset, std::size_t size, bool fua, Origin origin);
     void write_inline(std::shared_ptr<Transfer> t);
     void issue(std::shared_ptr<Transfer> t);
     void on_transfer(std::shared_ptr<Transfer> t, int res);

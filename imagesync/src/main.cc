@@ -71,9 +71,14 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     std::string inline_writes = "64K";
     app.add_option("--inline-writes", inline_writes,
-                   "Largest page-aligned write copied into the page cache on the event loop "
-                   "instead of an io_uring worker (K/M suffixes, at most 1M; 0 = every write "
-                   "through io_uring)")
+                   "Largest page-aligned write of a client copied into the page cache on the "
+                   "event loop instead of by an io_uring worker (K/M suffixes, at most 1M; 0 = "
+                   "none)")
+        ->capture_default_str();
+    std::string inline_peer_writes = "4M";
+    app.add_option("--inline-peer-writes", inline_peer_writes,
+                   "The same for the writes a secondary applies for its primary (at most 32M; "
+                   "0 = none)")
         ->capture_default_str();
     app.add_flag("--disconnected", config.start_disconnected,
                  "Start without connecting to the peer (imagesync connect starts it)");
@@ -122,16 +127,27 @@ int main(int argc, char** argv) {
     } else {
         config.resync_min_rate = *rate;
     }
-    if (auto bytes = imagesync::parse_size(inline_writes); !bytes) {
-        std::fprintf(stderr, "imagesyncd: --inline-writes: %s\n", bytes.error().message.c_str());
-        return 2;
-    } else if (*bytes > (1u << 20)) {
-        std::fprintf(stderr, "imagesyncd: --inline-writes: \"%s\" is over 1M (a larger write "
-                     "is copied faster by an io_uring worker, in parallel with the loop)\n",
-                     inline_writes.c_str());
-        return 2;
-    } else {
-        config.inline_writes.max_bytes = static_cast<std::size_t>(*bytes);
+    struct InlineFlag {
+        const char* name;
+        const std::string& text;
+        std::uint64_t max;
+        std::size_t& out;
+    };
+    for (const InlineFlag& f :
+         {InlineFlag{"--inline-writes", inline_writes, 1u << 20, config.inline_writes.max_bytes},
+          InlineFlag{"--inline-peer-writes", inline_peer_writes, 32u << 20,
+                     config.inline_writes.peer_max_bytes}}) {
+        auto bytes = imagesync::parse_size(f.text);
+        if (!bytes) {
+            std::fprintf(stderr, "imagesyncd: %s: %s\n", f.name, bytes.error().message.c_str());
+            return 2;
+        }
+        if (*bytes > f.max) {
+            std::fprintf(stderr, "imagesyncd: %s: \"%s\" is over %lluM\n", f.name,
+                         f.text.c_str(), static_cast<unsigned long long>(f.max >> 20));
+            return 2;
+        }
+        f.out = static_cast<std::size_t>(*bytes);
     }
     if (config.node.empty()) {
         char host[256] = {};

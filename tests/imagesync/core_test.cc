@@ -210,6 +210,23 @@ TEST_F(ImageFileTest, SmallAlignedWritesAreCopiedOnTheLoopAndTheRestGoThroughThe
     EXPECT_EQ(content.substr(0, 4096), std::string(4096, 'p')) << "the FUA write came last";
     EXPECT_EQ(content.substr(4096, 4096), std::string(4096, 'p'));
     EXPECT_EQ(content.substr(8192), std::string(big.size(), 'b'));
+
+    // A write replicated from the peer is copied inline up to its own, larger limit.
+    const std::vector<std::byte> peer_big(128 * 1024, std::byte{'r'});
+    const std::vector<std::byte> peer_huge(8u << 20, std::byte{'h'});
+    ASSERT_TRUE(run([&](auto d) {
+        file_->write(8192, peer_big, false, std::move(d), ImageFile::Origin::peer);
+    }));
+    EXPECT_EQ(file_->write_counts().inline_writes, 2U);
+    ASSERT_TRUE(run([&](auto d) {
+        file_->write(1u << 20, peer_huge, false, std::move(d), ImageFile::Origin::peer);
+    }));
+    EXPECT_EQ(file_->write_counts().inline_writes, 2U) << "over peer_max_bytes (4 MiB)";
+    EXPECT_EQ(file_->write_counts().ring_writes, 4U);
+    const std::string after = imagesync_test::read_file(path_);
+    ASSERT_EQ(after.size(), (1U << 20) + peer_huge.size());
+    EXPECT_EQ(after.substr(8192, peer_big.size()), std::string(peer_big.size(), 'r'));
+    EXPECT_EQ(after.substr(1U << 20), std::string(peer_huge.size(), 'h'));
 }
 
 TEST(ImageFileInline, AnInlineWriteThatStallsSendsSmallWritesToTheRingForTheBackoff) {
@@ -223,9 +240,10 @@ TEST(ImageFileInline, AnInlineWriteThatStallsSendsSmallWritesToTheRingForTheBack
     auto uring = Uring::create(io, 8);
     ASSERT_TRUE(uring) << uring.error().message;
     {
-        // Every pwrite counts as a stall; the backoff outlasts the test.
+        // Every pwrite counts as a stall (the limit is `stall` + 1 us per KiB, here far below
+        // zero); the backoff outlasts the test.
         InlineWriteLimits limits;
-        limits.stall = std::chrono::microseconds(0);
+        limits.stall = std::chrono::microseconds(-1'000'000);
         limits.backoff = std::chrono::hours(1);
         auto f = ImageFile::open(**uring, path, true, limits);
         ASSERT_TRUE(f) << f.error().message;

@@ -45,12 +45,16 @@ vmha::Result<ExportSpec> parse_export_spec(std::string_view text);
 // Parses a byte count: digits with an optional K, M, G or T (powers of 1024) suffix.
 vmha::Result<std::uint64_t> parse_size(std::string_view text);
 
-// Small page-aligned writes copied into the page cache on the event loop thread instead of an
+// Page-aligned writes copied into the page cache on the event loop thread instead of an
 // io_uring worker (the why: imagesync/src/image_file.h).
 struct InlineWriteLimits {
-    std::size_t max_bytes = 64 * 1024;  // 0: every write goes through io_uring
-    std::chrono::microseconds stall{500};     // an inline write slower than this ...
-    std::chrono::milliseconds backoff{1000};  // ... sends small writes to io_uring this long
+    std::size_t max_bytes = 64 * 1024;  // a client's write; 0: every write through io_uring
+    std::size_t peer_max_bytes = 4u << 20;  // a write replicated from the peer (secondary)
+    // An inline write slower than `stall` plus 1 µs per KiB (a copy slower than 1 GiB/s) sends
+    // writes to io_uring for `backoff`. Wall time: it includes being preempted, which on a busy
+    // host takes a few milliseconds, hence the margin; dirty-page throttling pauses for tens.
+    std::chrono::microseconds stall{10'000};
+    std::chrono::milliseconds backoff{1000};
 };
 
 struct ServerConfig {

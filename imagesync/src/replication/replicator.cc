@@ -1449,7 +1449,10 @@ void Replicator::apply_from_peer(Session& session, std::uint64_t cookie, const p
             s->send(peer::Message{cookie, peer::Ack{st ? 0u : static_cast<std::uint32_t>(vmha::errc::io_error)}});
         };
         switch (op.kind) {
-            case WriteOp::Kind::write: e->file().write(op.offset, op.data, op.fua, std::move(finish)); break;
+            case WriteOp::Kind::write:
+                e->file().write(op.offset, op.data, op.fua, std::move(finish),
+                                ImageFile::Origin::peer);
+                break;
             case WriteOp::Kind::write_zeroes:
                 e->file().write_zeroes(op.offset, op.length, op.may_trim, false, op.fua, std::move(finish));
                 break;
