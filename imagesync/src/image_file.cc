@@ -21,6 +21,8 @@ constexpr std::size_t kZeroChunk = 1U << 20;
 // Inline writes must cover whole pages: a partial page that is not cached would be read from
 // the disk first, on the loop thread.
 constexpr std::uint64_t kInlineAlign = 4096;
+// A write through io_uring larger than this goes in pieces of this size, submitted together.
+constexpr std::size_t kRingWritePiece = 128 * 1024;
 
 const std::byte* zero_chunk() {
     static const std::vector<std::byte> zeroes(kZeroChunk);
@@ -121,13 +123,38 @@ void ImageFile::write(std::uint64_t offset, std::span<const std::byte> data, boo
     t->total = t->remaining = data.size();
     // io_uring only reads from this buffer for a write.
     t->data = const_cast<std::byte*>(data.data());  // NOLINT
-    t->done = std::move(done);
     if (inline_eligible(offset, data.size(), fua, origin)) {
+        t->done = std::move(done);
         write_inline(std::move(t));
         return;
     }
     ++counts_.ring_writes;
-    issue(std::move(t));
+    if (data.size() <= kRingWritePiece) {
+        t->done = std::move(done);
+        issue(std::move(t));
+        return;
+    }
+    // Pieces: the write is answered once every piece completed, with the first failure if any
+    // (a failed write may have changed some of its bytes either way).
+    struct Pieces {
+        std::size_t left = 0;
+        vmha::Status status;
+        Done done;
+    };
+    auto pieces = std::make_shared<Pieces>();
+    pieces->done = std::move(done);
+    pieces->left = (data.size() + kRingWritePiece - 1) / kRingWritePiece;
+    for (std::size_t at = 0; at < data.size(); at += kRingWritePiece) {
+        auto piece = std::make_shared<Transfer>(*t);
+        piece->start = piece->offset = offset + at;
+        piece->total = piece->remaining = std::min(kRingWritePiece, data.size() - at);
+        piece->data = t->data + at;
+        piece->done = [pieces](vmha::Status status) {
+            if (!status && pieces->status) pieces->status = std::move(status);
+            if (--pieces->left == 0) pieces->done(std::move(pieces->status));
+        };
+        issue(std::move(piece));
+    }
 }
 
 bool ImageFile::inline_eligible(std::uint64_t offset, std::size_t size, bool fua,

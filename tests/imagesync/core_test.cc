@@ -1,5 +1,7 @@
 // Unit tests of imagesync-core pieces below the server: export specs, the interval lock, the
 // qcow2 size probe, and the io_uring image file (zero fill past the end, allocation map).
+#include <cstring>
+
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/uio.h>
@@ -227,6 +229,27 @@ TEST_F(ImageFileTest, SmallAlignedWritesAreCopiedOnTheLoopAndTheRestGoThroughThe
     ASSERT_EQ(after.size(), (1U << 20) + peer_huge.size());
     EXPECT_EQ(after.substr(8192, peer_big.size()), std::string(peer_big.size(), 'r'));
     EXPECT_EQ(after.substr(1U << 20), std::string(peer_huge.size(), 'h'));
+}
+
+TEST_F(ImageFileTest, ALargeRingWriteGoesInPiecesAndIsAnsweredOnceWhenAllLanded) {
+    // 300 000 bytes at an odd offset: three 128 KiB pieces, the last one short.
+    std::vector<std::byte> data(300000);
+    for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::byte>(i * 7 + 3);
+    int answers = 0;
+    std::string content;  // as the file was when the write was answered
+    file_->write(100, data, false, [&](vmha::Status s) {
+        EXPECT_TRUE(s);
+        ++answers;
+        content = imagesync_test::read_file(path_);
+    });
+    while (answers == 0) io_.run_one();
+    io_.restart();
+    io_.poll();
+    EXPECT_EQ(answers, 1);
+    EXPECT_EQ(file_->write_counts().ring_writes, 1U) << "one write, whatever its pieces";
+    ASSERT_EQ(content.size(), 100U + data.size());
+    EXPECT_EQ(content.substr(0, 100), std::string(100, 'x'));
+    EXPECT_EQ(0, std::memcmp(content.data() + 100, data.data(), data.size()));
 }
 
 TEST(ImageFileInline, AnInlineWriteThatStallsSendsSmallWritesToTheRingForTheBackoff) {
