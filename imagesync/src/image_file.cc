@@ -56,7 +56,7 @@ struct ImageFile::ZeroFill {
     Done done;
 };
 
-ImageFile::ImageFile(Uring& uring, std::filesystem::path path, int fd, InlineWrites inline_writes)
+ImageFile::ImageFile(Uring& uring, std::filesystem::path path, int fd, InlineWriteLimits inline_writes)
     : uring_(uring), path_(std::move(path)), fd_(fd), inline_(inline_writes) {}
 
 ImageFile::~ImageFile() {
@@ -70,7 +70,7 @@ ImageFile::~ImageFile() {
 vmha::Result<std::unique_ptr<ImageFile>> ImageFile::open(Uring& uring,
                                                          const std::filesystem::path& path,
                                                          bool writable,
-                                                         InlineWrites inline_writes) {
+                                                         InlineWriteLimits inline_writes) {
     const int fd = ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
     if (fd < 0) {
         const int e = errno;
@@ -128,26 +128,32 @@ void ImageFile::write(std::uint64_t offset, std::span<const std::byte> data, boo
         write_inline(std::move(t));
         return;
     }
+    t->done = std::move(done);
+    write_through_ring(std::move(t));
+}
+
+// A write larger than kRingWritePiece goes as pieces submitted together: io-wq writes them in
+// parallel, where one 1 MiB buffered write took one worker several times as long (measured,
+// docs/imagesync.md). The write is answered once every piece completed, with the first failure
+// if any (a failed write may have changed some of its bytes either way).
+void ImageFile::write_through_ring(std::shared_ptr<Transfer> t) {
     ++counts_.ring_writes;
-    if (data.size() <= kRingWritePiece) {
-        t->done = std::move(done);
+    if (t->remaining <= kRingWritePiece) {
         issue(std::move(t));
         return;
     }
-    // Pieces: the write is answered once every piece completed, with the first failure if any
-    // (a failed write may have changed some of its bytes either way).
     struct Pieces {
         std::size_t left = 0;
         vmha::Status status;
         Done done;
     };
     auto pieces = std::make_shared<Pieces>();
-    pieces->done = std::move(done);
-    pieces->left = (data.size() + kRingWritePiece - 1) / kRingWritePiece;
-    for (std::size_t at = 0; at < data.size(); at += kRingWritePiece) {
+    pieces->done = std::move(t->done);
+    pieces->left = (t->remaining + kRingWritePiece - 1) / kRingWritePiece;
+    for (std::size_t at = 0; at < t->remaining; at += kRingWritePiece) {
         auto piece = std::make_shared<Transfer>(*t);
-        piece->start = piece->offset = offset + at;
-        piece->total = piece->remaining = std::min(kRingWritePiece, data.size() - at);
+        piece->start = piece->offset = t->offset + at;
+        piece->total = piece->remaining = std::min(kRingWritePiece, t->remaining - at);
         piece->data = t->data + at;
         piece->done = [pieces](vmha::Status status) {
             if (!status && pieces->status) pieces->status = std::move(status);
@@ -179,8 +185,7 @@ void ImageFile::write_inline(std::shared_ptr<Transfer> t) {
         n = ::pwritev2(fd_, &iov, 1, static_cast<off_t>(t->offset), RWF_NOWAIT);
         error = n < 0 ? errno : 0;
         if (error == EAGAIN) {  // would block: the worker threads' job
-            ++counts_.ring_writes;
-            issue(std::move(t));
+            write_through_ring(std::move(t));
             return;
         }
         if (error == EOPNOTSUPP) {

@@ -52,7 +52,6 @@ class ImageFile {
   public:
     using Done = std::function<void(vmha::Status)>;
 
-    using InlineWrites = InlineWriteLimits;
     struct WriteCounts {
         std::uint64_t inline_writes = 0;  // copied on the loop thread
         std::uint64_t ring_writes = 0;    // submitted to io_uring
@@ -62,7 +61,7 @@ class ImageFile {
     static vmha::Result<std::unique_ptr<ImageFile>> open(Uring& uring,
                                                          const std::filesystem::path& path,
                                                          bool writable,
-                                                         InlineWrites inline_writes = {});
+                                                         InlineWriteLimits inline_writes = {});
     ImageFile(const ImageFile&) = delete;
     ImageFile& operator=(const ImageFile&) = delete;
     ~ImageFile();
@@ -103,9 +102,10 @@ class ImageFile {
   private:
     struct Transfer;
     struct ZeroFill;
-    ImageFile(Uring& uring, std::filesystem::path path, int fd, InlineWrites inline_writes);
+    ImageFile(Uring& uring, std::filesystem::path path, int fd, InlineWriteLimits inline_writes);
     bool inline_eligible(std::uint64_t offset, std::size_t size, bool fua, Origin origin);
     void write_inline(std::shared_ptr<Transfer> t);
+    void write_through_ring(std::shared_ptr<Transfer> t);  // in kRingWritePiece pieces
     void issue(std::shared_ptr<Transfer> t);
     void on_transfer(std::shared_ptr<Transfer> t, int res);
     void issue_zero_fill(std::shared_ptr<ZeroFill> z);
@@ -121,7 +121,7 @@ class ImageFile {
     std::optional<vmha::Error> durability_lost_;
 
     enum class Nowait { unknown, supported, unsupported };
-    InlineWrites inline_;
+    InlineWriteLimits inline_;
     Nowait nowait_ = Nowait::unknown;
     bool inline_paused_ = false;  // a stall: inline writes resume at inline_resume_
     std::chrono::steady_clock::time_point inline_resume_{};

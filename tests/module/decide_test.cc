@@ -322,8 +322,11 @@ TEST(Decide, Rule65_SelfFenceWithoutLeaseOrAgreement) {
         s.lease_why = "the witness did not answer";
         check(s, {65, State::wait});
         EXPECT_NE(decide(s).reason.find("the witness did not answer"), std::string::npos);
+        EXPECT_TRUE(decide(s).power_off) << "a self-fence powers the VM off, no guest shutdown";
+        EXPECT_FALSE(decide(s).hand_over);
         s.lease_held = true;
         check(s, {49, State::alone});
+        EXPECT_FALSE(decide(s).power_off);
         // Witness down while the pair agrees: nothing changes.
         Snapshot t = base(st);
         t.witness = true;
@@ -374,6 +377,24 @@ TEST(Decide, Rule66_StartOnlyWithTheLease) {
 }
 
 TEST(Decide, Rule61_ThePeerShouldRunIt) { check(base(State::wait), {61, State::second}); }
+
+// Two idle nodes, the preferred one behind: the newer copy claims the VM (rule 60), the
+// preferred one waits for it (rule 53), and grants. Without this, each waited for the other.
+TEST(Decide, Rule60_TheNewerCopyClaimsOverThePreferredOne) {
+    Snapshot newer = base(State::wait);  // not preferred
+    newer.standing = Standing::ahead;
+    Decision d = decide(newer);
+    EXPECT_EQ(d.rule, 60) << d.reason;
+    EXPECT_TRUE(d.claim);
+    EXPECT_NE(d.reason.find("newer"), std::string::npos) << d.reason;
+    // Behind, or not known to be as new: never a reason to run.
+    for (Standing st : {Standing::behind, Standing::unknown, Standing::diverged}) {
+        Snapshot t = base(State::wait);
+        t.standing = st;
+        EXPECT_FALSE(decide(t).claim) << to_string(st);
+        EXPECT_NE(decide(t).next, State::prim) << to_string(st);
+    }
+}
 
 TEST(Decide, Rule62_TheOperatorChoseThisNode) {
     // `vmha prim`: the peer silent since start, this node's copy UpToDate: it runs the VM.

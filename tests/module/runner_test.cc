@@ -111,6 +111,10 @@ struct World final : ImagesyncPort, VmPort, PeerPort, Store, Observer {
         vm_running = false;
         call("vm.stop", d);
     }
+    void power_off(Done d) override {
+        vm_running = false;
+        call("vm.power_off", d);
+    }
     void resume(Done d) override { call("vm.resume", d); }
     void health(std::function<void(VmHealth, std::string)> done) override {
         const bool r = vm_running;
@@ -138,6 +142,7 @@ struct VmAdapter final : VmPort {
     explicit VmAdapter(World& world) : w(world) {}
     void start(Done d) override { w.start(std::move(d)); }
     void stop(Done d) override { w.stop_vm(std::move(d)); }
+    void power_off(Done d) override { w.power_off(std::move(d)); }
     void resume(Done d) override { w.resume(std::move(d)); }
     void health(std::function<void(VmHealth, std::string)> done) override { w.health(std::move(done)); }
 };
@@ -278,6 +283,41 @@ TEST_F(RunnerTest, RunningToStopStopsTheVmDemotesRecordsAndStopsImagesync) {
     EXPECT_EQ(world.calls, (Calls{"vm.stop", "imagesync.demote", "imagesync.stop"}));
     EXPECT_FALSE(world.persisted.started);
     EXPECT_EQ(world.persisted.data, DataState::up_to_date) << "the last data state is kept";
+    EXPECT_TRUE(world.persisted.final) << "read just before a clean stop: the peer may compare with it";
+    clock.tick();
+    loop.drain();
+    ASSERT_FALSE(world.sent.empty());
+    EXPECT_EQ(world.sent.back()["generations"]["current"], 0x1000) << world.sent.back().dump();
+}
+
+// Generations recorded while imagesyncd ran may lag behind its metadata (it crashed, or the
+// machine did, between two polls): while it is down, the peer is not told them, so it cannot
+// take this copy for as new as its own and start the VM alone on that (found by the
+// simulation: a peer that went on alone, crashed, and came back reported its older generations).
+TEST_F(RunnerTest, GenerationsThatMayLagAreNotReportedWhileImagesyncIsDown) {
+    for (bool final : {false, true}) {
+        Loop l;
+        World w{l};
+        VmAdapter v{w};
+        w.persisted.started = false;
+        w.persisted.data = DataState::up_to_date;
+        w.persisted.generations.current = 0x2000;
+        w.persisted.final = final;
+        ModuleRunner r(base_config(), clock, w, v, w, w, w);
+        r.start();
+        l.drain();
+        r.on_peer_liveness(Liveness::alive);
+        r.on_peer_channel(true);
+        l.drain();
+        ASSERT_FALSE(w.sent.empty());
+        const auto& g = w.sent.back()["generations"];
+        if (final) {
+            EXPECT_EQ(g["current"], 0x2000) << g.dump();
+        } else {
+            EXPECT_TRUE(g.is_null()) << g.dump();
+        }
+        EXPECT_EQ(w.sent.back()["data"], "UpToDate");
+    }
 }
 
 TEST_F(RunnerTest, PrimAndAloneAreLabelsWithoutEffects) {
@@ -517,7 +557,8 @@ TEST_F(LeaseRunnerTest, TheWitnessDownWhileThePairAgreesChangesNothing) {
     EXPECT_LT(index_of("lease.acquire"), world.calls.size());
 }
 
-// Neither the peer nor the witness: imagesync refuses writes first, then the VM stops (rule 65);
+// Neither the peer nor the witness: imagesync refuses writes first, then the VM is powered off at
+// once (rule 65, no graceful shutdown);
 // with the lease held, it runs on alone.
 TEST_F(LeaseRunnerTest, ARunningNodeWithoutLeaseOrPeerFencesItself) {
     lease.held_by("hv1");
@@ -540,7 +581,8 @@ TEST_F(LeaseRunnerTest, ARunningNodeWithoutLeaseOrPeerFencesItself) {
     EXPECT_EQ(runner->state(), State::wait);
     ASSERT_FALSE(world.transitions.empty());
     EXPECT_EQ(world.transitions.back(), "ALONE->WAIT 65");
-    EXPECT_LT(index_of("imagesync.demote"), index_of("vm.stop"));
+    EXPECT_LT(index_of("imagesync.demote"), index_of("vm.power_off")) << "writes refused before the VM goes";
+    EXPECT_EQ(index_of("vm.stop"), world.calls.size()) << "a self-fence waits for no guest shutdown";
     EXPECT_FALSE(world.is.primary);
 }
 

@@ -397,6 +397,12 @@ struct Incarnation {
                 done({});
             });
         }
+        void power_off(module::Done done) override {
+            i.later(20, 500, [this, done] {
+                i.w.vm_stop(i.n);
+                done({});
+            });
+        }
         void resume(module::Done done) override {
             i.later(50, 300, [this, done] {
                 if (i.n.vm_running && i.n.vm_paused_io && i.n.is_up && (!i.w.witness() || i.w.accepts(i.n))) {
@@ -736,8 +742,9 @@ void World::handshake() {
         case meta::SyncKind::no_usable_source: refuse(Link::refused); return;
     }
     // As imagesync's replicator: the target side starts as a target (Inconsistent) when it is a
-    // secondary; the source must be primary, and a primary is never a target.
-    if (!target->is_primary) as_target(*target, full);
+    // secondary and the source is primary (only a primary dials: two secondaries never reach
+    // this point there, so neither changes); a primary is never a target.
+    if (!target->is_primary && source->is_primary) as_target(*target, full);
     if (!source->is_primary || target->is_primary) {
         refuse(Link::refused);
         return;

@@ -53,6 +53,7 @@ void FileStore::read(const nlohmann::json& j, module::Persisted& p) {
     p.last_state = module::parse_state(j.value("last_state", "STOP")).value_or(module::State::stop);
     p.data = module::parse_data_state(j.value("data", "Unknown")).value_or(module::DataState::unknown);
     p.crashed_primary = j.value("crashed_primary", false);
+    p.final = j.value("final", false);
     p.failover = j.value("failover", true);
     if (auto g = j.find("generations"); g != j.end() && g->is_object()) {
         p.generations.current = g->value("current", std::uint64_t{0});
@@ -73,6 +74,7 @@ Status FileStore::save(const module::Persisted& p) {
         {"last_state", std::string(module::to_string(p.last_state))},
         {"data", std::string(module::to_string(p.data))},
         {"crashed_primary", p.crashed_primary},
+        {"final", p.final},
         {"failover", p.failover},
         {"generations", {{"current", p.generations.current}, {"bitmap", p.generations.bitmap}, {"history", p.generations.history}}},
     };

@@ -204,6 +204,15 @@ struct ModuleHost::Ports final : module::ImagesyncPort,
                 done(std::move(st));
             });
         }
+        void power_off(module::Done done) override {
+            if (p.vm_checker) p.vm_checker->suspend();
+            blocking([hv = &p.hypervisor, name = p.setup.module.vm.name]() -> Status {
+                return hv->destroy(name);
+            }, [this, done](Status st) {
+                if (p.vm_checker) p.vm_checker->resume();
+                done(std::move(st));
+            });
+        }
         void resume(module::Done done) override {
             blocking([hv = &p.hypervisor, name = p.setup.module.vm.name]() -> Status {
                 return hv::recover_paused_guest(*hv, name, std::chrono::seconds(30));

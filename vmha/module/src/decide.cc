@@ -32,6 +32,7 @@ std::string reason_to_run(const Snapshot& s) {
     }
     if (!p.fit) return fmt::format("{} is unfit to run the VM", s.peer);
     if (p.state == State::stop) return fmt::format("the module is stopped on {}", s.peer);
+    if (s.standing == Standing::ahead) return fmt::format("the data here is newer than on {}", s.peer);
     if (s.preferred) return fmt::format("this node is preferred over {}", s.peer);
     return {};
 }
@@ -263,6 +264,7 @@ Decision apply_lease_rules(const Snapshot& s, Decision d) {
                                       "({}); stopped writing before the lease can expire",
                                       s.peer, s.lease_why));
         f.grant = d.grant;
+        f.power_off = true;  // its disks refuse writes already: a guest shutdown could only hang
         return f;
     }
     if (runs_vm(s.current) || !runs_vm(d.next)) return d;

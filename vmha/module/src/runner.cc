@@ -247,9 +247,10 @@ void ModuleRunner::refresh_imagesync(std::function<void()> then) {
 void ModuleRunner::remember_data() {
     if (!imagesync_.up) return;
     if (persisted_.data == imagesync_.data && persisted_.generations == imagesync_.generations &&
-        persisted_.crashed_primary == imagesync_.crashed_primary) {
+        persisted_.crashed_primary == imagesync_.crashed_primary && !persisted_.final) {
         return;
     }
+    persisted_.final = false;  // it runs: what it holds may change from now on
     persisted_.data = imagesync_.data;
     persisted_.generations = imagesync_.generations;
     persisted_.crashed_primary = imagesync_.crashed_primary;
@@ -956,6 +957,15 @@ void ModuleRunner::evaluate() {
     if (report_changed) send_report();
 }
 
+// A self-fence (rule 65) destroys the VM at once: its disks refuse writes already, so a guest
+// shutdown could only hang until the timeout while the peer takes the VM over. Every other stop
+// lets the guest shut down first.
+void ModuleRunner::stop_vm(const Decision& d, Done done) {
+    if (!d.power_off) return vm_.stop(std::move(done));
+    observer_.note("powering the VM off at once (self-fence)");
+    vm_.power_off(std::move(done));
+}
+
 void ModuleRunner::apply(const Decision& d) {
     const State from = state_;
     const State to = d.next;
@@ -995,9 +1005,16 @@ void ModuleRunner::apply(const Decision& d) {
                 if (!guard()) return;
                 imagesync_ = last;
                 remember_data();
-                imagesync_port_.stop([this, guard, d](Status st) {
+                imagesync_port_.stop([this, guard, d, last](Status st) {
                     if (!guard()) return;
-                    if (!st) fail_effect("stopping imagesyncd", st);
+                    if (!st) {
+                        fail_effect("stopping imagesyncd", st);
+                    } else if (last.up) {
+                        persisted_.final = true;  // what the peer compares with while stopped
+                        if (auto saved = store_.save(persisted_); !saved) {
+                            observer_.note(fmt::format("saving the module state failed: {}", saved.error().message));
+                        }
+                    }
                     imagesync_ = {};
                     last_in_sync_.reset();
                     finish(State::stop, d);
@@ -1039,7 +1056,7 @@ void ModuleRunner::apply(const Decision& d) {
             });
         };
         if (runs_vm(from)) {
-            vm_.stop([this, guard, d, connect](Status st) {
+            stop_vm(d, [this, guard, d, connect](Status st) {
                 if (!guard()) return;
                 if (!st) {
                     // The VM still runs: demoting now would take its disks away. Stay.
@@ -1213,7 +1230,12 @@ nlohmann::json ModuleRunner::report() const {
             {"grant", optional_id(granted_)},
             {"handing_over", handing_over_},
             {"vm_disks_lost", runs_vm(state_) && vm_paused_io_ && !imagesync_.primary},
-            {"generations", generations_json(imagesync_.up ? imagesync_.generations : persisted_.generations)},
+            // Generations the peer can compare with: imagesyncd's own, or those read just before
+            // vmhad stopped it cleanly; never ones that may lag behind its metadata (null: the
+            // peer's standing is unknown, so it does not start the VM on "in sync").
+            {"generations", imagesync_.up ? generations_json(imagesync_.generations)
+                            : persisted_.final ? generations_json(persisted_.generations)
+                                               : nlohmann::json(nullptr)},
             {"crashed_primary", imagesync_.up ? imagesync_.crashed_primary : persisted_.crashed_primary},
             {"dirty_bytes", imagesync_.dirty_bytes},
             {"failover", persisted_.failover},

@@ -211,6 +211,7 @@ struct Decision {
     bool declare_initial = false;  // rule 63: declare this node's images the initial data
     bool contend = false;     // with a witness: acquire the lease (rule 66, or starting by it)
     bool run_fence = false;   // rule 67: run the fencing hook (unless it runs, or waits to retry)
+    bool power_off = false;   // rule 65: the VM is destroyed at once, no graceful shutdown
     std::uint64_t grant = 0;  // the peer's claim id this node grants now; 0 = none
 };
 

@@ -105,6 +105,7 @@ public:
     virtual ~VmPort() = default;
     virtual void start(Done done) = 0;  // defines the domain (NBD disks) and starts it
     virtual void stop(Done done) = 0;   // graceful shutdown, destroy after the timeout
+    virtual void power_off(Done done) = 0;  // destroy at once: a self-fence (rule 65) waits for no guest
     virtual void resume(Done done) = 0; // after an I/O-error pause, once the disks are back
     virtual void health(std::function<void(VmHealth, std::string reason)> done) = 0;
 };
@@ -149,6 +150,10 @@ struct Persisted {
     DataState data = DataState::unknown;
     imagesync::meta::Generations generations;
     bool crashed_primary = false;
+    // The above were read from imagesyncd just before vmhad stopped it cleanly: they are its
+    // copy's state until it runs again. Otherwise (it crashed, the machine went down) they may
+    // lag behind its metadata by a poll or more, and are not reported to the peer.
+    bool final = false;
     bool fencing = false;  // primary that lost its peer: write replies wait for resume_io()
     std::uint64_t instance = 0;  // which imagesyncd process answered (its pid); 0 = unknown
 };

@@ -144,6 +144,7 @@ private:
     void evaluate();
     Snapshot snapshot() const;
     void apply(const Decision& d);
+    void stop_vm(const Decision& d, Done done);  // powered off for rule 65, else a graceful stop
     void finish(State next, const Decision& d);
     void fail_effect(const std::string& what, const Status& status);
     void send_report();
