@@ -116,6 +116,7 @@ void ImageFile::read(std::uint64_t offset, std::span<std::byte> buffer, Done don
 
 void ImageFile::write(std::uint64_t offset, std::span<const std::byte> data, bool fua, Done done,
                       Origin origin) {
+    written_since_flush_ += data.size();
     auto t = std::make_shared<Transfer>();
     t->is_write = true;
     t->fua = fua;
@@ -269,31 +270,75 @@ void ImageFile::on_transfer(std::shared_ptr<Transfer> t, int res) {
     issue(std::move(t));  // short transfer: the rest
 }
 
-void ImageFile::flush(Done done) {
+void ImageFile::flush(Done done, bool may_inline) {
     if (durability_lost_) {
         done(*durability_lost_);
         return;
     }
+    const bool small =
+        may_inline && written_since_flush_ <= inline_.flush_max_dirty && inline_.flush_max_dirty > 0;
+    written_since_flush_ = 0;  // what is written from now on is the next flush's
+    if (small && flush_paused_ && std::chrono::steady_clock::now() >= flush_resume_) {
+        flush_paused_ = false;
+        spdlog::debug("image \"{}\": inline flushes resume", path_.string());
+    }
+    if (small && !flush_paused_) {
+        flush_inline(std::move(done));
+        return;
+    }
+    ++counts_.ring_flushes;
     io_uring_sqe sqe{};
     io_uring_prep_fsync(&sqe, fd_, IORING_FSYNC_DATASYNC);
-    uring_.submit(sqe, [this, done = std::move(done)](int res) {
+    uring_.submit(sqe, [this, done = std::move(done)](int res) mutable {
         if (retryable(res)) {
-            flush(done);
+            flush(std::move(done));
             return;
         }
-        if (res < 0) {
-            if (!durability_lost_) {
-                durability_lost_ = vmha::Error(
-                    vmha::errc::io_error,
-                    fmt::format("fdatasync of \"{}\" failed ({}); written data may be lost, so "
-                                "every later flush fails until imagesyncd restarts",
-                                path_.string(), std::strerror(-res)));
-            }
-            done(*durability_lost_);
-        } else {
-            done({});
-        }
+        flushed(res, std::move(done));
     });
+}
+
+// fdatasync on the loop: it has at most flush_max_dirty bytes of this process's writes to
+// write back, plus the journal commit. One slower than `stall` (a slow or congested disk) sends
+// flushes to io_uring for `backoff`.
+void ImageFile::flush_inline(Done done) {
+    const auto start = std::chrono::steady_clock::now();
+    int res = 0;
+    do {
+        res = ::fdatasync(fd_) < 0 ? -errno : 0;
+    } while (res == -EINTR);
+    const auto end = std::chrono::steady_clock::now();
+    if (end - start > inline_.stall) {
+        ++counts_.stalls;
+        flush_paused_ = true;
+        flush_resume_ = end + inline_.backoff;
+        spdlog::debug("image \"{}\": an inline fdatasync took {} us; flushes go through io_uring "
+                      "for {} ms",
+                      path_.string(),
+                      std::chrono::duration_cast<std::chrono::microseconds>(end - start).count(),
+                      inline_.backoff.count());
+    }
+    ++counts_.inline_flushes;
+    ++inline_pending_;
+    asio::post(uring_.context(), [this, res, done = std::move(done)]() mutable {
+        --inline_pending_;
+        flushed(res, std::move(done));
+    });
+}
+
+void ImageFile::flushed(int res, Done done) {
+    if (res < 0) {
+        if (!durability_lost_) {
+            durability_lost_ = vmha::Error(
+                vmha::errc::io_error,
+                fmt::format("fdatasync of \"{}\" failed ({}); written data may be lost, so "
+                            "every later flush fails until imagesyncd restarts",
+                            path_.string(), std::strerror(-res)));
+        }
+        done(*durability_lost_);
+    } else {
+        done({});
+    }
 }
 
 void ImageFile::fallocate(int mode, std::uint64_t offset, std::uint64_t length,
@@ -313,6 +358,7 @@ void ImageFile::then_sync(bool fua, vmha::Status status, Done done) {
 }
 
 void ImageFile::trim(std::uint64_t offset, std::uint64_t length, bool fua, Done done) {
+    written_since_flush_ += length;  // metadata to commit: counted as if written
     fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length,
               [this, offset, length, fua, done = std::move(done)](int res) mutable {
                   if (res < 0 && res != -EOPNOTSUPP) {
@@ -326,6 +372,7 @@ void ImageFile::trim(std::uint64_t offset, std::uint64_t length, bool fua, Done 
 
 void ImageFile::write_zeroes(std::uint64_t offset, std::uint64_t length, bool may_trim,
                              bool fast_only, bool fua, Done done) {
+    written_since_flush_ += length;
     auto slow_path = [this, offset, length, fast_only, fua](Done d) {
         if (fast_only) {
             d(vmha::Error(vmha::errc::unsupported,

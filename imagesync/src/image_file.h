@@ -2,7 +2,8 @@
 //
 // Reads past the end of the file return zeroes and writes past it extend the file (that is
 // how a growable export lets a qcow2 file grow). Short reads and writes are resubmitted for
-// the remainder. FUA writes use RWF_DSYNC; FLUSH is IORING_OP_FSYNC with DATASYNC.
+// the remainder. FUA writes use RWF_DSYNC; FLUSH is fdatasync (below) or IORING_OP_FSYNC with
+// DATASYNC.
 //
 // Writes copied straight into the page cache (InlineWriteLimits): io_uring hands a buffered
 // write to an io-wq worker thread whenever the file system cannot write to the page cache
@@ -27,6 +28,13 @@
 // secondary applying its writes inline, that took replicated 1 MiB writes from about 970 to
 // 1 350 MiB/s here (a prototype found the same; why 1 MiB buffered writes by one io-wq worker
 // are slower than eight pieces is not established).
+//
+// A flush with at most `flush_max_dirty` bytes written (zeroed, trimmed) since the previous one
+// runs fdatasync on the loop: it has little to write back, and io_uring's FSYNC always goes
+// through an io-wq worker, a hand-off that measured 25-100 µs per flush here (a direct
+// fdatasync after a 4 KiB write took about 100 µs). A slower one than `stall` sends flushes to
+// io_uring for `backoff`; a flush after more writes (the write-back could take long) always
+// goes through io_uring. Completions go through the io_context, as for inline writes.
 //
 // Owned by the event loop thread. Buffers passed in must stay valid until `done` runs.
 #pragma once
@@ -55,7 +63,9 @@ class ImageFile {
     struct WriteCounts {
         std::uint64_t inline_writes = 0;  // copied on the loop thread
         std::uint64_t ring_writes = 0;    // submitted to io_uring
-        std::uint64_t stalls = 0;         // inline writes slower than the stall limit
+        std::uint64_t stalls = 0;         // inline writes or flushes slower than the stall limit
+        std::uint64_t inline_flushes = 0;  // fdatasync on the loop thread
+        std::uint64_t ring_flushes = 0;    // fsync submitted to io_uring
     };
 
     static vmha::Result<std::unique_ptr<ImageFile>> open(Uring& uring,
@@ -79,7 +89,8 @@ class ImageFile {
     // After a failed fdatasync the kernel may have dropped dirty pages and cleared the
     // error, so a later fdatasync could succeed without the data: once one fails, every later
     // flush (and FUA write) of this file fails too, until imagesyncd restarts.
-    void flush(Done done);
+    // `may_inline`: fdatasync may run on the loop (--inline-flush), when little was written.
+    void flush(Done done, bool may_inline = true);
     // Deallocates (PUNCH_HOLE|KEEP_SIZE); a file system without hole punching makes it a no-op.
     void trim(std::uint64_t offset, std::uint64_t length, bool fua, Done done);
     // Zeroes a range: by punching a hole when `may_trim`, else FALLOC_FL_ZERO_RANGE, else by
@@ -106,6 +117,8 @@ class ImageFile {
     bool inline_eligible(std::uint64_t offset, std::size_t size, bool fua, Origin origin);
     void write_inline(std::shared_ptr<Transfer> t);
     void write_through_ring(std::shared_ptr<Transfer> t);  // in kRingWritePiece pieces
+    void flush_inline(Done done);
+    void flushed(int res, Done done);  // the fdatasync's result: done, or durability lost
     void issue(std::shared_ptr<Transfer> t);
     void on_transfer(std::shared_ptr<Transfer> t, int res);
     void issue_zero_fill(std::shared_ptr<ZeroFill> z);
@@ -125,7 +138,10 @@ class ImageFile {
     Nowait nowait_ = Nowait::unknown;
     bool inline_paused_ = false;  // a stall: inline writes resume at inline_resume_
     std::chrono::steady_clock::time_point inline_resume_{};
-    std::size_t inline_pending_ = 0;  // inline writes whose completion is posted, not yet run
+    std::size_t inline_pending_ = 0;  // inline writes and flushes whose completion is posted
+    std::uint64_t written_since_flush_ = 0;  // bytes written, zeroed or trimmed since the last flush
+    bool flush_paused_ = false;  // a slow inline fdatasync: flushes go through io_uring until
+    std::chrono::steady_clock::time_point flush_resume_{};
     WriteCounts counts_;
 };
 

@@ -80,6 +80,12 @@ int main(int argc, char** argv) {
                    "The same for the writes a secondary applies for its primary (at most 32M; "
                    "0 = none)")
         ->capture_default_str();
+    std::string inline_flush = "1M";
+    app.add_option("--inline-flush", inline_flush,
+                   "A flush with at most this much written since the previous one runs "
+                   "fdatasync on the event loop instead of by an io_uring worker (at most 16M; "
+                   "0 = never)")
+        ->capture_default_str();
     app.add_flag("--disconnected", config.start_disconnected,
                  "Start without connecting to the peer (imagesync connect starts it)");
     app.add_option("--control-socket", config.control_socket,
@@ -136,7 +142,8 @@ int main(int argc, char** argv) {
     for (const InlineFlag& f :
          {InlineFlag{"--inline-writes", inline_writes, 1u << 20, config.inline_writes.max_bytes},
           InlineFlag{"--inline-peer-writes", inline_peer_writes, 32u << 20,
-                     config.inline_writes.peer_max_bytes}}) {
+                     config.inline_writes.peer_max_bytes},
+          InlineFlag{"--inline-flush", inline_flush, 16u << 20, config.inline_writes.flush_max_dirty}}) {
         auto bytes = imagesync::parse_size(f.text);
         if (!bytes) {
             std::fprintf(stderr, "imagesyncd: %s: %s\n", f.name, bytes.error().message.c_str());

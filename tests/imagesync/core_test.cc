@@ -92,7 +92,10 @@ class ImageFileTest : public ::testing::Test {
         uring_ = std::move(*u);
         path_ = dir_ / "f.img";
         imagesync_test::write_file(path_, std::string(8192, 'x'));
-        auto f = ImageFile::open(*uring_, path_, true);
+        // Never a stall, however busy the machine: the tests check which path each I/O takes.
+        InlineWriteLimits patient;
+        patient.stall = std::chrono::hours(1);
+        auto f = ImageFile::open(*uring_, path_, true, patient);
         ASSERT_TRUE(f) << f.error().message;
         file_ = std::move(*f);
     }
@@ -297,6 +300,77 @@ TEST(ImageFileInline, AnInlineWriteThatStallsSendsSmallWritesToTheRingForTheBack
         while (!answered) io.run_one();
         EXPECT_EQ((*g)->write_counts().inline_writes, 0U);
         EXPECT_EQ((*g)->write_counts().ring_writes, 1U);
+    }
+    (*uring)->stop();
+}
+
+// A flush after a little writing runs fdatasync on the loop (answered through the io_context,
+// never inside flush()); after more than flush_max_dirty, or with it 0, through io_uring; a
+// slow one sends the next flushes to io_uring for the backoff.
+TEST(ImageFileInline, SmallFlushesRunOnTheLoopLargeOnesAndStalledOnesThroughTheRing) {
+    imagesync_test::TempDir dir;
+    const auto path = dir / "f.img";
+    imagesync_test::write_file(path, std::string(1 << 20, 'x'));
+    asio::io_context io;
+    auto uring = Uring::create(io, 8);
+    ASSERT_TRUE(uring) << uring.error().message;
+    {
+        // No stall here, however slow the disk or busy the machine: the path is what is tested.
+        InlineWriteLimits patient;
+        patient.stall = std::chrono::hours(1);
+        auto f = ImageFile::open(**uring, path, true, patient);
+        ASSERT_TRUE(f) << f.error().message;
+        auto write = [&](ImageFile& file, std::uint64_t offset, std::size_t bytes) {
+            const std::vector<std::byte> data(bytes, std::byte{'w'});
+            bool answered = false;
+            file.write(offset, data, false, [&](vmha::Status s) {
+                EXPECT_TRUE(s) << s.error().message;
+                answered = true;
+            });
+            while (!answered) io.run_one();
+        };
+        auto flush = [&](ImageFile& file) {
+            bool answered = false;
+            file.flush([&](vmha::Status s) {
+                EXPECT_TRUE(s) << s.error().message;
+                answered = true;
+            });
+            EXPECT_FALSE(answered) << "a flush is never answered inside flush()";
+            while (!answered) io.run_one();
+        };
+        write(**f, 0, 4096);
+        flush(**f);
+        EXPECT_EQ((*f)->write_counts().inline_flushes, 1U);
+        EXPECT_EQ((*f)->write_counts().ring_flushes, 0U);
+        write(**f, 0, 1 << 20);  // the limit (default 1 MiB) included: still inline
+        flush(**f);
+        EXPECT_EQ((*f)->write_counts().inline_flushes, 2U);
+        write(**f, 0, 1 << 20);
+        write(**f, 1 << 20, 4096);  // 1 MiB + 4 KiB since the last flush: the ring
+        flush(**f);
+        EXPECT_EQ((*f)->write_counts().ring_flushes, 1U);
+        flush(**f);  // nothing written since: inline again
+        EXPECT_EQ((*f)->write_counts().inline_flushes, 3U);
+        EXPECT_EQ((*f)->write_counts().stalls, 0U);
+
+        // Every fdatasync counts as slow: the first stalls, the next ones go to the ring.
+        InlineWriteLimits slow;
+        slow.stall = std::chrono::microseconds(-1);
+        slow.backoff = std::chrono::hours(1);
+        auto g = ImageFile::open(**uring, path, true, slow);
+        ASSERT_TRUE(g);
+        for (int i = 0; i < 3; ++i) flush(**g);
+        EXPECT_EQ((*g)->write_counts().inline_flushes, 1U);
+        EXPECT_EQ((*g)->write_counts().stalls, 1U);
+        EXPECT_EQ((*g)->write_counts().ring_flushes, 2U);
+
+        InlineWriteLimits off;
+        off.flush_max_dirty = 0;
+        auto h = ImageFile::open(**uring, path, true, off);
+        ASSERT_TRUE(h);
+        flush(**h);
+        EXPECT_EQ((*h)->write_counts().inline_flushes, 0U);
+        EXPECT_EQ((*h)->write_counts().ring_flushes, 1U);
     }
     (*uring)->stop();
 }

@@ -400,7 +400,9 @@ TEST_F(Pair, PrimaryKilledMidStreamEveryAcknowledgedWriteIsOnTheSecondary) {
         EXPECT_EQ(secondary.substr(offset, 4096), std::string(4096, expected))
             << "acknowledged write " << i << " at offset " << offset << " is missing on the secondary";
     }
-    EXPECT_GT(acknowledged, 100u);
+    // The kill came once the secondary held more than 100 writes; the client's acknowledgements
+    // trail that (a reply leaves after the secondary's ACK), so "more than 100" is not assured.
+    EXPECT_GE(acknowledged, 50u) << "the kill came before the stream was under way";
     EXPECT_LT(acknowledged, static_cast<std::size_t>(writes)) << "the kill came after the stream ended";
 
     // Failover: b becomes primary; a returns as secondary. Writes a made that b never saw lie

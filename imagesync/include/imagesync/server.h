@@ -55,6 +55,9 @@ struct InlineWriteLimits {
     // host takes a few milliseconds, hence the margin; dirty-page throttling pauses for tens.
     std::chrono::microseconds stall{10'000};
     std::chrono::milliseconds backoff{1000};
+    // A flush with at most this many bytes written since the previous one runs fdatasync on the
+    // loop (image_file.h); 0: every flush through io_uring. Slower than `stall`: `backoff`.
+    std::size_t flush_max_dirty = 1u << 20;
 };
 
 struct ServerConfig {
