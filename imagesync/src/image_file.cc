@@ -170,11 +170,24 @@ bool ImageFile::inline_eligible(std::uint64_t offset, std::size_t size, bool fua
         origin == Origin::peer ? inline_.peer_max_bytes : inline_.max_bytes;
     if (fua || size == 0 || size > limit) return false;
     if (offset % kInlineAlign != 0 || size % kInlineAlign != 0) return false;
-    if (inline_paused_) {
-        if (std::chrono::steady_clock::now() < inline_resume_) return false;
-        inline_paused_ = false;
-        spdlog::debug("image \"{}\": inline writes resume", path_.string());
-    }
+    return write_pause_.allows(path_);
+}
+
+bool ImageFile::Pause::allows(const std::filesystem::path& image) {
+    if (!on) return true;
+    if (std::chrono::steady_clock::now() < until) return false;
+    on = false;
+    spdlog::debug("image \"{}\": inline {} resume", image.string(), what);
+    return true;
+}
+
+bool ImageFile::Pause::stalled(std::chrono::steady_clock::time_point start,
+                               std::chrono::steady_clock::time_point end,
+                               std::chrono::steady_clock::duration limit,
+                               std::chrono::milliseconds backoff) {
+    if (end - start <= limit) return false;
+    on = true;
+    until = end + backoff;
     return true;
 }
 
@@ -204,10 +217,8 @@ void ImageFile::write_inline(std::shared_ptr<Transfer> t) {
         error = n < 0 ? errno : 0;
         const auto end = std::chrono::steady_clock::now();
         const auto allowed = inline_.stall + std::chrono::microseconds(t->remaining / 1024);
-        if (end - start > allowed) {
+        if (write_pause_.stalled(start, end, allowed, inline_.backoff)) {
             ++counts_.stalls;
-            inline_paused_ = true;
-            inline_resume_ = end + inline_.backoff;
             spdlog::debug("image \"{}\": an inline write of {} bytes took {} us; writes go "
                           "through io_uring for {} ms",
                           path_.string(), t->remaining,
@@ -278,20 +289,20 @@ void ImageFile::flush(Done done, bool may_inline) {
     const bool small =
         may_inline && written_since_flush_ <= inline_.flush_max_dirty && inline_.flush_max_dirty > 0;
     written_since_flush_ = 0;  // what is written from now on is the next flush's
-    if (small && flush_paused_ && std::chrono::steady_clock::now() >= flush_resume_) {
-        flush_paused_ = false;
-        spdlog::debug("image \"{}\": inline flushes resume", path_.string());
-    }
-    if (small && !flush_paused_) {
+    if (small && flush_pause_.allows(path_)) {
         flush_inline(std::move(done));
         return;
     }
     ++counts_.ring_flushes;
+    flush_through_ring(std::move(done));
+}
+
+void ImageFile::flush_through_ring(Done done) {
     io_uring_sqe sqe{};
     io_uring_prep_fsync(&sqe, fd_, IORING_FSYNC_DATASYNC);
     uring_.submit(sqe, [this, done = std::move(done)](int res) mutable {
         if (retryable(res)) {
-            flush(std::move(done));
+            flush_through_ring(std::move(done));
             return;
         }
         flushed(res, std::move(done));
@@ -308,10 +319,8 @@ void ImageFile::flush_inline(Done done) {
         res = ::fdatasync(fd_) < 0 ? -errno : 0;
     } while (res == -EINTR);
     const auto end = std::chrono::steady_clock::now();
-    if (end - start > inline_.stall) {
+    if (flush_pause_.stalled(start, end, inline_.stall, inline_.backoff)) {
         ++counts_.stalls;
-        flush_paused_ = true;
-        flush_resume_ = end + inline_.backoff;
         spdlog::debug("image \"{}\": an inline fdatasync took {} us; flushes go through io_uring "
                       "for {} ms",
                       path_.string(),

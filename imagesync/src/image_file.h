@@ -118,6 +118,7 @@ class ImageFile {
     void write_inline(std::shared_ptr<Transfer> t);
     void write_through_ring(std::shared_ptr<Transfer> t);  // in kRingWritePiece pieces
     void flush_inline(Done done);
+    void flush_through_ring(Done done);
     void flushed(int res, Done done);  // the fdatasync's result: done, or durability lost
     void issue(std::shared_ptr<Transfer> t);
     void on_transfer(std::shared_ptr<Transfer> t, int res);
@@ -136,12 +137,24 @@ class ImageFile {
     enum class Nowait { unknown, supported, unsupported };
     InlineWriteLimits inline_;
     Nowait nowait_ = Nowait::unknown;
-    bool inline_paused_ = false;  // a stall: inline writes resume at inline_resume_
-    std::chrono::steady_clock::time_point inline_resume_{};
+    // After a stall (an inline write or fdatasync slower than its limit), that kind of I/O goes
+    // through io_uring until `until`.
+    struct Pause {
+        const char* what;  // "writes", "flushes": for the log
+        bool on = false;
+        std::chrono::steady_clock::time_point until{};
+        // Whether inline I/O may run now; a pause that has run out ends here.
+        bool allows(const std::filesystem::path& image);
+        // After one that ran from `start` to `end`: a stall if longer than `limit` (the pause
+        // begins, for `backoff`).
+        bool stalled(std::chrono::steady_clock::time_point start,
+                     std::chrono::steady_clock::time_point end,
+                     std::chrono::steady_clock::duration limit, std::chrono::milliseconds backoff);
+    };
+    Pause write_pause_{"writes"};
     std::size_t inline_pending_ = 0;  // inline writes and flushes whose completion is posted
     std::uint64_t written_since_flush_ = 0;  // bytes written, zeroed or trimmed since the last flush
-    bool flush_paused_ = false;  // a slow inline fdatasync: flushes go through io_uring until
-    std::chrono::steady_clock::time_point flush_resume_{};
+    Pause flush_pause_{"flushes"};
     WriteCounts counts_;
 };
 
