@@ -1,5 +1,7 @@
 #include "replication/replicator.h"
 
+#include "replication/send_thread.h"
+
 #include <algorithm>
 #include <charconv>
 #include <cstring>
@@ -123,6 +125,10 @@ bool all_zero(std::span<const std::byte> data) {
 }
 
 constexpr std::uint32_t kResyncChunkMax = 4u << 20;  // bytes per resync message
+// A batch holding a payload at least this large is sent by the session's SendThread, in
+// parallel with the loop (send_thread.h); other batches (4k writes, even 32 of them, and ACKs)
+// are cheaper to send on the loop.
+constexpr std::size_t kThreadedSendBytes = 64 * 1024;
 constexpr std::size_t kResyncWindow = 8;             // resync messages in flight
 
 }  // namespace
@@ -299,6 +305,17 @@ private:
                 if (!owner_.on_hello(*this, *hello)) break;  // closed with a reason
                 continue;
             }
+            // The ACK of a frame still in the send thread's batch waits until that batch is
+            // done (and everything after it, to keep the order): the ACK completes the write
+            // and frees its payload, which the thread may otherwise be reading still (the peer
+            // can acknowledge the first frames of a batch while sendmsg copies the last ones).
+            if (sending_ && (!deferred_.empty() ||
+                             (std::holds_alternative<peer::Ack>(message->body) &&
+                              std::find(batch_cookies_.begin(), batch_cookies_.end(),
+                                        message->cookie) != batch_cookies_.end()))) {
+                deferred_.push_back(Deferred{std::move(*message), std::move(payload)});
+                continue;
+            }
             owner_.on_message(*this, std::move(*message), std::move(payload));
         }
         reader_done_ = true;
@@ -320,14 +337,29 @@ private:
             if (closing_) break;
             const std::size_t n = std::min<std::size_t>(queue_.size(), 32);
             buffers.clear();
+            std::size_t largest = 0;  // payload
             for (std::size_t i = 0; i < n; ++i) {
                 buffers.emplace_back(queue_[i].head.data(), queue_[i].head.size());
+                largest = std::max(largest, queue_[i].data.size());
                 if (!queue_[i].data.empty()) {
                     buffers.emplace_back(queue_[i].data.data(), queue_[i].data.size());
                 }
             }
             error_code ec;
-            co_await asio::async_write(socket_, buffers, asio::redirect_error(asio::use_awaitable, ec));
+            if (largest >= kThreadedSendBytes) {
+                if (!sender_) sender_ = std::make_unique<SendThread>(socket_.native_handle(), socket_.get_executor());
+                batch_cookies_.clear();
+                for (std::size_t i = 0; i < n; ++i) {
+                    if (queue_[i].data.empty()) continue;
+                    if (auto h = peer::decode_header(view(queue_[i].head))) batch_cookies_.push_back(h->cookie);
+                }
+                sending_ = true;
+                ec = co_await sender_->send(buffers);
+                sending_ = false;
+                deliver_deferred();
+            } else {
+                co_await asio::async_write(socket_, buffers, asio::redirect_error(asio::use_awaitable, ec));
+            }
             if (ec) {
                 close(fmt::format("sending to {} failed: {}", remote_, ec.message()));
                 break;
@@ -367,6 +399,17 @@ private:
         });
     }
 
+    // Messages held back while a batch was sending (read_loop), in arrival order; not after
+    // the session closed (its requests are then recorded dirty, which is always safe).
+    void deliver_deferred() {
+        auto held = std::move(deferred_);
+        deferred_.clear();
+        for (auto& d : held) {
+            if (closing_) return;
+            owner_.on_message(*this, std::move(d.message), std::move(d.payload));
+        }
+    }
+
     void maybe_finished(const std::shared_ptr<Session>& self) {
         if (!reader_done_ || !writer_done_ || reported_) return;
         reported_ = true;
@@ -376,6 +419,14 @@ private:
 
     Replicator& owner_;
     tcp::socket socket_;
+    std::unique_ptr<SendThread> sender_;  // after socket_: stopped before the socket closes
+    bool sending_ = false;                  // sender_ has a batch
+    std::vector<std::uint64_t> batch_cookies_;  // that batch's frames with a payload
+    struct Deferred {
+        peer::Message message;
+        std::shared_ptr<std::byte[]> payload;
+    };
+    std::vector<Deferred> deferred_;
     bool dialer_;
     std::string remote_;
     asio::steady_timer wake_;
