@@ -250,6 +250,15 @@ protected:
                         n.dir.path());
     }
 
+    // fio through `n`'s NBD socket in the background (job `name`, then `args`), its output in
+    // `out`; the caller waits for the returned pid.
+    pid_t spawn_fio(const Node& n, const std::string& name, std::vector<std::string> args,
+                    const fs::path& out) {
+        std::vector<std::string> argv{"fio", "--name=" + name, "--ioengine=nbd", "--uri=" + uri(n)};
+        argv.insert(argv.end(), args.begin(), args.end());
+        return spawn(argv, out);
+    }
+
     Node a{"hv1", free_port()};
     Node b{"hv2", free_port()};
 };
@@ -371,11 +380,11 @@ TEST_F(Pair, SecondaryKilledDuringLargeWritesTheClientSeesNoErrorAndTheResyncRep
     if (!have_tool("fio")) GTEST_SKIP() << "fio is not installed";
     start_pair(64 * kMiB);
     const fs::path out = a.dir / "fio.out";
-    const pid_t writer = spawn({"fio", "--name=large", "--ioengine=nbd", "--uri=" + uri(a),
-                                "--rw=write", "--bs=1M", "--iodepth=8", "--size=48M",
-                                "--io_size=384M", "--verify=crc32c", "--verify_fatal=1",
-                                "--do_verify=1", "--verify_state_save=0"},
-                               out);
+    const pid_t writer = spawn_fio(a, "large",
+                                   {"--rw=write", "--bs=1M", "--iodepth=8", "--size=48M",
+                                    "--io_size=384M", "--verify=crc32c", "--verify_fatal=1",
+                                    "--do_verify=1", "--verify_state_save=0"},
+                                   out);
     ASSERT_TRUE(eventually([&] { return u64(a.status(), "bytes_replicated") > 32 * kMiB; }));
     ASSERT_TRUE(b.daemon->stop(SIGKILL));
     auto status = wait_for(writer, std::chrono::seconds(300));
@@ -669,10 +678,10 @@ TEST_F(Pair, VerifyDuringAWriteStreamReportsNoFalseDifferences) {
     if (!have_tool("fio")) GTEST_SKIP() << "fio is not installed";
     start_pair(64 * kMiB);
     const fs::path out = a.dir / "fio.out";
-    const pid_t writer = spawn({"fio", "--name=busy", "--ioengine=nbd", "--uri=" + uri(a),
-                                "--rw=randwrite", "--bs=4k", "--iodepth=8", "--size=64M",
-                                "--time_based", "--runtime=3", "--verify_state_save=0"},
-                               out);
+    const pid_t writer = spawn_fio(a, "busy",
+                                   {"--rw=randwrite", "--bs=4k", "--iodepth=8", "--size=64M",
+                                    "--time_based", "--runtime=3", "--verify_state_save=0"},
+                                   out);
     ASSERT_TRUE(eventually([&] { return u64(a.status(), "bytes_replicated") > 1000 * 4096; }));
     int runs = 0;
     std::optional<int> status;
@@ -836,10 +845,10 @@ TEST_F(Pair, AResyncYieldsToClientWritesThenFinishes) {
     a.start("primary", b.port, {"--disconnected", "--resync-min-rate", "2M"});
     ASSERT_TRUE(a.daemon->wait_ready());
     const fs::path out = a.dir / "fio.out";
-    const pid_t writer = spawn({"fio", "--name=guest", "--ioengine=nbd", "--uri=" + uri(a),
-                                "--rw=randwrite", "--bs=4k", "--iodepth=4", "--size=64M",
-                                "--time_based", "--runtime=4", "--verify_state_save=0"},
-                               out);
+    const pid_t writer = spawn_fio(a, "guest",
+                                   {"--rw=randwrite", "--bs=4k", "--iodepth=4", "--size=64M",
+                                    "--time_based", "--runtime=4", "--verify_state_save=0"},
+                                   out);
     ASSERT_TRUE(eventually([&] { return u64(a.status(), "writes_recorded_dirty") > 100; }));
     ASSERT_TRUE(a.command("connect").value("ok", false));
     EXPECT_TRUE(eventually([&] {
