@@ -309,7 +309,7 @@ private:
             // done (and everything after it, to keep the order): the ACK completes the write
             // and frees its payload, which the thread may otherwise be reading still (the peer
             // can acknowledge the first frames of a batch while sendmsg copies the last ones).
-            if (sending_ && (!deferred_.empty() ||
+            if (!batch_cookies_.empty() && (!deferred_.empty() ||
                              (std::holds_alternative<peer::Ack>(message->body) &&
                               std::find(batch_cookies_.begin(), batch_cookies_.end(),
                                         message->cookie) != batch_cookies_.end()))) {
@@ -353,9 +353,8 @@ private:
                     if (queue_[i].data.empty()) continue;
                     if (auto h = peer::decode_header(view(queue_[i].head))) batch_cookies_.push_back(h->cookie);
                 }
-                sending_ = true;
                 ec = co_await sender_->send(buffers);
-                sending_ = false;
+                batch_cookies_.clear();
                 deliver_deferred();
             } else {
                 co_await asio::async_write(socket_, buffers, asio::redirect_error(asio::use_awaitable, ec));
@@ -420,8 +419,9 @@ private:
     Replicator& owner_;
     tcp::socket socket_;
     std::unique_ptr<SendThread> sender_;  // after socket_: stopped before the socket closes
-    bool sending_ = false;                  // sender_ has a batch
-    std::vector<std::uint64_t> batch_cookies_;  // that batch's frames with a payload
+    // The frames with a payload in sender_'s batch; empty while it has none (a threaded batch
+    // always holds one).
+    std::vector<std::uint64_t> batch_cookies_;
     struct Deferred {
         peer::Message message;
         std::shared_ptr<std::byte[]> payload;

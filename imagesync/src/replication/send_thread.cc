@@ -36,6 +36,8 @@ SendThread::SendThread(int fd, asio::any_io_executor executor)
 SendThread::~SendThread() {
     stopping_ = true;
     {
+        // Taken once, so the thread is either before its predicate check (and sees stopping_)
+        // or already waiting (and gets the notification): no lost wake-up.
         std::lock_guard lock(mutex_);
     }
     wake_.notify_one();
