@@ -4,8 +4,8 @@
 #   (b) imagesyncd with no peer
 #   (c) nbdkit's file plugin
 #   (d) qemu-nbd (defaults: cache=writeback, aio=threads)
-# on the same kind of file, in one run, interleaved over ROUNDS rounds; prints the medians and
-# the ratios of (a) and (b) to nbdkit.
+# on the same kind of file, in one run, over ROUNDS paired rounds (below); prints the medians
+# and the ratios of (a) and (b) to nbdkit: the median of the per-round ratios, with their range.
 #
 #   tests/bench/imagesync-bench.sh [--size 1G] [--runtime 10] [--rounds 3] [--json FILE]
 #                                  [--jobs JOB,...] [--configs CONFIG,...]
@@ -139,10 +139,16 @@ print(j["bw_bytes"]/1048576 if sys.argv[1]=="mb" else j["iops"])' \
     "$([[ $job == seqwrite-1m-qd8 ]] && echo mb || echo iops)" <<<"$out"
 }
 
+# Paired rounds: within a round, each job runs through every configuration back to back (the
+# starting configuration rotates from round to round), so a ratio compares runs taken seconds
+# apart. This machine's speed drifts by up to 2x over minutes (other tenants); a ratio of two
+# medians taken minutes apart carries that drift, a per-round ratio mostly does not.
 declare -A results
 for ((round = 1; round <= rounds; round++)); do
-  for cfg in "${configs[@]}"; do
-    for job in "${job_order[@]}"; do
+  for job in "${job_order[@]}"; do
+    n=${#configs[@]}
+    for ((i = 0; i < n; i++)); do
+      cfg=${configs[$(( (i + round - 1) % n ))]}
       start_server "$cfg"
       figure=$(run_fio "$uri" "$job")
       results[$cfg/$job]+="$figure "
@@ -159,13 +165,29 @@ out_json, configs, jobs = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
 raw = {$(for k in "${!results[@]}"; do printf '"%s": [%s], ' "$k" "$(echo ${results[$k]} | tr ' ' ',')"; done)}
 med = {k: statistics.median(v) for k, v in raw.items()}
 units = {"randwrite-4k-qd32": "IOPS", "seqwrite-1m-qd8": "MiB/s", "write-flush-4k-qd1": "writes/s"}
-print(f"{'configuration':24}" + "".join(f"{j:>22}" for j in jobs))
+print(f"{'median of the rounds':24}" + "".join(f"{j:>22}" for j in jobs))
 for c in configs:
     print(f"{c:24}" + "".join(f"{med[c+'/'+j]:>16.0f} {units[j]:>5}" for j in jobs))
+# Per-round ratios (paired runs, see above): their median is the figure the targets are read
+# against; min-max shows the spread.
+ratios = {}
+for c in configs:
+    if not c.startswith("imagesync"):
+        continue
+    for j in jobs:
+        ratios[c + "/" + j] = [a / b for a, b in zip(raw[c + "/" + j], raw["nbdkit/" + j])]
 print()
+print(f"{'ratio to nbdkit':24}" + "".join(f"{j:>22}" for j in jobs))
 for c in configs:
     if c.startswith("imagesync"):
-        print(f"{c+' / nbdkit':24}" + "".join(f"{med[c+'/'+j]/med['nbdkit/'+j]:>21.2f}x" for j in jobs))
+        cells = []
+        for j in jobs:
+            r = ratios[c + "/" + j]
+            cells.append(f"{statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})")
+        print(f"{c:24}" + "".join(f"{cell:>22}" for cell in cells))
+print(f"(median of {len(raw['nbdkit/' + jobs[0]])} per-round ratios, min-max in brackets)")
 if out_json:
-    json.dump({"median": med, "runs": raw}, open(out_json, "w"), indent=2)
+    json.dump({"median": med, "runs": raw, "ratios": ratios,
+               "median_ratio": {k: statistics.median(v) for k, v in ratios.items()}},
+              open(out_json, "w"), indent=2)
 PY
