@@ -1,12 +1,14 @@
-// A receive buffer in front of a stream socket: read_exact() fills its output from the buffer
-// and refills the buffer with one read_some of up to `capacity` bytes, so one system call
-// brings many small messages (NBD requests, replication frames). A read at least as large as
-// the buffer goes straight into its destination. try_take() is the synchronous fast path: it
+// A receive buffer in front of a stream socket: read_exact() fills its output from the buffer,
+// then reads the rest with one scatter read (readv) into the output first and the buffer after
+// it, so one system call brings many small messages (NBD requests, replication frames) and a
+// large payload lands in its destination without a copy through the buffer (only the part
+// that came in behind its header is copied). try_take() is the synchronous fast path: it
 // succeeds without suspending when the buffer already holds the whole message.
 //
 // Owned by the coroutine that reads the socket; not thread-safe.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstring>
 #include <memory>
@@ -45,18 +47,18 @@ public:
                 continue;
             }
             boost::system::error_code ec;
-            if (out.size() - done >= capacity_) {
-                co_await asio::async_read(socket_,
-                                          asio::buffer(out.data() + done, out.size() - done),
-                                          asio::redirect_error(asio::use_awaitable, ec));
-                co_return ec;
-            }
-            begin_ = 0;
-            end_ = co_await socket_.async_read_some(asio::buffer(buffer_.get(), capacity_),
-                                                    asio::redirect_error(asio::use_awaitable, ec));
-            if (ec) {
-                end_ = 0;
-                co_return ec;
+            const std::size_t rest = out.size() - done;
+            const std::array<asio::mutable_buffer, 2> into{
+                asio::buffer(out.data() + done, rest), asio::buffer(buffer_.get(), capacity_)};
+            begin_ = end_ = 0;
+            const std::size_t n = co_await socket_.async_read_some(
+                into, asio::redirect_error(asio::use_awaitable, ec));
+            if (ec) co_return ec;
+            if (n <= rest) {
+                done += n;
+            } else {
+                done = out.size();
+                end_ = n - rest;
             }
         }
         co_return boost::system::error_code{};

@@ -1,6 +1,6 @@
 // Unit tests of the data path's buffers: the payload pool (reuse, size classes, large buffers)
 // and the receive buffer in front of a socket (messages split across reads at every boundary,
-// the synchronous fast path, a message larger than the buffer).
+// the synchronous fast path, a message larger than the buffer, a stream arriving in pieces).
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -132,6 +132,60 @@ TEST(BufferedReader, MessagesSplitAcrossReadsAtEveryBoundaryArriveWhole) {
             // without suspending.
             EXPECT_GE(synchronous, sizes.size() - 1);
         }
+    }
+}
+
+TEST(BufferedReader, AStreamArrivingInSmallPiecesArrivesWhole) {
+    // The writer sends pieces of 1 to 4999 bytes, yielding between them, so a scatter read gets
+    // part of its destination, exactly its destination, or its destination and more.
+    std::vector<std::size_t> sizes;
+    for (std::size_t i = 0; i < 30; ++i) {
+        sizes.push_back(32);
+        sizes.push_back((i * 977) % 20'000);
+    }
+    const std::size_t total = std::accumulate(sizes.begin(), sizes.end(), std::size_t{0});
+    std::vector<std::byte> stream(total);
+    for (std::size_t i = 0; i < total; ++i) stream[i] = static_cast<std::byte>(i * 13 + i / 509);
+
+    for (const std::size_t capacity : {std::size_t{16}, std::size_t{4096}, std::size_t{65536}}) {
+        asio::io_context io;
+        asio::local::stream_protocol::socket a(io), b(io);
+        asio::local::connect_pair(a, b);
+        std::vector<std::byte> got;
+        bool failed = false;
+        asio::co_spawn(
+            io,
+            [&]() -> asio::awaitable<void> {
+                std::size_t at = 0;
+                for (std::size_t i = 0; at < stream.size(); ++i) {
+                    const std::size_t n = std::min(stream.size() - at, 1 + (i * 1231) % 4999);
+                    co_await asio::async_write(b, asio::buffer(stream.data() + at, n),
+                                               asio::use_awaitable);
+                    at += n;
+                    co_await asio::post(io, asio::use_awaitable);  // let the reader run
+                }
+                b.shutdown(asio::socket_base::shutdown_send);
+            },
+            asio::detached);
+        asio::co_spawn(
+            io,
+            [&]() -> asio::awaitable<void> {
+                BufferedReader<asio::local::stream_protocol::socket> reader(a, capacity);
+                for (const std::size_t n : sizes) {
+                    std::vector<std::byte> message(n);
+                    if (!reader.try_take(message) && co_await reader.read_exact(message)) {
+                        failed = true;
+                        co_return;
+                    }
+                    got.insert(got.end(), message.begin(), message.end());
+                }
+                std::array<std::byte, 1> extra{};
+                EXPECT_TRUE(co_await reader.read_exact(extra));  // the end of the stream
+            },
+            asio::detached);
+        io.run();
+        EXPECT_FALSE(failed) << "capacity " << capacity << ": the stream ended early";
+        EXPECT_EQ(got, stream) << "capacity " << capacity;
     }
 }
 

@@ -212,18 +212,22 @@ public:
         tick(self);
     }
 
-    // Queues a frame; `data` (if any) must stay valid until the peer acknowledged it or the
-    // replicator was told the session closed.
-    void send(peer::Bytes head, std::span<const std::byte> data = {}) {
+    // Queues a frame whose `data` follows its encoded head (peer::encode_write_header): the
+    // data must stay valid until the peer acknowledged request `cookie` or the replicator was
+    // told the session closed.
+    void send(std::uint64_t cookie, peer::Bytes head, std::span<const std::byte> data) {
         if (closing_) return;
-        queue_.push_back(Frame{std::move(head), data});
+        queue_.push_back(Frame{std::move(head), data, cookie});
         if (writer_waiting_) wake_.cancel();
     }
 
+    // Queues a frame that holds everything it sends.
     void send(const peer::Message& m) {
+        if (closing_) return;
         peer::Bytes b;
         peer::encode(m, b);
-        send(std::move(b));
+        queue_.push_back(Frame{std::move(b), {}, m.cookie});
+        if (writer_waiting_) wake_.cancel();
     }
 
     // Closes once everything queued so far is sent (a refusal that the peer should read).
@@ -248,7 +252,8 @@ public:
 private:
     struct Frame {
         peer::Bytes head;
-        std::span<const std::byte> data;
+        std::span<const std::byte> data;  // sent after `head`, not owned
+        std::uint64_t cookie = 0;
     };
 
     // A buffer for a frame's payload from the session's pool (not zero-filled: the socket read
@@ -350,8 +355,7 @@ private:
                 if (!sender_) sender_ = std::make_unique<SendThread>(socket_.native_handle(), socket_.get_executor());
                 batch_cookies_.clear();
                 for (std::size_t i = 0; i < n; ++i) {
-                    if (queue_[i].data.empty()) continue;
-                    if (auto h = peer::decode_header(view(queue_[i].head))) batch_cookies_.push_back(h->cookie);
+                    if (!queue_[i].data.empty()) batch_cookies_.push_back(queue_[i].cookie);
                 }
                 ec = co_await sender_->send(buffers);
                 batch_cookies_.clear();
@@ -1205,7 +1209,7 @@ void Replicator::replicate(std::size_t export_index, const WriteOp& op,
     switch (op.kind) {
         case WriteOp::Kind::write:
             peer::encode_write_header(cookie, range, op.fua, head);
-            session_->send(std::move(head), op.data);
+            session_->send(cookie, std::move(head), op.data);
             return;
         case WriteOp::Kind::write_zeroes:
             session_->send(peer::Message{cookie, peer::WriteZeroes{range, op.fua, op.may_trim}});
