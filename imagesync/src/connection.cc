@@ -282,6 +282,10 @@ asio::awaitable<void> Connection::transmit(std::shared_ptr<Connection> self) {
             start_write(self, *request, std::move(payload), *ticket);
             continue;
         }
+        if (verdict && request->type == nbd::kCmdFlush) {
+            start_write(self, *request, {}, std::nullopt);
+            continue;
+        }
         try {
             asio::co_spawn(socket_.get_executor(),
                            serve(self, *request, std::move(payload), std::move(verdict)),
@@ -421,15 +425,8 @@ asio::awaitable<vmha::Status> Connection::dispatch(const nbd::Request& request) 
             case nbd::kCmdWrite:
             case nbd::kCmdWriteZeroes:
             case nbd::kCmdTrim:
-                vmha::internal_error("a checked write reached the coroutine path");
             case nbd::kCmdFlush:
-                status = co_await completion_of([&](ReplicaSink::Done done) {
-                    WriteOp flush;
-                    flush.kind = WriteOp::Kind::flush;
-                    export_->apply(flush, std::move(done));
-                });
-                if (status) reply_ok(request);
-                break;
+                vmha::internal_error("a checked write or flush reached the coroutine path");
             case nbd::kCmdCache:
                 status = co_await completion_of([&](ImageFile::Done done) {
                     export_->file().cache(request.offset, request.length, std::move(done));
@@ -474,7 +471,7 @@ WriteOp write_op_of(const nbd::Request& request, const Buffer& payload) {
 }  // namespace
 
 void Connection::start_write(std::shared_ptr<Connection> self, const nbd::Request& request,
-                             Buffer payload, IntervalLock::Ticket ticket) {
+                             Buffer payload, std::optional<IntervalLock::Ticket> ticket) {
     std::size_t slot = 0;
     if (free_write_slots_.empty()) {
         slot = write_slots_.size();
@@ -487,11 +484,18 @@ void Connection::start_write(std::shared_ptr<Connection> self, const nbd::Reques
     w.request = request;
     w.payload = std::move(payload);
     w.self = std::move(self);
-    // The write path completes later (the interval lock posts its grant), never inside this
-    // call; the callback (this + slot) fits std::function without an allocation.
+    // A write completes later (the interval lock posts its grant); a flush may complete inside
+    // this call (one after a failed fdatasync fails at once), which finish_write allows. The
+    // callback (this + slot) fits std::function without an allocation.
     try {
-        export_->apply_in_order(ticket, write_op_of(w.request, w.payload),
-                                [this, slot](vmha::Status s) { finish_write(slot, std::move(s)); });
+        auto done = [this, slot](vmha::Status s) { finish_write(slot, std::move(s)); };
+        if (ticket) {
+            export_->apply_in_order(*ticket, write_op_of(w.request, w.payload), std::move(done));
+        } else {
+            WriteOp flush;
+            flush.kind = WriteOp::Kind::flush;
+            export_->apply(flush, std::move(done));
+        }
     } catch (const std::exception& e) {  // e.g. std::bad_alloc: fail the request only
         finish_write(slot, vmha::Error(vmha::errc::io_error,
                                        fmt::format("{} at offset {} failed: {}",

@@ -84,9 +84,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
     asio::awaitable<void> serve(std::shared_ptr<Connection> self, nbd::Request request,
                                 Buffer payload, vmha::Status verdict);
     asio::awaitable<vmha::Status> dispatch(const nbd::Request& request);
-    // A WRITE, WRITE_ZEROES or TRIM that passed its checks; answered by finish_write().
+    // A WRITE, WRITE_ZEROES or TRIM (with its interval-lock ticket) or a FLUSH (without) that
+    // passed its checks; answered by finish_write(), which may run inside this call.
     void start_write(std::shared_ptr<Connection> self, const nbd::Request& request,
-                     Buffer payload, IntervalLock::Ticket ticket);
+                     Buffer payload, std::optional<IntervalLock::Ticket> ticket);
     void finish_write(std::size_t slot, vmha::Status status);
     vmha::Status serve_block_status(const nbd::Request& request);
 
