@@ -158,6 +158,18 @@ bool eventually(Pred pred, std::chrono::seconds timeout = std::chrono::seconds(3
     return pred();
 }
 
+// SIGSTOP, then polls /proc until the kernel reports the process stopped ('T'): from then on
+// it runs no more code until SIGCONT or SIGKILL.
+bool freeze(pid_t pid) {
+    if (::kill(pid, SIGSTOP) != 0) return false;
+    return eventually([pid] {
+        const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+        const auto close_paren = stat.rfind(')');
+        return close_paren != std::string::npos && close_paren + 2 < stat.size() &&
+               stat[close_paren + 2] == 'T';
+    }, std::chrono::seconds(10));
+}
+
 // One node of a pair: its own directory, image, sockets and daemon.
 struct Node {
     Node(std::string node_name, std::uint16_t own_port) : name(std::move(node_name)), port(own_port) {}
@@ -400,9 +412,11 @@ TEST_F(Pair, SecondaryKilledDuringLargeWritesTheClientSeesNoErrorAndTheResyncRep
     EXPECT_TRUE(identical(a.image, b.image));
 }
 
-// The primary's node dies with writes on the wire: the process is killed and the link cut at
-// the same instant, so whatever was not yet acknowledged by the secondary is lost. Every write
-// the client saw acknowledged must be on the secondary's image.
+// The primary's node dies with writes on the wire: the process is frozen, the link cut, then the
+// process killed, so it never runs after the cut (as when the node dies; killed after a cut it
+// could notice, it would first start a generation of its own and the return would be a split
+// brain) and whatever was not yet acknowledged by the secondary is lost. Every write the client
+// saw acknowledged must be on the secondary's image.
 TEST_F(Pair, PrimaryKilledMidStreamEveryAcknowledgedWriteIsOnTheSecondary) {
     LinkProxy wire(b.port, std::chrono::milliseconds(2));
     start_pair(64 * kMiB, &wire);
@@ -418,6 +432,7 @@ TEST_F(Pair, PrimaryKilledMidStreamEveryAcknowledgedWriteIsOnTheSecondary) {
     const fs::path out = a.dir / "stream.out";
     const pid_t writer = spawn(argv, out);
     ASSERT_TRUE(eventually([&] { return u64(a.status(), "bytes_replicated") > 100 * 4096; }));
+    ASSERT_TRUE(freeze(a.daemon->pid()));
     wire.cut();
     ASSERT_TRUE(a.daemon->stop(SIGKILL));
     ASSERT_TRUE(wait_for(writer, std::chrono::seconds(60)));
