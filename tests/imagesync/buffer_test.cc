@@ -67,17 +67,35 @@ TEST(BufferPool, EachClassKeepsABoundedNumber) {
     EXPECT_EQ(pool.cached(), BufferPool::kMaxCachedPerClass);
 }
 
-// Reads `sizes` messages through a BufferedReader of `capacity` bytes from a socket holding
+// Reads `sizes` messages through a BufferedReader of `capacity` bytes from a socket carrying
 // `stream`, alternately by the synchronous fast path and by read_exact, and returns what was
-// read, concatenated.
+// read, concatenated. The stream is in the socket from the start, or, `in_pieces`, sent in
+// pieces of 1 to 4 999 bytes by a writer that yields to the reader between them.
 std::vector<std::byte> read_messages(const std::vector<std::byte>& stream,
                                      const std::vector<std::size_t>& sizes, std::size_t capacity,
-                                     std::size_t* taken_synchronously) {
+                                     std::size_t* taken_synchronously, bool in_pieces = false) {
     asio::io_context io;
     asio::local::stream_protocol::socket a(io), b(io);
     asio::local::connect_pair(a, b);
-    asio::write(b, asio::buffer(stream));  // small enough for the socket buffer
-    b.shutdown(asio::socket_base::shutdown_send);
+    if (!in_pieces) {
+        asio::write(b, asio::buffer(stream));  // small enough for the socket buffer
+        b.shutdown(asio::socket_base::shutdown_send);
+    } else {
+        asio::co_spawn(
+            io,
+            [&]() -> asio::awaitable<void> {
+                std::size_t at = 0;
+                for (std::size_t i = 0; at < stream.size(); ++i) {
+                    const std::size_t n = std::min(stream.size() - at, 1 + (i * 1231) % 4999);
+                    co_await asio::async_write(b, asio::buffer(stream.data() + at, n),
+                                               asio::use_awaitable);
+                    at += n;
+                    co_await asio::post(io, asio::use_awaitable);  // let the reader run
+                }
+                b.shutdown(asio::socket_base::shutdown_send);
+            },
+            asio::detached);
+    }
 
     std::vector<std::byte> got;
     *taken_synchronously = 0;
@@ -136,8 +154,8 @@ TEST(BufferedReader, MessagesSplitAcrossReadsAtEveryBoundaryArriveWhole) {
 }
 
 TEST(BufferedReader, AStreamArrivingInSmallPiecesArrivesWhole) {
-    // The writer sends pieces of 1 to 4999 bytes, yielding between them, so a scatter read gets
-    // part of its destination, exactly its destination, or its destination and more.
+    // A scatter read gets part of its destination, exactly its destination, or its
+    // destination and more.
     std::vector<std::size_t> sizes;
     for (std::size_t i = 0; i < 30; ++i) {
         sizes.push_back(32);
@@ -148,44 +166,9 @@ TEST(BufferedReader, AStreamArrivingInSmallPiecesArrivesWhole) {
     for (std::size_t i = 0; i < total; ++i) stream[i] = static_cast<std::byte>(i * 13 + i / 509);
 
     for (const std::size_t capacity : {std::size_t{16}, std::size_t{4096}, std::size_t{65536}}) {
-        asio::io_context io;
-        asio::local::stream_protocol::socket a(io), b(io);
-        asio::local::connect_pair(a, b);
-        std::vector<std::byte> got;
-        bool failed = false;
-        asio::co_spawn(
-            io,
-            [&]() -> asio::awaitable<void> {
-                std::size_t at = 0;
-                for (std::size_t i = 0; at < stream.size(); ++i) {
-                    const std::size_t n = std::min(stream.size() - at, 1 + (i * 1231) % 4999);
-                    co_await asio::async_write(b, asio::buffer(stream.data() + at, n),
-                                               asio::use_awaitable);
-                    at += n;
-                    co_await asio::post(io, asio::use_awaitable);  // let the reader run
-                }
-                b.shutdown(asio::socket_base::shutdown_send);
-            },
-            asio::detached);
-        asio::co_spawn(
-            io,
-            [&]() -> asio::awaitable<void> {
-                BufferedReader<asio::local::stream_protocol::socket> reader(a, capacity);
-                for (const std::size_t n : sizes) {
-                    std::vector<std::byte> message(n);
-                    if (!reader.try_take(message) && co_await reader.read_exact(message)) {
-                        failed = true;
-                        co_return;
-                    }
-                    got.insert(got.end(), message.begin(), message.end());
-                }
-                std::array<std::byte, 1> extra{};
-                EXPECT_TRUE(co_await reader.read_exact(extra));  // the end of the stream
-            },
-            asio::detached);
-        io.run();
-        EXPECT_FALSE(failed) << "capacity " << capacity << ": the stream ended early";
-        EXPECT_EQ(got, stream) << "capacity " << capacity;
+        std::size_t synchronous = 0;
+        EXPECT_EQ(read_messages(stream, sizes, capacity, &synchronous, true), stream)
+            << "capacity " << capacity;
     }
 }
 
