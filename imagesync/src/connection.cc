@@ -461,6 +461,9 @@ WriteOp write_op_of(const nbd::Request& request, const Buffer& payload) {
             op.may_trim = (request.flags & nbd::kCmdFlagNoHole) == 0;
             op.fast_only = (request.flags & nbd::kCmdFlagFastZero) != 0;
             break;
+        case nbd::kCmdFlush:
+            op.kind = WriteOp::Kind::flush;
+            break;
         default:
             op.kind = WriteOp::Kind::trim;
             break;
@@ -489,12 +492,11 @@ void Connection::start_write(std::shared_ptr<Connection> self, const nbd::Reques
     // callback (this + slot) fits std::function without an allocation.
     try {
         auto done = [this, slot](vmha::Status s) { finish_write(slot, std::move(s)); };
+        const WriteOp op = write_op_of(w.request, w.payload);
         if (ticket) {
-            export_->apply_in_order(*ticket, write_op_of(w.request, w.payload), std::move(done));
+            export_->apply_in_order(*ticket, op, std::move(done));
         } else {
-            WriteOp flush;
-            flush.kind = WriteOp::Kind::flush;
-            export_->apply(flush, std::move(done));
+            export_->apply(op, std::move(done));
         }
     } catch (const std::exception& e) {  // e.g. std::bad_alloc: fail the request only
         finish_write(slot, vmha::Error(vmha::errc::io_error,

@@ -216,9 +216,7 @@ public:
     // data must stay valid until the peer acknowledged request `cookie` or the replicator was
     // told the session closed.
     void send(std::uint64_t cookie, peer::Bytes head, std::span<const std::byte> data) {
-        if (closing_) return;
-        queue_.push_back(Frame{std::move(head), data, cookie});
-        if (writer_waiting_) wake_.cancel();
+        enqueue(Frame{std::move(head), data, cookie});
     }
 
     // Queues a frame that holds everything it sends.
@@ -226,8 +224,7 @@ public:
         if (closing_) return;
         peer::Bytes b;
         peer::encode(m, b);
-        queue_.push_back(Frame{std::move(b), {}, m.cookie});
-        if (writer_waiting_) wake_.cancel();
+        enqueue(Frame{std::move(b), {}, m.cookie});
     }
 
     // Closes once everything queued so far is sent (a refusal that the peer should read).
@@ -255,6 +252,12 @@ private:
         std::span<const std::byte> data;  // sent after `head`, not owned
         std::uint64_t cookie = 0;
     };
+
+    void enqueue(Frame frame) {
+        if (closing_) return;
+        queue_.push_back(std::move(frame));
+        if (writer_waiting_) wake_.cancel();
+    }
 
     // A buffer for a frame's payload from the session's pool (not zero-filled: the socket read
     // writes every byte before anything reads it). It goes back to the pool when the last
