@@ -54,16 +54,27 @@ class TempDir {
 
 // A TCP port free on every local address (bound once on INADDR_ANY, then released for the
 // daemon); 127.0.0.1 and 127.0.0.2 can both use it.
+// A port nobody listens on, for a daemon to listen on. Chosen at random below the kernel's
+// ephemeral range (32768-60999 by default), and checked by binding it: a port from bind(0) is
+// handed out again as soon as it is closed -- to another test running in parallel, or as the
+// source port of some process's outgoing connection -- and two pairs then met on one port.
 inline std::uint16_t free_port() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_ANY);
-    (void)::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-    socklen_t len = sizeof addr;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-    ::close(fd);
-    return ntohs(addr.sin_port);
+    static unsigned state = static_cast<unsigned>(::getpid()) * 2654435761u ^
+                            static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count());
+    for (int attempt = 0; attempt < 1000; ++attempt) {
+        state = state * 1103515245u + 12345u;
+        const auto port = static_cast<std::uint16_t>(20000 + (state >> 8) % 12000);
+        const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_addr.s_addr = htonl(INADDR_ANY);
+        addr.sin_port = htons(port);
+        const bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+        ::close(fd);
+        if (bound) return port;
+    }
+    ADD_FAILURE() << "no free port in 20000-31999 after 1000 tries";
+    return 0;
 }
 
 inline bool have_tool(const std::string& name) {
