@@ -69,8 +69,10 @@ Connection::Connection(std::uint64_t id, Socket socket, std::span<Export* const>
       socket_(std::move(socket)),
       exports_(exports),
       on_closed_(std::move(on_closed)),
-      reader_wake_(socket_.get_executor()),
-      writer_wake_(socket_.get_executor()) {}
+      reader_wake_(socket_.get_executor()) {
+    batch_.reserve(kMaxRepliesPerSend);
+    buffers_.reserve(2 * kMaxRepliesPerSend);
+}
 
 void Connection::start() {
     auto self = shared_from_this();
@@ -93,9 +95,8 @@ void Connection::abort() {
     stopping_ = true;
     broken_ = true;
     error_code ignored;
-    socket_.close(ignored);
+    socket_.close(ignored);  // an outstanding reply write ends with an error
     reader_wake_.notify();
-    writer_wake_.notify();
 }
 
 asio::awaitable<void> Connection::run(std::shared_ptr<Connection> self) {
@@ -128,7 +129,7 @@ asio::awaitable<void> Connection::run(std::shared_ptr<Connection> self) {
         negotiating_ = false;
         deadline.cancel();
         abort();
-        while (in_flight_ > 0 || (writer_started_ && !writer_exited_)) {
+        while (in_flight_ > 0 || writer_busy()) {
             co_await reader_wake_.wait();
         }
     }
@@ -222,9 +223,6 @@ asio::awaitable<bool> Connection::negotiate() {
 }
 
 asio::awaitable<void> Connection::transmit(std::shared_ptr<Connection> self) {
-    asio::co_spawn(socket_.get_executor(), write_loop(self), asio::detached);
-    writer_started_ = true;
-
     for (;;) {
         while ((in_flight_ >= kMaxInFlight || bytes_in_flight_ >= kMaxBytesInFlight) &&
                !stopping_) {
@@ -297,68 +295,79 @@ asio::awaitable<void> Connection::transmit(std::shared_ptr<Connection> self) {
         }
     }
 
-    // Answer what was read, then let the writer drain the queue and stop.
+    // Answer what was read, then let the writer drain the queue.
     while (in_flight_ > 0) co_await reader_wake_.wait();
     closing_ = true;
-    writer_wake_.notify();
-    while (!writer_exited_) co_await reader_wake_.wait();
-}
-
-asio::awaitable<void> Connection::write_loop(std::shared_ptr<Connection> self) {
-    try {
-        co_await write_replies();
-    } catch (const std::exception& e) {
-        spdlog::error("connection {}: sending replies failed unexpectedly: {}", id_, e.what());
-        broken_ = true;
-        error_code ignored;
-        socket_.close(ignored);
-    }
-    replies_.clear();
-    writer_exited_ = true;
-    reader_wake_.notify();
+    while (writer_busy()) co_await reader_wake_.wait();
+    replies_.clear();  // undelivered if the socket broke
     (void)self;
 }
 
-asio::awaitable<void> Connection::write_replies() {
-    std::vector<Reply> batch;
-    std::vector<asio::const_buffer> buffers;
-    batch.reserve(kMaxRepliesPerSend);
-    buffers.reserve(2 * kMaxRepliesPerSend);
-    while (!broken_) {
-        if (replies_.empty()) {
-            if (closing_) break;
-            co_await writer_wake_.wait();
-            continue;
-        }
-        // Everything queued so far (in queue order) goes out in one gathered write.
-        batch.clear();
-        buffers.clear();
-        while (!replies_.empty() && batch.size() < kMaxRepliesPerSend) {
-            batch.push_back(std::move(replies_.front()));
-            replies_.pop_front();
-            const Reply& r = batch.back();
-            buffers.emplace_back(r.head.data(), r.head.size());
-            if (!r.body.empty()) buffers.emplace_back(r.body.data(), r.body.size());
-        }
-        error_code ec;
-        co_await asio::async_write(socket_, buffers, asio::redirect_error(asio::use_awaitable, ec));
-        for (Reply& r : batch) pool_.give(std::move(r.body));
-        if (ec) {
-            if (!is_disconnect(ec)) {
-                spdlog::warn("connection {}: sending a reply failed: {}", id_, ec.message());
-            }
-            broken_ = true;
-            error_code ignored;
-            socket_.close(ignored);  // the reader stops too
-        }
+void Connection::schedule_send() {
+    if (writer_busy() || broken_) return;
+    if (in_flight_ <= 1) {  // the last request in flight is answered: nothing else can join
+        send_replies();
+        return;
     }
+    send_posted_ = true;
+    // Posted, not sent here: completions handled in the same turn of the loop join the
+    // gathered write.
+    asio::post(socket_.get_executor(), [self = shared_from_this()] {
+        self->send_posted_ = false;
+        self->send_replies();
+    });
+}
+
+void Connection::send_replies() {
+    if (broken_ || replies_.empty()) {
+        reader_wake_.notify();  // shutdown may be waiting for the writer
+        return;
+    }
+    // Everything queued so far (in queue order) goes out in one gathered write.
+    while (!replies_.empty() && batch_.size() < kMaxRepliesPerSend) {
+        batch_.push_back(std::move(replies_.front()));
+        replies_.pop_front();
+        const Reply& r = batch_.back();
+        buffers_.emplace_back(r.head.data(), r.head.size());
+        if (!r.body.empty()) buffers_.emplace_back(r.body.data(), r.body.size());
+    }
+    try {
+        asio::async_write(socket_, buffers_,
+                          [self = shared_from_this()](const error_code& result, std::size_t) {
+                              self->replies_sent(result);
+                          });
+        sending_ = true;
+    } catch (const std::exception& e) {  // not expected (allocation failure): this connection only
+        spdlog::error("connection {}: sending replies failed unexpectedly: {}", id_, e.what());
+        broken_ = true;
+        error_code ignored;
+        socket_.close(ignored);  // the reader stops too
+        replies_sent({});
+    }
+}
+
+void Connection::replies_sent(const error_code& ec) {
+    sending_ = false;
+    for (Reply& r : batch_) pool_.give(std::move(r.body));
+    batch_.clear();
+    buffers_.clear();
+    if (ec && !broken_) {
+        if (!is_disconnect(ec)) {
+            spdlog::warn("connection {}: sending a reply failed: {}", id_, ec.message());
+        }
+        broken_ = true;
+        error_code ignored;
+        socket_.close(ignored);  // the reader stops too
+    }
+    if (broken_) replies_.clear();
+    send_replies();  // what was queued meanwhile, or tell a waiting shutdown the writer is idle
 }
 
 void Connection::queue(Reply reply) {
     if (broken_) return;
     if (closing_) vmha::internal_error("a reply was queued after the connection closed");
     replies_.push_back(std::move(reply));
-    writer_wake_.notify();
+    schedule_send();
 }
 
 void Connection::reply_ok(const nbd::Request& request) {

@@ -5,8 +5,11 @@
 // and replies go out in completion order. WRITE, WRITE_ZEROES and TRIM (the hot path) run as a
 // plain callback chain from a slot of their own; every other request runs in a coroutine. Writes take their interval
 // lock ticket in the reader, i.e. in arrival order. Replies go through an ordered queue with
-// one outstanding socket write; the writer sends every reply queued meanwhile (up to
-// kMaxRepliesPerSend) in one gathered write, so a burst of completions costs one system call.
+// one outstanding socket write. The first reply queued while no write is outstanding posts a
+// send (a plain handler, no wake-up through a timer) that takes every reply queued by then
+// (up to kMaxRepliesPerSend) into one gathered write, and so does the end of each write for
+// the replies queued meanwhile: a burst of completions costs one system call. The reply to
+// the last request in flight is sent at once (nothing else could join it).
 // Payloads (WRITE data, READ data) live in buffers recycled through a per-connection pool.
 //
 // Shutdown: stop() shuts down the receive side, so no new request is read; requests already
@@ -78,8 +81,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
     asio::awaitable<bool> negotiate();
     asio::awaitable<void> transmit(std::shared_ptr<Connection> self);
 
-    asio::awaitable<void> write_loop(std::shared_ptr<Connection> self);
-    asio::awaitable<void> write_replies();
+    // The reply writer: a callback chain, at most one gathered write outstanding.
+    void schedule_send();
+    void send_replies();
+    void replies_sent(const boost::system::error_code& ec);
+    bool writer_busy() const { return send_posted_ || sending_; }
     // Every request but a checked write (a refused one too): answered from a coroutine.
     asio::awaitable<void> serve(std::shared_ptr<Connection> self, nbd::Request request,
                                 Buffer payload, vmha::Status verdict);
@@ -109,11 +115,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     bool stopping_ = false;
     bool closing_ = false;  // no more replies will be queued
     bool broken_ = false;   // the socket failed; replies are dropped
-    bool writer_started_ = false;
-    bool writer_exited_ = false;
+    bool send_posted_ = false;  // send_replies() is posted and has not run yet
+    bool sending_ = false;      // a gathered write is outstanding (batch_, buffers_)
     std::size_t in_flight_ = 0;
     std::uint64_t bytes_in_flight_ = 0;
     std::deque<Reply> replies_;
+    std::vector<Reply> batch_;                  // the replies of the outstanding write
+    std::vector<asio::const_buffer> buffers_;  // their iovecs
     // Writes in flight: the request, its payload and a reference that keeps the connection
     // alive until the reply is queued. Slots are reused (free_write_slots_).
     struct WriteSlot {
@@ -123,8 +131,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     };
     std::vector<WriteSlot> write_slots_;
     std::vector<std::size_t> free_write_slots_;
-    Signal reader_wake_;
-    Signal writer_wake_;
+    Signal reader_wake_;  // the reader (or shutdown) waits for in-flight requests or the writer
 };
 
 }  // namespace imagesync
