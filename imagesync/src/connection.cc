@@ -496,8 +496,8 @@ void Connection::start_write(std::shared_ptr<Connection> self, const nbd::Reques
     w.request = request;
     w.payload = std::move(payload);
     w.self = std::move(self);
-    // A write completes later (the interval lock posts its grant); a flush may complete inside
-    // this call (one after a failed fdatasync fails at once), which finish_write allows. The
+    // The operation may complete inside this call (a lone primary's inline write or flush, a
+    // flush after a failed fdatasync, a write refused at once), which finish_write allows. The
     // callback (this + slot) fits std::function without an allocation.
     try {
         auto done = [this, slot](vmha::Status s) { finish_write(slot, std::move(s)); };
@@ -508,6 +508,12 @@ void Connection::start_write(std::shared_ptr<Connection> self, const nbd::Reques
             export_->apply(op, std::move(done));
         }
     } catch (const std::exception& e) {  // e.g. std::bad_alloc: fail the request only
+        // Answered already (it failed after completing inside the call): no second answer; the
+        // connection closes (run() catches it).
+        if (!write_slots_[slot].self) throw;
+        // A write that started cannot throw here (Export::apply_in_order): this one did not
+        // start, so its place in line goes back, or the writes that overlap it would wait forever.
+        if (ticket) export_->locks().release(*ticket);
         finish_write(slot, vmha::Error(vmha::errc::io_error,
                                        fmt::format("{} at offset {} failed: {}",
                                                    nbd::command_name(request.type),

@@ -91,9 +91,15 @@ vmha::Result<std::unique_ptr<Export>> Export::open(Uring& uring, asio::any_io_ex
 }
 
 void Export::apply_local(const WriteOp& op, ImageFile::Done done) {
+    // With nothing to join (no peer, no activity log) an inline write or flush may report at
+    // once: the connection's reply then goes out before the loop turns (apply() says so).
+    const auto completion = sinks_.empty() && gate_ == nullptr
+                                ? ImageFile::Completion::may_run_inside
+                                : ImageFile::Completion::posted;
     switch (op.kind) {
         case WriteOp::Kind::write:
-            file_->write(op.offset, op.data, op.fua, std::move(done));
+            file_->write(op.offset, op.data, op.fua, std::move(done), ImageFile::Origin::client,
+                         completion);
             break;
         case WriteOp::Kind::write_zeroes:
             file_->write_zeroes(op.offset, op.length, op.may_trim, op.fast_only, op.fua,
@@ -105,7 +111,7 @@ void Export::apply_local(const WriteOp& op, ImageFile::Done done) {
         case WriteOp::Kind::flush:
             // Not on the loop while a sink replicates it: the FLUSH frame to the peer goes out
             // from this loop too, and would wait for the local fdatasync (measured slower).
-            file_->flush(std::move(done), sinks_.empty());
+            file_->flush(std::move(done), sinks_.empty(), completion);
             break;
     }
 }
@@ -176,12 +182,21 @@ void Export::apply_everywhere(const WriteOp& op, ReplicaSink::Done done) {
 
 void Export::apply_in_order(IntervalLock::Ticket ticket, const WriteOp& op,
                             ReplicaSink::Done done) {
-    locks_.when_granted(ticket, [this, ticket, op, done = std::move(done)]() mutable {
+    auto start = [this, ticket, op, done = std::move(done)]() mutable {
         apply(op, [this, ticket, done = std::move(done)](vmha::Status s) {
             locks_.release(ticket);
             done(std::move(s));
         });
-    });
+    };
+    if (!locks_.granted(ticket)) {
+        locks_.when_granted(ticket, std::move(start));
+        return;
+    }
+    // Granted already (nothing earlier overlaps): started here, not from a posted grant, which
+    // would cost the write a turn of the loop. Started, a write cannot be withdrawn; an exception
+    // from inside it (an allocation failure) ends the daemon, as it would from the grant's
+    // handler, instead of reaching a caller that would answer the write a second time.
+    [&start]() noexcept { start(); }();
 }
 
 }  // namespace imagesync

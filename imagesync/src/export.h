@@ -40,11 +40,15 @@ class Export {
 
     // Applies a modifying operation to the local image and to every sink in parallel; `done`
     // runs once all completed, with the local failure if any, else the first sink failure.
+    // With no sink and no gate (a primary without a peer) `done` may run inside this call: an
+    // inline write or flush then reports at once (ImageFile::Completion::may_run_inside).
     void apply(const WriteOp& op, ReplicaSink::Done done);
 
     // The same, but only once `ticket` (taken from locks() in arrival order) is granted, so
     // overlapping writes reach the image and every sink one at a time, in arrival order; the
     // ticket is released when the operation completed. `op.data` must stay valid until then.
+    // A ticket granted already starts the operation inside this call, so `done` may run inside
+    // it as apply() says; a ticket still waiting starts from a posted handler once granted.
     void apply_in_order(IntervalLock::Ticket ticket, const WriteOp& op, ReplicaSink::Done done);
 
   private:

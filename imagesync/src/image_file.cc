@@ -115,7 +115,7 @@ void ImageFile::read(std::uint64_t offset, std::span<std::byte> buffer, Done don
 }
 
 void ImageFile::write(std::uint64_t offset, std::span<const std::byte> data, bool fua, Done done,
-                      Origin origin) {
+                      Origin origin, Completion completion) {
     written_since_flush_ += data.size();
     auto t = std::make_shared<Transfer>();
     t->is_write = true;
@@ -126,7 +126,7 @@ void ImageFile::write(std::uint64_t offset, std::span<const std::byte> data, boo
     t->data = const_cast<std::byte*>(data.data());  // NOLINT
     if (inline_eligible(offset, data.size(), fua, origin)) {
         t->done = std::move(done);
-        write_inline(std::move(t));
+        write_inline(std::move(t), completion);
         return;
     }
     t->done = std::move(done);
@@ -191,7 +191,7 @@ bool ImageFile::Pause::stalled(std::chrono::steady_clock::time_point start,
     return true;
 }
 
-void ImageFile::write_inline(std::shared_ptr<Transfer> t) {
+void ImageFile::write_inline(std::shared_ptr<Transfer> t, Completion completion) {
     ssize_t n = -1;
     int error = 0;
     if (nowait_ != Nowait::unsupported) {
@@ -227,8 +227,12 @@ void ImageFile::write_inline(std::shared_ptr<Transfer> t) {
         }
     }
     ++counts_.inline_writes;
-    ++inline_pending_;
     const int res = n < 0 ? -error : static_cast<int>(n);
+    if (completion == Completion::may_run_inside) {
+        on_transfer(std::move(t), res);  // a short write or EINTR continues through io_uring
+        return;
+    }
+    ++inline_pending_;
     asio::post(uring_.context(), [this, t = std::move(t), res]() mutable {
         --inline_pending_;
         on_transfer(std::move(t), res);  // a short write or EINTR continues through io_uring
@@ -281,7 +285,7 @@ void ImageFile::on_transfer(std::shared_ptr<Transfer> t, int res) {
     issue(std::move(t));  // short transfer: the rest
 }
 
-void ImageFile::flush(Done done, bool may_inline) {
+void ImageFile::flush(Done done, bool may_inline, Completion completion) {
     if (durability_lost_) {
         done(*durability_lost_);
         return;
@@ -290,7 +294,7 @@ void ImageFile::flush(Done done, bool may_inline) {
         may_inline && written_since_flush_ <= inline_.flush_max_dirty && inline_.flush_max_dirty > 0;
     written_since_flush_ = 0;  // what is written from now on is the next flush's
     if (small && flush_pause_.allows(path_)) {
-        flush_inline(std::move(done));
+        flush_inline(std::move(done), completion);
         return;
     }
     ++counts_.ring_flushes;
@@ -312,7 +316,7 @@ void ImageFile::flush_through_ring(Done done) {
 // fdatasync on the loop: it has at most flush_max_dirty bytes of this process's writes to
 // write back, plus the journal commit. One slower than `stall` (a slow or congested disk) sends
 // flushes to io_uring for `backoff`.
-void ImageFile::flush_inline(Done done) {
+void ImageFile::flush_inline(Done done, Completion completion) {
     const auto start = std::chrono::steady_clock::now();
     int res = 0;
     do {
@@ -328,6 +332,10 @@ void ImageFile::flush_inline(Done done) {
                       inline_.backoff.count());
     }
     ++counts_.inline_flushes;
+    if (completion == Completion::may_run_inside) {
+        flushed(res, std::move(done));
+        return;
+    }
     ++inline_pending_;
     asio::post(uring_.context(), [this, res, done = std::move(done)]() mutable {
         --inline_pending_;

@@ -21,8 +21,8 @@
 //
 // A plain pwrite can still block (dirty-page throttling, memory reclaim, a journal commit): one
 // slower than `stall` plus 1 µs per KiB turns inline writes off for `backoff`, so a throttled
-// disk stalls io-wq workers, not the loop. Every inline write completes through the io_context
-// (never inside write()).
+// disk stalls io-wq workers, not the loop. An inline write completes through the io_context
+// (never inside write()) unless the caller allows Completion::may_run_inside.
 //
 // A write through io_uring of more than 128 KiB is submitted as 128 KiB pieces at once: with a
 // secondary applying its writes inline, that took replicated 1 MiB writes from about 970 to
@@ -84,13 +84,18 @@ class ImageFile {
     void read(std::uint64_t offset, std::span<std::byte> buffer, Done done);
     // Who asked for a write: a client of this node, or the primary (applied on the secondary).
     enum class Origin { client, peer };
+    // How an inline write or flush (done on the loop, inside the call) reports: through the
+    // io_context (the default: `done` never runs inside the call), or at once, inside the call,
+    // for a caller that allows it (a lone primary's export: the reply then goes out before the
+    // loop turns). I/O through io_uring always completes later.
+    enum class Completion { posted, may_run_inside };
     void write(std::uint64_t offset, std::span<const std::byte> data, bool fua, Done done,
-               Origin origin = Origin::client);
+               Origin origin = Origin::client, Completion completion = Completion::posted);
     // After a failed fdatasync the kernel may have dropped dirty pages and cleared the
     // error, so a later fdatasync could succeed without the data: once one fails, every later
     // flush (and FUA write) of this file fails too, until imagesyncd restarts.
     // `may_inline`: fdatasync may run on the loop (--inline-flush), when little was written.
-    void flush(Done done, bool may_inline = true);
+    void flush(Done done, bool may_inline = true, Completion completion = Completion::posted);
     // Deallocates (PUNCH_HOLE|KEEP_SIZE); a file system without hole punching makes it a no-op.
     void trim(std::uint64_t offset, std::uint64_t length, bool fua, Done done);
     // Zeroes a range: by punching a hole when `may_trim`, else FALLOC_FL_ZERO_RANGE, else by
@@ -115,9 +120,9 @@ class ImageFile {
     struct ZeroFill;
     ImageFile(Uring& uring, std::filesystem::path path, int fd, InlineWriteLimits inline_writes);
     bool inline_eligible(std::uint64_t offset, std::size_t size, bool fua, Origin origin);
-    void write_inline(std::shared_ptr<Transfer> t);
+    void write_inline(std::shared_ptr<Transfer> t, Completion completion);
     void write_through_ring(std::shared_ptr<Transfer> t);  // in kRingWritePiece pieces
-    void flush_inline(Done done);
+    void flush_inline(Done done, Completion completion);
     void flush_through_ring(Done done);
     void flushed(int res, Done done);  // the fdatasync's result: done, or durability lost
     void issue(std::shared_ptr<Transfer> t);

@@ -490,6 +490,94 @@ TEST(ExportWritePath, OverlappingWritesReachSinksOneAtATimeInArrivalOrder) {
     (*uring)->stop();
 }
 
+// A primary without a peer has nothing to join: its inline writes and flushes answer inside
+// the call, so the NBD reply goes out before the loop turns. A write through the ring, a write
+// whose ticket waits, and any write once a sink is attached still answer later.
+TEST(ExportWritePath, ALonePrimaryAnswersInlineWritesAndFlushesInsideTheCall) {
+    imagesync_test::TempDir dir;
+    const auto path = dir / "e.img";
+    imagesync_test::make_zero_file(path, 1 << 20);
+    asio::io_context io;
+    auto uring = Uring::create(io, 16);
+    ASSERT_TRUE(uring);
+    {
+        InlineWriteLimits patient;  // never a stall, however busy the machine
+        patient.stall = std::chrono::hours(1);
+        auto e = Export::open(**uring, io.get_executor(), ExportSpec{"e", path, std::nullopt},
+                              Role::primary, false, patient);
+        ASSERT_TRUE(e) << e.error().message;
+        Export& ex = **e;
+        const std::vector<std::byte> page(4096, std::byte{0x5a});
+        const std::vector<std::byte> big(256 * 1024, std::byte{0x6b});
+        auto write = [](std::uint64_t offset, const std::vector<std::byte>& data) {
+            WriteOp op;
+            op.kind = WriteOp::Kind::write;
+            op.offset = offset;
+            op.length = data.size();
+            op.data = data;
+            return op;
+        };
+        WriteOp flush;
+        flush.kind = WriteOp::Kind::flush;
+        auto run_until = [&](const std::optional<vmha::Status>& r) {
+            const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+            while (!r && std::chrono::steady_clock::now() < deadline) {
+                io.run_one_for(std::chrono::milliseconds(10));
+            }
+        };
+
+        std::optional<vmha::Status> small;
+        ex.apply_in_order(ex.locks().enqueue(0, page.size()), write(0, page),
+                          [&](vmha::Status s) { small = std::move(s); });
+        ASSERT_TRUE(small.has_value()) << "an inline write with its ticket granted answers at once";
+        EXPECT_TRUE(*small);
+        EXPECT_EQ(ex.locks().size(), 0U) << "and gives its range back";
+
+        std::optional<vmha::Status> flushed;
+        ex.apply(flush, [&](vmha::Status s) { flushed = std::move(s); });
+        ASSERT_TRUE(flushed.has_value()) << "a small flush runs fdatasync inside the call";
+        EXPECT_TRUE(*flushed);
+        EXPECT_EQ(ex.file().write_counts().inline_flushes, 1U);
+
+        std::optional<vmha::Status> large;  // over the inline limit: io_uring
+        ex.apply_in_order(ex.locks().enqueue(65536, big.size()), write(65536, big),
+                          [&](vmha::Status s) { large = std::move(s); });
+        EXPECT_FALSE(large.has_value());
+        // A write overlapping the one in flight waits for its ticket, then answers from there.
+        std::optional<vmha::Status> waiting;
+        ex.apply_in_order(ex.locks().enqueue(65536, page.size()), write(65536, page),
+                          [&](vmha::Status s) { waiting = std::move(s); });
+        EXPECT_FALSE(waiting.has_value());
+        run_until(large);
+        run_until(waiting);
+        ASSERT_TRUE(large.has_value() && waiting.has_value());
+        EXPECT_TRUE(*large);
+        EXPECT_TRUE(*waiting);
+
+        // With a sink attached, the local write no longer answers alone.
+        auto sink = std::make_shared<HeldSink>();
+        ex.add_sink(sink);
+        std::optional<vmha::Status> joined;
+        ex.apply_in_order(ex.locks().enqueue(8192, page.size()), write(8192, page),
+                          [&](vmha::Status s) { joined = std::move(s); });
+        EXPECT_FALSE(joined.has_value());
+        ASSERT_EQ(sink->seen.size(), 1U);
+        for (int i = 0; i < 20 && !joined; ++i) io.run_one_for(std::chrono::milliseconds(5));
+        EXPECT_FALSE(joined.has_value()) << "answered before the sink was done";
+        auto done = std::move(sink->seen[0].done);
+        done({});
+        run_until(joined);
+        ASSERT_TRUE(joined.has_value());
+        EXPECT_TRUE(*joined);
+    }
+    const std::string content = imagesync_test::read_file(path);
+    EXPECT_EQ(static_cast<unsigned char>(content[0]), 0x5a);
+    EXPECT_EQ(static_cast<unsigned char>(content[65536]), 0x5a) << "the later overlapping write last";
+    EXPECT_EQ(static_cast<unsigned char>(content[65536 + 4096]), 0x6b);
+    EXPECT_EQ(static_cast<unsigned char>(content[8192]), 0x5a);
+    (*uring)->stop();
+}
+
 TEST(ImageFileOpen, MissingFileIsAWholeSentence) {
     asio::io_context io;
     auto u = Uring::create(io, 8);
