@@ -393,16 +393,49 @@ class HeldSink : public ReplicaSink {
     std::vector<Seen> seen;
 };
 
-TEST(ExportWritePath, OverlappingWritesReachSinksOneAtATimeInArrivalOrder) {
+// A 1 MiB zero image, its ring, and a primary export opened on it by each test.
+class ExportWritePath : public ::testing::Test {
+  protected:
+    void SetUp() override {
+        path = dir / "e.img";
+        imagesync_test::make_zero_file(path, 1 << 20);
+        auto u = Uring::create(io, 16);
+        ASSERT_TRUE(u) << u.error().message;
+        uring = std::move(*u);
+    }
+    void TearDown() override {
+        if (uring) uring->stop();
+    }
+    vmha::Result<std::unique_ptr<Export>> open(InlineWriteLimits limits = {}) {
+        return Export::open(*uring, io.get_executor(), ExportSpec{"e", path, std::nullopt},
+                            Role::primary, false, limits);
+    }
+    static WriteOp write(std::uint64_t offset, const std::vector<std::byte>& data) {
+        WriteOp op;
+        op.kind = WriteOp::Kind::write;
+        op.offset = offset;
+        op.length = data.size();
+        op.data = data;
+        return op;
+    }
+    // Runs the loop until `done()` or 10 s.
+    template <typename Done>
+    void run_until(Done done) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (!done() && std::chrono::steady_clock::now() < deadline) {
+            io.run_one_for(std::chrono::milliseconds(10));
+        }
+    }
+
     imagesync_test::TempDir dir;
-    const auto path = dir / "e.img";
-    imagesync_test::make_zero_file(path, 1 << 20);
+    std::filesystem::path path;
     asio::io_context io;
-    auto uring = Uring::create(io, 16);
-    ASSERT_TRUE(uring);
+    std::unique_ptr<Uring> uring;
+};
+
+TEST_F(ExportWritePath, OverlappingWritesReachSinksOneAtATimeInArrivalOrder) {
     {
-        auto e = Export::open(**uring, io.get_executor(), ExportSpec{"e", path, std::nullopt},
-                              Role::primary, false);
+        auto e = open();
         ASSERT_TRUE(e) << e.error().message;
         Export& ex = **e;
         auto sink = std::make_shared<HeldSink>();
@@ -411,14 +444,6 @@ TEST(ExportWritePath, OverlappingWritesReachSinksOneAtATimeInArrivalOrder) {
         const std::vector<std::byte> a(4096, std::byte{0xaa});
         const std::vector<std::byte> b(512, std::byte{0xbb});
         const std::vector<std::byte> c(4096, std::byte{0xcc});
-        auto write = [](std::uint64_t offset, const std::vector<std::byte>& data) {
-            WriteOp op;
-            op.kind = WriteOp::Kind::write;
-            op.offset = offset;
-            op.length = data.size();
-            op.data = data;
-            return op;
-        };
         // Arrival order: a [0, 4096), b [512, 1024) overlapping a, c [8192, 12288) apart.
         auto ta = ex.locks().enqueue(0, a.size());
         auto tb = ex.locks().enqueue(512, b.size());
@@ -440,12 +465,6 @@ TEST(ExportWritePath, OverlappingWritesReachSinksOneAtATimeInArrivalOrder) {
             order.push_back('c');
             ++completed;
         });
-        auto run_until = [&](auto done) {
-            const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-            while (!done() && std::chrono::steady_clock::now() < deadline) {
-                io.run_one_for(std::chrono::milliseconds(10));
-            }
-        };
         run_until([&] { return sink->seen.size() >= 2; });
         ASSERT_EQ(sink->seen.size(), 2U) << "a and c run in parallel, b waits for a";
         EXPECT_EQ(sink->seen[0].first, std::byte{0xaa});
@@ -487,44 +506,23 @@ TEST(ExportWritePath, OverlappingWritesReachSinksOneAtATimeInArrivalOrder) {
     EXPECT_EQ(static_cast<unsigned char>(content[512]), 0xbb);
     EXPECT_EQ(static_cast<unsigned char>(content[1024]), 0xaa);
     EXPECT_EQ(static_cast<unsigned char>(content[8192]), 0xcc);
-    (*uring)->stop();
 }
 
 // A primary without a peer has nothing to join: its inline writes and flushes answer inside
 // the call, so the NBD reply goes out before the loop turns. A write through the ring, a write
 // whose ticket waits, and any write once a sink is attached still answer later.
-TEST(ExportWritePath, ALonePrimaryAnswersInlineWritesAndFlushesInsideTheCall) {
-    imagesync_test::TempDir dir;
-    const auto path = dir / "e.img";
-    imagesync_test::make_zero_file(path, 1 << 20);
-    asio::io_context io;
-    auto uring = Uring::create(io, 16);
-    ASSERT_TRUE(uring);
+TEST_F(ExportWritePath, ALonePrimaryAnswersInlineWritesAndFlushesInsideTheCall) {
     {
         InlineWriteLimits patient;  // never a stall, however busy the machine
         patient.stall = std::chrono::hours(1);
-        auto e = Export::open(**uring, io.get_executor(), ExportSpec{"e", path, std::nullopt},
-                              Role::primary, false, patient);
+        auto e = open(patient);
         ASSERT_TRUE(e) << e.error().message;
         Export& ex = **e;
         const std::vector<std::byte> page(4096, std::byte{0x5a});
         const std::vector<std::byte> big(256 * 1024, std::byte{0x6b});
-        auto write = [](std::uint64_t offset, const std::vector<std::byte>& data) {
-            WriteOp op;
-            op.kind = WriteOp::Kind::write;
-            op.offset = offset;
-            op.length = data.size();
-            op.data = data;
-            return op;
-        };
         WriteOp flush;
         flush.kind = WriteOp::Kind::flush;
-        auto run_until = [&](const std::optional<vmha::Status>& r) {
-            const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-            while (!r && std::chrono::steady_clock::now() < deadline) {
-                io.run_one_for(std::chrono::milliseconds(10));
-            }
-        };
+        auto answered = [](const std::optional<vmha::Status>& r) { return [&r] { return r.has_value(); }; };
 
         std::optional<vmha::Status> small;
         ex.apply_in_order(ex.locks().enqueue(0, page.size()), write(0, page),
@@ -548,8 +546,8 @@ TEST(ExportWritePath, ALonePrimaryAnswersInlineWritesAndFlushesInsideTheCall) {
         ex.apply_in_order(ex.locks().enqueue(65536, page.size()), write(65536, page),
                           [&](vmha::Status s) { waiting = std::move(s); });
         EXPECT_FALSE(waiting.has_value());
-        run_until(large);
-        run_until(waiting);
+        run_until(answered(large));
+        run_until(answered(waiting));
         ASSERT_TRUE(large.has_value() && waiting.has_value());
         EXPECT_TRUE(*large);
         EXPECT_TRUE(*waiting);
@@ -566,7 +564,7 @@ TEST(ExportWritePath, ALonePrimaryAnswersInlineWritesAndFlushesInsideTheCall) {
         EXPECT_FALSE(joined.has_value()) << "answered before the sink was done";
         auto done = std::move(sink->seen[0].done);
         done({});
-        run_until(joined);
+        run_until(answered(joined));
         ASSERT_TRUE(joined.has_value());
         EXPECT_TRUE(*joined);
     }
@@ -575,7 +573,6 @@ TEST(ExportWritePath, ALonePrimaryAnswersInlineWritesAndFlushesInsideTheCall) {
     EXPECT_EQ(static_cast<unsigned char>(content[65536]), 0x5a) << "the later overlapping write last";
     EXPECT_EQ(static_cast<unsigned char>(content[65536 + 4096]), 0x6b);
     EXPECT_EQ(static_cast<unsigned char>(content[8192]), 0x5a);
-    (*uring)->stop();
 }
 
 TEST(ImageFileOpen, MissingFileIsAWholeSentence) {
