@@ -300,7 +300,6 @@ asio::awaitable<void> Connection::transmit(std::shared_ptr<Connection> self) {
     closing_ = true;
     while (writer_busy()) co_await reader_wake_.wait();
     replies_.clear();  // undelivered if the socket broke
-    (void)self;
 }
 
 void Connection::schedule_send() {

@@ -52,12 +52,11 @@ class TempDir {
     fs::path path_;
 };
 
-// A TCP port free on every local address (bound once on INADDR_ANY, then released for the
-// daemon); 127.0.0.1 and 127.0.0.2 can both use it.
-// A port nobody listens on, for a daemon to listen on. Chosen at random below the kernel's
-// ephemeral range (32768-60999 by default), and checked by binding it: a port from bind(0) is
-// handed out again as soon as it is closed -- to another test running in parallel, or as the
-// source port of some process's outgoing connection -- and two pairs then met on one port.
+// A TCP port nobody listens on, for a daemon to listen on. Chosen at random below the kernel's
+// ephemeral range (32768-60999 by default), and checked by binding it on INADDR_ANY, so
+// 127.0.0.1 and 127.0.0.2 can both use it: a port from bind(0) is handed out again as soon as
+// it is closed -- to another test running in parallel, or as the source port of some
+// process's outgoing connection -- and two pairs then met on one port.
 inline std::uint16_t free_port() {
     static unsigned state = static_cast<unsigned>(::getpid()) * 2654435761u ^
                             static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count());
