@@ -5,12 +5,14 @@
 
 #include <cstring>
 #include <numeric>
+#include <vector>
 
 #include "asio.h"
 
 #include <boost/asio/local/connect_pair.hpp>
 #include "buffer_pool.h"
 #include "buffered_reader.h"
+#include "zeroes.h"
 
 namespace imagesync {
 namespace {
@@ -174,3 +176,22 @@ TEST(BufferedReader, AStreamArrivingInSmallPiecesArrivesWhole) {
 
 }  // namespace
 }  // namespace imagesync
+
+// A resync chunk goes as ZEROES only when every byte is zero: one non-zero byte anywhere (the
+// first, the last, in between) and it goes as data.
+TEST(AllZero, OneNonZeroByteAnywhereMakesItData) {
+    EXPECT_TRUE(imagesync::all_zero({}));
+    for (const std::size_t size : {std::size_t{1}, std::size_t{2}, std::size_t{4095},
+                                   std::size_t{4} << 20}) {
+        std::vector<std::byte> data(size);
+        EXPECT_TRUE(imagesync::all_zero(data)) << size;
+        for (const std::size_t at : {std::size_t{0}, size / 2, size - 1}) {
+            data[at] = std::byte{0x01};
+            EXPECT_FALSE(imagesync::all_zero(data)) << size << " at " << at;
+            data[at] = std::byte{0x80};
+            EXPECT_FALSE(imagesync::all_zero(data)) << size << " at " << at;
+            data[at] = std::byte{0};
+        }
+        EXPECT_TRUE(imagesync::all_zero(data)) << size;
+    }
+}

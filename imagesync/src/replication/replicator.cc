@@ -17,6 +17,7 @@
 
 #include "buffer_pool.h"
 #include "buffered_reader.h"
+#include "zeroes.h"
 #include "meta/activity_log.h"
 #include "meta/dirty_map.h"
 #include <vmha/human.h>
@@ -118,10 +119,6 @@ meta::DataState from_wire_state(std::uint8_t s) {
         case 3: return meta::DataState::Outdated;
         default: return meta::DataState::Unknown;
     }
-}
-
-bool all_zero(std::span<const std::byte> data) {
-    return std::all_of(data.begin(), data.end(), [](std::byte b) { return b == std::byte{0}; });
 }
 
 constexpr std::uint32_t kResyncChunkMax = 4u << 20;  // bytes per resync message
