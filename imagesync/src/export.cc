@@ -168,16 +168,22 @@ void Export::apply_everywhere(const WriteOp& op, ReplicaSink::Done done) {
             join->done({});
         }
     };
-    apply_local(op, [join, finish](vmha::Status s) {
-        if (!s) join->local_error = std::move(s).error();
-        finish();
-    });
-    for (const auto& sink : sinks_) {
-        sink->apply(op, [join, finish](vmha::Status s) {
-            if (!s && !join->sink_error) join->sink_error = std::move(s).error();
+    // Started, the operation cannot be withdrawn: the local part or a sink may already hold its
+    // callback, which would answer it after the caller answered the exception. So an exception
+    // from here on (an allocation failure) ends the daemon, as for a started write
+    // (apply_in_order); one from above (nothing started) reaches the caller, which answers it.
+    [&]() noexcept {
+        apply_local(op, [join, finish](vmha::Status s) {
+            if (!s) join->local_error = std::move(s).error();
             finish();
         });
-    }
+        for (const auto& sink : sinks_) {
+            sink->apply(op, [join, finish](vmha::Status s) {
+                if (!s && !join->sink_error) join->sink_error = std::move(s).error();
+                finish();
+            });
+        }
+    }();
 }
 
 void Export::apply_in_order(IntervalLock::Ticket ticket, const WriteOp& op,

@@ -1,6 +1,8 @@
 // Unit tests of imagesync-core pieces below the server: export specs, the interval lock, the
 // qcow2 size probe, and the io_uring image file (zero fill past the end, allocation map).
+#include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -393,6 +395,15 @@ class HeldSink : public ReplicaSink {
     std::vector<Seen> seen;
 };
 
+// A sink that takes the operation's callback and then fails to allocate (fault injection).
+class ThrowingSink : public HeldSink {
+  public:
+    void apply(const WriteOp& op, Done done) override {
+        HeldSink::apply(op, std::move(done));
+        throw std::bad_alloc();
+    }
+};
+
 // A 1 MiB zero image, its ring, and a primary export opened on it by each test.
 class ExportWritePath : public ::testing::Test {
   protected:
@@ -584,6 +595,28 @@ TEST(ImageFileOpen, MissingFileIsAWholeSentence) {
     EXPECT_TRUE(f.error().is(vmha::errc::not_found));
     EXPECT_NE(f.error().message.find("\"/nonexistent/x.img\""), std::string::npos);
     (*u)->stop();
+}
+
+// Once a flush started (its local part and a sink hold its callback), an exception from a sink
+// ends the process instead of reaching the connection, which would answer the flush with an
+// error and then again when the held callbacks complete.
+TEST_F(ExportWritePath, AnExceptionAfterAFlushStartedEndsTheProcessInsteadOfAnsweringTwice) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_DEATH(
+        {
+            auto e = open();
+            if (!e) std::abort();
+            (*e)->add_sink(std::make_shared<ThrowingSink>());
+            WriteOp flush;
+            flush.kind = WriteOp::Kind::flush;
+            try {
+                (*e)->apply(flush, [](vmha::Status) {});
+            } catch (...) {
+                std::_Exit(0);  // reached the caller: the death test fails
+            }
+            std::_Exit(0);
+        },
+        "");
 }
 
 }  // namespace
