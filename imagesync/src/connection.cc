@@ -510,9 +510,9 @@ void Connection::start_write(std::shared_ptr<Connection> self, const nbd::Reques
         // Answered already (it failed after completing inside the call): no second answer; the
         // connection closes (run() catches it).
         if (!write_slots_[slot].self) throw;
-        // An operation that started cannot throw here (Export::apply_in_order for a write,
-        // Export::apply_everywhere for a flush): this one did not start, so its place in line
-        // goes back, or the writes that overlap it would wait forever.
+        // An operation that started cannot throw here (Export::apply is noexcept): this one did
+        // not start, so its place in line goes back, or the writes that overlap it would wait
+        // forever.
         if (ticket) export_->locks().release(*ticket);
         finish_write(slot, vmha::Error(vmha::errc::io_error,
                                        fmt::format("{} at offset {} failed: {}",

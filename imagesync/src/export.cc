@@ -116,7 +116,7 @@ void Export::apply_local(const WriteOp& op, ImageFile::Done done) {
     }
 }
 
-void Export::apply(const WriteOp& op, ReplicaSink::Done done) {
+void Export::apply(const WriteOp& op, ReplicaSink::Done done) noexcept {
     if (read_only()) {
         if (op.kind == WriteOp::Kind::flush) {
             apply_local(op, std::move(done));
@@ -168,22 +168,16 @@ void Export::apply_everywhere(const WriteOp& op, ReplicaSink::Done done) {
             join->done({});
         }
     };
-    // Started, the operation cannot be withdrawn: the local part or a sink may already hold its
-    // callback, which would answer it after the caller answered the exception. So an exception
-    // from here on (an allocation failure) ends the daemon, as for a started write
-    // (apply_in_order); one from above (nothing started) reaches the caller, which answers it.
-    [&]() noexcept {
-        apply_local(op, [join, finish](vmha::Status s) {
-            if (!s) join->local_error = std::move(s).error();
+    apply_local(op, [join, finish](vmha::Status s) {
+        if (!s) join->local_error = std::move(s).error();
+        finish();
+    });
+    for (const auto& sink : sinks_) {
+        sink->apply(op, [join, finish](vmha::Status s) {
+            if (!s && !join->sink_error) join->sink_error = std::move(s).error();
             finish();
         });
-        for (const auto& sink : sinks_) {
-            sink->apply(op, [join, finish](vmha::Status s) {
-                if (!s && !join->sink_error) join->sink_error = std::move(s).error();
-                finish();
-            });
-        }
-    }();
+    }
 }
 
 void Export::apply_in_order(IntervalLock::Ticket ticket, const WriteOp& op,
@@ -199,10 +193,8 @@ void Export::apply_in_order(IntervalLock::Ticket ticket, const WriteOp& op,
         return;
     }
     // Granted already (nothing earlier overlaps): started here, not from a posted grant, which
-    // would cost the write a turn of the loop. Started, a write cannot be withdrawn; an exception
-    // from inside it (an allocation failure) ends the daemon, as it would from the grant's
-    // handler, instead of reaching a caller that would answer the write a second time.
-    [&start]() noexcept { start(); }();
+    // would cost the write a turn of the loop (apply() is noexcept once the write started).
+    start();
 }
 
 }  // namespace imagesync

@@ -42,7 +42,11 @@ class Export {
     // runs once all completed, with the local failure if any, else the first sink failure.
     // With no sink and no gate (a primary without a peer) `done` may run inside this call: an
     // inline write or flush then reports at once (ImageFile::Completion::may_run_inside).
-    void apply(const WriteOp& op, ReplicaSink::Done done);
+    // Started, an operation cannot be withdrawn (the image or a sink may hold `done`, and would
+    // answer it after a caller answered an exception): an exception from inside (an allocation
+    // failure) ends the daemon. One from building the arguments, before the call, reaches the
+    // caller, and nothing has started.
+    void apply(const WriteOp& op, ReplicaSink::Done done) noexcept;
 
     // The same, but only once `ticket` (taken from locks() in arrival order) is granted, so
     // overlapping writes reach the image and every sink one at a time, in arrival order; the
