@@ -44,6 +44,7 @@ struct ImageFile::Transfer {
     std::uint64_t offset = 0;  // next byte
     std::byte* data = nullptr;
     std::size_t remaining = 0;
+    bool early_writeback = false;  // start the write-back once answered (inline writes only)
     Done done;
 };
 
@@ -125,6 +126,8 @@ void ImageFile::write(std::uint64_t offset, std::span<const std::byte> data, boo
     // io_uring only reads from this buffer for a write.
     t->data = const_cast<std::byte*>(data.data());  // NOLINT
     if (inline_eligible(offset, data.size(), fua, origin)) {
+        t->early_writeback = inline_.early_writeback_max > 0 && small_flushes_ >= 2 &&
+                             written_since_flush_ <= inline_.early_writeback_max;
         t->done = std::move(done);
         write_inline(std::move(t), completion);
         return;
@@ -228,15 +231,49 @@ void ImageFile::write_inline(std::shared_ptr<Transfer> t, Completion completion)
     }
     ++counts_.inline_writes;
     const int res = n < 0 ? -error : static_cast<int>(n);
+    const bool writeback = t->early_writeback && n == static_cast<ssize_t>(t->remaining);
+    const std::uint64_t offset = t->offset;
+    const std::size_t length = t->remaining;
     if (completion == Completion::may_run_inside) {
         on_transfer(std::move(t), res);  // a short write or EINTR continues through io_uring
+        if (writeback) start_writeback(offset, length);  // the reply is out
         return;
     }
     ++inline_pending_;
-    asio::post(uring_.context(), [this, t = std::move(t), res]() mutable {
+    asio::post(uring_.context(), [this, t = std::move(t), res, writeback, offset, length]() mutable {
         --inline_pending_;
         on_transfer(std::move(t), res);  // a short write or EINTR continues through io_uring
+        if (!writeback) return;
+        // Posted again, so that what answering the write posted (a secondary's ACK, a
+        // primary's reply) goes first. It may outlive this file: then it is dropped.
+        asio::post(uring_.context(), [alive = std::weak_ptr<const int>(alive_), this, offset,
+                                      length] {
+            if (!alive.expired()) start_writeback(offset, length);
+        });
     });
+}
+
+// Starts writing [offset, offset + length) back to the disk without waiting for it, so that the
+// flush the client is about to send finds that I/O under way (see "Early write-back" in
+// image_file.h). Only SYNC_FILE_RANGE_WRITE: the waiting flags would also advance this file's
+// write-back error cursor (file_fdatawait_range), and the next fdatasync could then succeed
+// without reporting a failed write-back. A failure here is harmless for the same reason: the
+// pages stay dirty or their error is recorded, and the flush reports it. One slower than
+// `stall` (a congested queue, a journal commit) pauses early write-backs for `backoff`.
+void ImageFile::start_writeback(std::uint64_t offset, std::size_t length) {
+    if (!writeback_pause_.allows(path_)) return;
+    const auto start = std::chrono::steady_clock::now();
+    ::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(length),
+                      SYNC_FILE_RANGE_WRITE);
+    const auto end = std::chrono::steady_clock::now();
+    ++counts_.early_writebacks;
+    if (writeback_pause_.stalled(start, end, inline_.stall, inline_.backoff)) {
+        ++counts_.stalls;
+        spdlog::debug("image \"{}\": an early write-back took {} us; none for {} ms",
+                      path_.string(),
+                      std::chrono::duration_cast<std::chrono::microseconds>(end - start).count(),
+                      inline_.backoff.count());
+    }
 }
 
 void ImageFile::issue(std::shared_ptr<Transfer> t) {
@@ -292,6 +329,10 @@ void ImageFile::flush(Done done, bool may_inline, Completion completion) {
     }
     const bool small =
         may_inline && written_since_flush_ <= inline_.flush_max_dirty && inline_.flush_max_dirty > 0;
+    small_flushes_ = inline_.early_writeback_max > 0 &&
+                             written_since_flush_ <= inline_.early_writeback_max
+                         ? std::min(small_flushes_ + 1, 2)
+                         : 0;
     written_since_flush_ = 0;  // what is written from now on is the next flush's
     if (small && flush_pause_.allows(path_)) {
         flush_inline(std::move(done), completion);

@@ -36,6 +36,18 @@
 // io_uring for `backoff`; a flush after more writes (the write-back could take long) always
 // goes through io_uring. Completions go through the io_context, as for inline writes.
 //
+// Early write-back: while a client flushes after little data (each of its last two flushes
+// followed at most `early_writeback_max` bytes), every inline write that stays within that
+// budget starts its own write-back once it has been answered (sync_file_range with
+// SYNC_FILE_RANGE_WRITE, on the loop: about 6-10 µs here). The disk write then overlaps the
+// client's turn-around (reply received, FLUSH sent), and the flush's fdatasync finds it under way
+// or done: a C loop of pwrite 4 KiB + 20 µs + fdatasync went from 7 700 to 9 700 iterations/s,
+// fdatasync 105 -> 69 µs; imagesyncd alone, fio 4k write + flush at iodepth 1, about +14 %. It
+// changes no reply and no durability: the flush still runs fdatasync. Writes past the budget
+// (a client writing much between flushes) are left to the flush, so rewriting one page many
+// times before a flush does not write it many times. One slower than `stall` pauses them for
+// `backoff`.
+//
 // Owned by the event loop thread. Buffers passed in must stay valid until `done` runs.
 #pragma once
 
@@ -66,6 +78,7 @@ class ImageFile {
         std::uint64_t stalls = 0;         // inline writes or flushes slower than the stall limit
         std::uint64_t inline_flushes = 0;  // fdatasync on the loop thread
         std::uint64_t ring_flushes = 0;    // fsync submitted to io_uring
+        std::uint64_t early_writebacks = 0;  // write-backs started before the flush (below)
     };
 
     static vmha::Result<std::unique_ptr<ImageFile>> open(Uring& uring,
@@ -122,6 +135,7 @@ class ImageFile {
     bool inline_eligible(std::uint64_t offset, std::size_t size, bool fua, Origin origin);
     void write_inline(std::shared_ptr<Transfer> t, Completion completion);
     void write_through_ring(std::shared_ptr<Transfer> t);  // in kRingWritePiece pieces
+    void start_writeback(std::uint64_t offset, std::size_t length);
     void flush_inline(Done done, Completion completion);
     void flush_through_ring(Done done);
     void flushed(int res, Done done);  // the fdatasync's result: done, or durability lost
@@ -160,6 +174,9 @@ class ImageFile {
     std::size_t inline_pending_ = 0;  // inline writes and flushes whose completion is posted
     std::uint64_t written_since_flush_ = 0;  // bytes written, zeroed or trimmed since the last flush
     Pause flush_pause_{"flushes"};
+    int small_flushes_ = 0;  // consecutive flushes after at most early_writeback_max bytes (max 2)
+    Pause writeback_pause_{"early write-backs"};
+    std::shared_ptr<const int> alive_ = std::make_shared<const int>(0);  // for posted write-backs
     WriteCounts counts_;
 };
 

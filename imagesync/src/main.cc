@@ -86,6 +86,12 @@ int main(int argc, char** argv) {
                    "fdatasync on the event loop instead of by an io_uring worker (at most 16M; "
                    "0 = never)")
         ->capture_default_str();
+    std::string early_writeback = "256K";
+    app.add_option("--early-writeback", early_writeback,
+                   "While a client flushes after at most this much written, each small write "
+                   "starts its write-back to the disk once answered, so the flush has less to "
+                   "wait for (at most 16M; 0 = never)")
+        ->capture_default_str();
     app.add_flag("--disconnected", config.start_disconnected,
                  "Start without connecting to the peer (imagesync connect starts it)");
     app.add_option("--control-socket", config.control_socket,
@@ -143,7 +149,9 @@ int main(int argc, char** argv) {
          {InlineFlag{"--inline-writes", inline_writes, 1u << 20, config.inline_writes.max_bytes},
           InlineFlag{"--inline-peer-writes", inline_peer_writes, 32u << 20,
                      config.inline_writes.peer_max_bytes},
-          InlineFlag{"--inline-flush", inline_flush, 16u << 20, config.inline_writes.flush_max_dirty}}) {
+          InlineFlag{"--inline-flush", inline_flush, 16u << 20, config.inline_writes.flush_max_dirty},
+          InlineFlag{"--early-writeback", early_writeback, 16u << 20,
+                     config.inline_writes.early_writeback_max}}) {
         auto bytes = imagesync::parse_size(f.text);
         if (!bytes) {
             std::fprintf(stderr, "imagesyncd: %s: %s\n", f.name, bytes.error().message.c_str());

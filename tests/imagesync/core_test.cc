@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -373,6 +374,150 @@ TEST(ImageFileInline, SmallFlushesRunOnTheLoopLargeOnesAndStalledOnesThroughTheR
         flush(**h);
         EXPECT_EQ((*h)->write_counts().inline_flushes, 0U);
         EXPECT_EQ((*h)->write_counts().ring_flushes, 1U);
+    }
+    (*uring)->stop();
+}
+
+// The kernel's flags of the page cache page that holds `offset` of `path` (/proc/kpageflags),
+// or nothing where this process may not see page frame numbers (no CAP_SYS_ADMIN).
+constexpr std::uint64_t kPageDirty = 1U << 4;      // KPF_DIRTY
+constexpr std::uint64_t kPageWriteback = 1U << 8;  // KPF_WRITEBACK
+std::optional<std::uint64_t> page_flags(const std::filesystem::path& path, std::uint64_t offset) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return std::nullopt;
+    void* map = ::mmap(nullptr, 4096, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(offset));
+    ::close(fd);
+    if (map == MAP_FAILED) return std::nullopt;
+    const volatile char touch = *static_cast<const volatile char*>(map);  // map the cached page
+    (void)touch;
+    std::optional<std::uint64_t> flags;
+    std::uint64_t entry = 0;
+    const int pagemap = ::open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    const auto at = static_cast<off_t>(reinterpret_cast<std::uintptr_t>(map) / 4096 * 8);
+    if (pagemap >= 0 && ::pread(pagemap, &entry, 8, at) == 8) {
+        const std::uint64_t pfn = entry & ((1ULL << 55) - 1);
+        const int kflags = ::open("/proc/kpageflags", O_RDONLY | O_CLOEXEC);
+        std::uint64_t f = 0;
+        if ((entry >> 63) != 0 && pfn != 0 && kflags >= 0 &&
+            ::pread(kflags, &f, 8, static_cast<off_t>(pfn * 8)) == 8) {
+            flags = f;
+        }
+        if (kflags >= 0) ::close(kflags);
+    }
+    if (pagemap >= 0) ::close(pagemap);
+    ::munmap(map, 4096);
+    return flags;
+}
+
+// Early write-back: once the client's last two flushes each followed at most
+// early_writeback_max bytes, an inline write within that budget starts its write-back after it
+// is answered (the page is no longer dirty: under write-back or written); a write past the
+// budget, or any write while the client writes more between flushes, is left to the flush.
+TEST(ImageFileInline, WritesStartTheirWriteBackOnlyWhileTheClientFlushesAfterLittleData) {
+    imagesync_test::TempDir dir;
+    const auto path = dir / "f.img";
+    imagesync_test::write_file(path, std::string(16u << 20, 'x'));
+    asio::io_context io;
+    auto uring = Uring::create(io, 8);
+    ASSERT_TRUE(uring) << uring.error().message;
+    {
+        InlineWriteLimits limits;
+        limits.stall = std::chrono::hours(1);
+        limits.early_writeback_max = 16384;
+        auto f = ImageFile::open(**uring, path, true, limits);
+        ASSERT_TRUE(f) << f.error().message;
+        ImageFile& file = **f;
+        const std::vector<std::byte> page(4096, std::byte{'e'});
+        // Answered through the io_context; then what it posted (the write-back) runs too.
+        auto write = [&](std::uint64_t offset) {
+            bool answered = false;
+            file.write(offset, page, false, [&](vmha::Status s) {
+                EXPECT_TRUE(s) << s.error().message;
+                answered = true;
+            });
+            while (!answered) io.run_one();
+            io.restart();
+            io.poll();
+        };
+        auto flush = [&] {
+            bool answered = false;
+            file.flush([&](vmha::Status s) {
+                EXPECT_TRUE(s) << s.error().message;
+                answered = true;
+            });
+            while (!answered) io.run_one();
+        };
+        auto writebacks = [&] { return file.write_counts().early_writebacks; };
+
+        // The pages whose flags are read lie 2 MiB apart: the page cache writes back whole
+        // folios, which can be that large.
+        constexpr std::uint64_t kApart = 2u << 20;
+        write(0);
+        flush();
+        write(kApart);  // one small flush so far: not yet
+        EXPECT_EQ(writebacks(), 0U);
+        const auto left_dirty = page_flags(path, kApart);
+        flush();
+        // Two small flushes in a row: the next writes, up to 16 KiB, start their write-back.
+        for (std::uint64_t i = 2; i < 7; ++i) write(i * kApart);
+        EXPECT_EQ(writebacks(), 4U) << "the fifth write is past the 16 KiB budget";
+        const auto started = page_flags(path, 2 * kApart);
+        const auto past_budget = page_flags(path, 6 * kApart);
+
+        // A write answered inside the call (a lone primary) starts it inside the call too.
+        bool answered = false;
+        file.flush([&](vmha::Status) { answered = true; });  // 20 KiB since the last: not small
+        while (!answered) io.run_one();
+        EXPECT_EQ(writebacks(), 4U);
+        write(7 * kApart);
+        flush();
+        write(7 * kApart + 4096);
+        flush();  // two small flushes again
+        answered = false;
+        file.write(
+            7 * kApart + 8192, page, false, [&](vmha::Status s) { answered = static_cast<bool>(s); },
+            ImageFile::Origin::client, ImageFile::Completion::may_run_inside);
+        EXPECT_TRUE(answered);
+        EXPECT_EQ(writebacks(), 5U);
+        EXPECT_EQ(file.write_counts().stalls, 0U);
+
+        flush();
+        const std::string content = imagesync_test::read_file(path);
+        std::vector<std::size_t> written;
+        for (std::size_t i = 0; i < 8; ++i) written.push_back(i * kApart);
+        written.push_back(7 * kApart + 4096);
+        written.push_back(7 * kApart + 8192);
+        for (std::size_t at : written) {
+            EXPECT_EQ(content.substr(at, 4096), std::string(4096, 'e')) << "at " << at;
+        }
+        EXPECT_EQ(content.substr(4096, 4096), std::string(4096, 'x'));
+
+        // What the kernel says about the pages (where this process may read page flags).
+        if (left_dirty && started && past_budget) {
+            EXPECT_NE(*left_dirty & kPageDirty, 0U) << "a write without early write-back";
+            EXPECT_EQ(*started & kPageDirty, 0U) << "written back or under write-back";
+            EXPECT_NE(*past_budget & kPageDirty, 0U) << "past the budget: left to the flush";
+            (void)kPageWriteback;
+        } else {
+            std::fprintf(stderr, "page flags not readable here: only the counts were checked\n");
+        }
+
+        // 0 turns it off.
+        InlineWriteLimits off = limits;
+        off.early_writeback_max = 0;
+        auto g = ImageFile::open(**uring, path, true, off);
+        ASSERT_TRUE(g);
+        for (int i = 0; i < 3; ++i) {
+            answered = false;
+            (*g)->write(0, page, false, [&](vmha::Status) { answered = true; });
+            while (!answered) io.run_one();
+            io.restart();
+            io.poll();
+            answered = false;
+            (*g)->flush([&](vmha::Status) { answered = true; });
+            while (!answered) io.run_one();
+        }
+        EXPECT_EQ((*g)->write_counts().early_writebacks, 0U);
     }
     (*uring)->stop();
 }

@@ -58,6 +58,9 @@ struct InlineWriteLimits {
     // A flush with at most this many bytes written since the previous one runs fdatasync on the
     // loop (image_file.h); 0: every flush through io_uring. Slower than `stall`: `backoff`.
     std::size_t flush_max_dirty = 1u << 20;
+    // While a client flushes after at most this many bytes, its inline writes start their
+    // write-back as soon as they are answered (image_file.h, "Early write-back"); 0: never.
+    std::size_t early_writeback_max = 256 * 1024;
 };
 
 struct ServerConfig {
