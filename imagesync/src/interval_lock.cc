@@ -13,8 +13,14 @@ bool IntervalLock::conflicts_with_earlier(Ticket ticket) const {
 
 IntervalLock::Ticket IntervalLock::enqueue(std::uint64_t offset, std::uint64_t length) {
     const std::uint64_t end = length > UINT64_MAX - offset ? UINT64_MAX : offset + length;
-    entries_.push_back(Entry{offset, end, false, {}});
+    if (spare_.empty()) {
+        entries_.emplace_back();
+    } else {
+        entries_.splice(entries_.end(), spare_, spare_.begin());
+    }
     const Ticket t = std::prev(entries_.end());
+    t->begin = offset;
+    t->end = end;
     t->granted = !conflicts_with_earlier(t);
     return t;
 }
@@ -29,7 +35,9 @@ void IntervalLock::when_granted(Ticket ticket, std::function<void()> on_grant) {
 }
 
 void IntervalLock::release(Ticket ticket) {
-    entries_.erase(ticket);
+    ticket->on_grant = nullptr;  // a withdrawn ticket's waiter
+    ticket->granted = false;
+    spare_.splice(spare_.end(), entries_, ticket);
     for (auto it = entries_.begin(); it != entries_.end(); ++it) {
         if (it->granted || conflicts_with_earlier(it)) continue;
         it->granted = true;

@@ -46,6 +46,7 @@ class IntervalLock {
 
     asio::any_io_executor executor_;
     std::list<Entry> entries_;  // arrival order
+    std::list<Entry> spare_;    // released entries, reused: no allocation per write
 };
 
 }  // namespace imagesync

@@ -231,7 +231,7 @@ vmha::Result<std::unique_ptr<ActivityLog>> ActivityLog::open(MetaFile& file,
         }
         Hot& hot = log->hot_[e];
         hot.slot = s;
-        hot.lru = log->lru_.insert(log->lru_.end(), e);
+        hot.lru = log->lru_push_back(e);
     }
     return log;
 }
@@ -298,7 +298,7 @@ ActivityLog::Admit ActivityLog::admit(std::uint32_t first, std::uint32_t last, D
         auto it = hot_.find(e);
         if (it == hot_.end()) continue;
         Hot& hot = it->second;
-        if (hot.in_flight++ == 0) lru_.erase(hot.lru);
+        if (hot.in_flight++ == 0) lru_remove(hot.lru);
         needed = std::max(needed, hot.log_seq);
     }
     for (std::uint32_t e = first; e <= last; ++e) {
@@ -309,7 +309,7 @@ ActivityLog::Admit ActivityLog::admit(std::uint32_t first, std::uint32_t last, D
             free_slots_.pop_back();
         } else {
             const std::uint32_t victim = lru_.front();
-            lru_.pop_front();
+            lru_remove(lru_.begin());
             slot = hot_.at(victim).slot;
             hot_.erase(victim);  // its slot's update below is the record of its eviction
         }
@@ -331,6 +331,17 @@ ActivityLog::Admit ActivityLog::admit(std::uint32_t first, std::uint32_t last, D
     return Admit::later;
 }
 
+std::list<std::uint32_t>::iterator ActivityLog::lru_push_back(std::uint32_t extent) {
+    if (lru_spare_.empty()) return lru_.insert(lru_.end(), extent);
+    lru_.splice(lru_.end(), lru_spare_, lru_spare_.begin());
+    lru_.back() = extent;
+    return std::prev(lru_.end());
+}
+
+void ActivityLog::lru_remove(std::list<std::uint32_t>::iterator it) {
+    lru_spare_.splice(lru_spare_.end(), lru_, it);
+}
+
 void ActivityLog::end_write(std::uint64_t offset, std::uint64_t length) {
     check_range(offset, length, "ending a write");
     if (length == 0) return;
@@ -343,7 +354,7 @@ void ActivityLog::end_write(std::uint64_t offset, std::uint64_t length) {
                                              "{} without a write in flight in extent {}",
                                              file_.describe(), length, offset, e));
         }
-        if (--it->second.in_flight == 0) it->second.lru = lru_.insert(lru_.end(), e);
+        if (--it->second.in_flight == 0) it->second.lru = lru_push_back(e);
     }
     admit_blocked();
 }

@@ -118,6 +118,8 @@ private:
     void fail_everything();
     void check_range(std::uint64_t offset, std::uint64_t length, const char* what) const;
     Page header_page() const;
+    std::list<std::uint32_t>::iterator lru_push_back(std::uint32_t extent);
+    void lru_remove(std::list<std::uint32_t>::iterator it);
 
     MetaFile& file_;
     ActivityLogConfig config_;
@@ -129,6 +131,7 @@ private:
     std::vector<std::uint32_t> free_slots_;
     std::unordered_map<std::uint32_t, Hot> hot_;
     std::list<std::uint32_t> lru_;  // hot extents with no write in flight, least recent first
+    std::list<std::uint32_t> lru_spare_;  // nodes taken off lru_, reused (no allocation per write)
     std::deque<std::pair<std::uint32_t, std::uint32_t>> pending_updates_;  // (slot, extent)
     std::deque<Blocked> blocked_;
     std::multimap<std::uint64_t, DoneCallback> waiters_;  // by the transaction they need
