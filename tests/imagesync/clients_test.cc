@@ -282,6 +282,10 @@ TEST(ImagesyncdClients, BadCommandLinesFailWithAClearMessage) {
           "b=" + (dir / "disk.img").string()},
          "are the same file"},
         {{"--image", "a=" + (dir / "disk.img").string(), "--role", "tertiary"}, "tertiary"},
+        {{"--image", "a=" + (dir / "disk.img").string(), "--early-writeback", "17M"},
+         "--early-writeback: \"17M\" is over 16M"},
+        {{"--image", "a=" + (dir / "disk.img").string(), "--inline-flush", "1Q"},
+         "--inline-flush: size \"1Q\" has an unknown suffix"},
     };
     for (const Case& c : cases) {
         Daemon daemon(dir, c.args);
