@@ -192,6 +192,20 @@ class Server {
                 {"in_flight", 0}};
             std::size_t clients = connections_.size();
             j["nbd_connections"] = clients;
+            // How each image's writes and flushes were done (image_file.h): where inline I/O
+            // stalled and went back to io_uring, and whether early write-back is engaged.
+            nlohmann::json io = nlohmann::json::array();
+            for (const auto& e : exports_) {
+                const ImageFile::WriteCounts& c = e->file().write_counts();
+                io.push_back({{"export", e->info().name},
+                              {"inline_writes", c.inline_writes},
+                              {"ring_writes", c.ring_writes},
+                              {"inline_flushes", c.inline_flushes},
+                              {"ring_flushes", c.ring_flushes},
+                              {"early_writebacks", c.early_writebacks},
+                              {"stalls", c.stalls}});
+            }
+            j["image_io"] = std::move(io);
             j["pid"] = ::getpid();
             reply(ok(std::move(j)));
             return;

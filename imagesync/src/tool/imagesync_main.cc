@@ -109,6 +109,16 @@ void print_status(const nlohmann::json& j) {
     std::cout << fmt::format("in flight   {} request(s) to the peer\n", num("in_flight"));
     std::cout << fmt::format("replicated  {}, resynced {}\n", human_bytes(num("bytes_replicated")),
                              human_bytes(num("bytes_resynced")));
+    if (j.contains("image_io") && j["image_io"].is_array()) {
+        for (const auto& e : j["image_io"]) {
+            auto n = [&](const char* k) { return e.value(k, std::uint64_t{0}); };
+            std::cout << fmt::format(
+                "image io    {}: writes {} inline, {} io_uring; flushes {} inline, {} io_uring; "
+                "{} early write-backs; {} stalls\n",
+                e.value("export", "-"), n("inline_writes"), n("ring_writes"), n("inline_flushes"),
+                n("ring_flushes"), n("early_writebacks"), n("stalls"));
+        }
+    }
     if (j.contains("resync")) {
         const auto total = j["resync"].value("total_bytes", std::uint64_t{0});
         const auto left = j["resync"].value("left_bytes", std::uint64_t{0});
