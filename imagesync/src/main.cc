@@ -4,6 +4,7 @@
 // already read has been answered, 1 on a runtime failure, 2 on a command-line error.
 #include <unistd.h>
 
+#include <array>
 #include <cstdio>
 #include <stdexcept>
 #include <string>
@@ -69,29 +70,33 @@ int main(int argc, char** argv) {
                    "resynced from the other). Both nodes must agree")
         ->check(CLI::IsMember({"disconnect", "discard-zero-changes"}))
         ->capture_default_str();
-    std::string inline_writes = "64K";
-    app.add_option("--inline-writes", inline_writes,
-                   "Largest page-aligned write of a client copied into the page cache on the "
-                   "event loop instead of by an io_uring worker (K/M suffixes, at most 1M; 0 = "
-                   "none)")
-        ->capture_default_str();
-    std::string inline_peer_writes = "4M";
-    app.add_option("--inline-peer-writes", inline_peer_writes,
-                   "The same for the writes a secondary applies for its primary (at most 32M; "
-                   "0 = none)")
-        ->capture_default_str();
-    std::string inline_flush = "1M";
-    app.add_option("--inline-flush", inline_flush,
-                   "A flush with at most this much written since the previous one runs "
-                   "fdatasync on the event loop instead of by an io_uring worker (at most 16M; "
-                   "0 = never)")
-        ->capture_default_str();
-    std::string early_writeback = "256K";
-    app.add_option("--early-writeback", early_writeback,
-                   "While a client flushes after at most this much written, each small write "
-                   "starts its write-back to the disk once answered, so the flush has less to "
-                   "wait for (at most 16M; 0 = never)")
-        ->capture_default_str();
+    // Byte sizes (K/M suffixes) of the inline I/O paths (image_file.h), parsed after CLI11.
+    struct SizeFlag {
+        const char* name;
+        std::string text;  // the default, then what was given
+        const char* help;
+        std::uint64_t max;
+        std::size_t& out;
+    };
+    std::array<SizeFlag, 4> size_flags{{
+        {"--inline-writes", "64K",
+         "Largest page-aligned write of a client copied into the page cache on the event loop "
+         "instead of by an io_uring worker (K/M suffixes, at most 1M; 0 = none)",
+         1u << 20, config.inline_writes.max_bytes},
+        {"--inline-peer-writes", "4M",
+         "The same for the writes a secondary applies for its primary (at most 32M; 0 = none)",
+         32u << 20, config.inline_writes.peer_max_bytes},
+        {"--inline-flush", "1M",
+         "A flush with at most this much written since the previous one runs fdatasync on the "
+         "event loop instead of by an io_uring worker (at most 16M; 0 = never)",
+         16u << 20, config.inline_writes.flush_max_dirty},
+        {"--early-writeback", "256K",
+         "While a client flushes after at most this much written, each small write starts its "
+         "write-back to the disk once answered, so the flush has less to wait for (at most 16M; "
+         "0 = never)",
+         16u << 20, config.inline_writes.early_writeback_max},
+    }};
+    for (SizeFlag& f : size_flags) app.add_option(f.name, f.text, f.help)->capture_default_str();
     app.add_flag("--disconnected", config.start_disconnected,
                  "Start without connecting to the peer (imagesync connect starts it)");
     app.add_option("--control-socket", config.control_socket,
@@ -139,19 +144,7 @@ int main(int argc, char** argv) {
     } else {
         config.resync_min_rate = *rate;
     }
-    struct InlineFlag {
-        const char* name;
-        const std::string& text;
-        std::uint64_t max;
-        std::size_t& out;
-    };
-    for (const InlineFlag& f :
-         {InlineFlag{"--inline-writes", inline_writes, 1u << 20, config.inline_writes.max_bytes},
-          InlineFlag{"--inline-peer-writes", inline_peer_writes, 32u << 20,
-                     config.inline_writes.peer_max_bytes},
-          InlineFlag{"--inline-flush", inline_flush, 16u << 20, config.inline_writes.flush_max_dirty},
-          InlineFlag{"--early-writeback", early_writeback, 16u << 20,
-                     config.inline_writes.early_writeback_max}}) {
+    for (const SizeFlag& f : size_flags) {
         auto bytes = imagesync::parse_size(f.text);
         if (!bytes) {
             std::fprintf(stderr, "imagesyncd: %s: %s\n", f.name, bytes.error().message.c_str());
