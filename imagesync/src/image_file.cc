@@ -44,7 +44,6 @@ struct ImageFile::Transfer {
     std::uint64_t offset = 0;  // next byte
     std::byte* data = nullptr;
     std::size_t remaining = 0;
-    bool early_writeback = false;  // start the write-back once answered (inline writes only)
     Done done;
 };
 
@@ -126,10 +125,11 @@ void ImageFile::write(std::uint64_t offset, std::span<const std::byte> data, boo
     // io_uring only reads from this buffer for a write.
     t->data = const_cast<std::byte*>(data.data());  // NOLINT
     if (inline_eligible(offset, data.size(), fua, origin)) {
-        t->early_writeback = inline_.early_writeback_max > 0 && small_flushes_ >= 2 &&
-                             written_since_flush_ <= inline_.early_writeback_max;
+        // small_flushes_ stays 0 while early write-back is off (flush()).
+        const bool early_writeback =
+            small_flushes_ >= 2 && written_since_flush_ <= inline_.early_writeback_max;
         t->done = std::move(done);
-        write_inline(std::move(t), completion);
+        write_inline(std::move(t), completion, early_writeback);
         return;
     }
     t->done = std::move(done);
@@ -194,7 +194,8 @@ bool ImageFile::Pause::stalled(std::chrono::steady_clock::time_point start,
     return true;
 }
 
-void ImageFile::write_inline(std::shared_ptr<Transfer> t, Completion completion) {
+void ImageFile::write_inline(std::shared_ptr<Transfer> t, Completion completion,
+                             bool early_writeback) {
     ssize_t n = -1;
     int error = 0;
     if (nowait_ != Nowait::unsupported) {
@@ -231,7 +232,7 @@ void ImageFile::write_inline(std::shared_ptr<Transfer> t, Completion completion)
     }
     ++counts_.inline_writes;
     const int res = n < 0 ? -error : static_cast<int>(n);
-    const bool writeback = t->early_writeback && n == static_cast<ssize_t>(t->remaining);
+    const bool writeback = early_writeback && n == static_cast<ssize_t>(t->remaining);
     const std::uint64_t offset = t->offset;
     const std::size_t length = t->remaining;
     if (completion == Completion::may_run_inside) {

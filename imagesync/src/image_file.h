@@ -133,7 +133,8 @@ class ImageFile {
     struct ZeroFill;
     ImageFile(Uring& uring, std::filesystem::path path, int fd, InlineWriteLimits inline_writes);
     bool inline_eligible(std::uint64_t offset, std::size_t size, bool fua, Origin origin);
-    void write_inline(std::shared_ptr<Transfer> t, Completion completion);
+    // `early_writeback`: start its write-back once answered ("Early write-back" above).
+    void write_inline(std::shared_ptr<Transfer> t, Completion completion, bool early_writeback);
     void write_through_ring(std::shared_ptr<Transfer> t);  // in kRingWritePiece pieces
     void start_writeback(std::uint64_t offset, std::size_t length);
     void flush_inline(Done done, Completion completion);

@@ -35,8 +35,7 @@ void IntervalLock::when_granted(Ticket ticket, std::function<void()> on_grant) {
 }
 
 void IntervalLock::release(Ticket ticket) {
-    ticket->on_grant = nullptr;  // a withdrawn ticket's waiter
-    ticket->granted = false;
+    ticket->on_grant = nullptr;  // a withdrawn ticket's waiter (enqueue() sets the rest)
     spare_.splice(spare_.end(), entries_, ticket);
     for (auto it = entries_.begin(); it != entries_.end(); ++it) {
         if (it->granted || conflicts_with_earlier(it)) continue;
