@@ -72,6 +72,7 @@ Connection::Connection(std::uint64_t id, Socket socket, std::span<Export* const>
       reader_wake_(socket_.get_executor()) {
     batch_.reserve(kMaxRepliesPerSend);
     buffers_.reserve(2 * kMaxRepliesPerSend);
+    spare_heads_.reserve(kMaxRepliesPerSend);  // replies_sent() then never allocates
 }
 
 void Connection::start() {
@@ -347,7 +348,13 @@ void Connection::send_replies() {
 
 void Connection::replies_sent(const error_code& ec) {
     sending_ = false;
-    for (Reply& r : batch_) pool_.give(std::move(r.body));
+    for (Reply& r : batch_) {
+        pool_.give(std::move(r.body));
+        if (r.head.capacity() <= kSpareHeadBytes && spare_heads_.size() < kMaxRepliesPerSend) {
+            r.head.clear();
+            spare_heads_.push_back(std::move(r.head));
+        }
+    }
     batch_.clear();
     buffers_.clear();
     if (ec && !broken_) {
@@ -370,7 +377,14 @@ void Connection::queue(Reply reply) {
 }
 
 void Connection::reply_ok(const nbd::Request& request) {
-    queue({nbd::encode_simple_reply(request.cookie, 0), {}});
+    // A reply per write: a head sent before is reused, sparing an allocation.
+    nbd::Bytes head;
+    if (!spare_heads_.empty()) {
+        head = std::move(spare_heads_.back());
+        spare_heads_.pop_back();
+    }
+    nbd::encode_simple_reply(request.cookie, 0, head);
+    queue({std::move(head), {}});
 }
 
 void Connection::reply_error(const nbd::Request& request, const vmha::Error& error) {

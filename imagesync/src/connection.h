@@ -49,6 +49,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     static constexpr std::chrono::seconds kHandshakeTimeout{30};
     // Replies gathered into one socket write (two buffers each: within the iovec limit).
     static constexpr std::size_t kMaxRepliesPerSend = 32;
+    // A sent reply's head is kept for the next simple reply if no larger than this.
+    static constexpr std::size_t kSpareHeadBytes = 64;
 
     Connection(std::uint64_t id, Socket socket, std::span<Export* const> exports,
                OnClosed on_closed);
@@ -122,6 +124,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::deque<Reply> replies_;
     std::vector<Reply> batch_;                  // the replies of the outstanding write
     std::vector<asio::const_buffer> buffers_;  // their iovecs
+    std::vector<nbd::Bytes> spare_heads_;      // sent replies' heads, for reply_ok()
     // Writes in flight: the request, its payload and a reference that keeps the connection
     // alive until the reply is queued. Slots are reused (free_write_slots_).
     struct WriteSlot {

@@ -116,85 +116,109 @@ void Export::apply_local(const WriteOp& op, ImageFile::Done done) {
     }
 }
 
-void Export::apply(const WriteOp& op, ReplicaSink::Done done) noexcept {
-    if (read_only()) {
-        if (op.kind == WriteOp::Kind::flush) {
-            apply_local(op, std::move(done));
-        } else {
-            done(vmha::Error(vmha::errc::read_only,
-                             fmt::format("export \"{}\" is read-only: this node is secondary",
-                                         info_.name)));
-        }
-        return;
+Export::Flight* Export::take_flight(const WriteOp& op, ReplicaSink::Done done) {
+    Flight* f = nullptr;
+    if (spare_flights_.empty()) {
+        spare_flights_.reserve(flights_.size() + 1);  // so that finish() cannot throw
+        f = &flights_.emplace_back();
+    } else {
+        f = spare_flights_.back();
+        spare_flights_.pop_back();
     }
-    if (gate_ != nullptr && op.kind != WriteOp::Kind::flush) {
-        WriteGate* gate = gate_;  // the one this operation began with, even if it changes
-        gate->begin(op, [this, gate, op, done = std::move(done)](vmha::Status s) mutable {
-            if (!s) {
-                done(std::move(s));
-                return;
-            }
-            apply_everywhere(op, [gate, op, done = std::move(done)](vmha::Status result) mutable {
-                gate->end(op);
-                done(std::move(result));
-            });
-        });
-        return;
-    }
-    apply_everywhere(op, std::move(done));
+    f->op = op;
+    f->done = std::move(done);
+    return f;
 }
 
-void Export::apply_everywhere(const WriteOp& op, ReplicaSink::Done done) {
-    struct Join {
-        std::size_t remaining = 0;
-        std::optional<vmha::Error> local_error;
-        std::optional<vmha::Error> sink_error;
-        ReplicaSink::Done done;
-    };
-    auto join = std::make_shared<Join>();
-    join->remaining = 1 + sinks_.size();
-    join->done = std::move(done);
-    auto finish = [this, join, op] {
-        if (--join->remaining != 0) return;
-        if (join->local_error) {
-            // A sink may hold what the local image does not: let it record the difference.
-            if (op.kind != WriteOp::Kind::flush) {
-                for (const auto& sink : sinks_) sink->local_failed(op);
-            }
-            join->done(std::move(*join->local_error));
-        } else if (join->sink_error) {
-            join->done(std::move(*join->sink_error));
-        } else {
-            join->done({});
-        }
-    };
-    apply_local(op, [join, finish](vmha::Status s) {
-        if (!s) join->local_error = std::move(s).error();
-        finish();
-    });
-    for (const auto& sink : sinks_) {
-        sink->apply(op, [join, finish](vmha::Status s) {
-            if (!s && !join->sink_error) join->sink_error = std::move(s).error();
-            finish();
-        });
-    }
+void Export::apply(const WriteOp& op, ReplicaSink::Done done) noexcept {
+    start(take_flight(op, std::move(done)));
 }
 
 void Export::apply_in_order(IntervalLock::Ticket ticket, const WriteOp& op,
                             ReplicaSink::Done done) {
-    auto start = [this, ticket, op, done = std::move(done)]() mutable {
-        apply(op, [this, ticket, done = std::move(done)](vmha::Status s) {
-            locks_.release(ticket);
-            done(std::move(s));
-        });
-    };
+    // Nothing has started if this throws (an allocation): the caller still owns the ticket.
+    Flight* f = take_flight(op, std::move(done));
+    f->ticket = ticket;
     if (!locks_.granted(ticket)) {
-        locks_.when_granted(ticket, std::move(start));
+        locks_.when_granted(ticket, [this, f] { start(f); });
         return;
     }
     // Granted already (nothing earlier overlaps): started here, not from a posted grant, which
-    // would cost the write a turn of the loop (apply() is noexcept once the write started).
-    start();
+    // would cost the write a turn of the loop (start() is noexcept).
+    start(f);
+}
+
+void Export::start(Flight* f) noexcept {
+    const WriteOp op = f->op;  // a copy: `f` may be given back inside the calls below
+    if (read_only()) {
+        if (op.kind == WriteOp::Kind::flush) {
+            apply_local(op, [this, f](vmha::Status s) { finish(f, std::move(s)); });
+        } else {
+            finish(f, vmha::Error(vmha::errc::read_only,
+                                  fmt::format("export \"{}\" is read-only: this node is secondary",
+                                              info_.name)));
+        }
+        return;
+    }
+    if (gate_ != nullptr && op.kind != WriteOp::Kind::flush) {
+        f->gate = gate_;
+        f->gate->begin(op, [this, f](vmha::Status s) {
+            if (!s) {
+                f->gate = nullptr;  // not begun: no end()
+                finish(f, std::move(s));
+                return;
+            }
+            apply_everywhere(f);
+        });
+        return;
+    }
+    apply_everywhere(f);
+}
+
+void Export::apply_everywhere(Flight* f) {
+    // A copy: the last completion gives the flight back, possibly inside one of these calls.
+    const WriteOp op = f->op;
+    const std::size_t sinks = sinks_.size();
+    f->remaining = 1 + sinks;
+    apply_local(op, [this, f](vmha::Status s) {
+        if (!s) f->local_error = std::move(s).error();
+        joined(f);
+    });
+    for (std::size_t i = 0; i < sinks; ++i) {
+        sinks_[i]->apply(op, [this, f](vmha::Status s) {
+            if (!s && !f->sink_error) f->sink_error = std::move(s).error();
+            joined(f);
+        });
+    }
+}
+
+void Export::joined(Flight* f) {
+    if (--f->remaining != 0) return;
+    vmha::Status result;
+    if (f->local_error) {
+        // A sink may hold what the local image does not: let it record the difference.
+        if (f->op.kind != WriteOp::Kind::flush) {
+            for (const auto& sink : sinks_) sink->local_failed(f->op);
+        }
+        result = std::move(*f->local_error);
+    } else if (f->sink_error) {
+        result = std::move(*f->sink_error);
+    }
+    if (f->gate != nullptr) f->gate->end(f->op);
+    finish(f, std::move(result));
+}
+
+void Export::finish(Flight* f, vmha::Status status) {
+    if (f->ticket) locks_.release(*f->ticket);
+    ReplicaSink::Done done = std::move(f->done);
+    f->done = nullptr;
+    f->ticket.reset();
+    f->gate = nullptr;
+    f->local_error.reset();
+    f->sink_error.reset();
+    f->op = {};
+    spare_flights_.push_back(f);  // reserved in take_flight(): no allocation
+    done(std::move(status));
 }
 
 }  // namespace imagesync

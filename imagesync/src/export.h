@@ -4,7 +4,9 @@
 // Owned by the event loop thread.
 #pragma once
 
+#include <deque>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include <imagesync/server.h>
@@ -56,15 +58,34 @@ class Export {
     void apply_in_order(IntervalLock::Ticket ticket, const WriteOp& op, ReplicaSink::Done done);
 
   private:
+    // One operation on its way through the lock, the gate, the image and the sinks. Each
+    // stage's callback holds only (this, flight), which std::function stores without an
+    // allocation; flights are reused, so a write allocates nothing here once the pool is warm.
+    struct Flight {
+        WriteOp op;
+        ReplicaSink::Done done;  // the caller's
+        std::optional<IntervalLock::Ticket> ticket;
+        WriteGate* gate = nullptr;  // the one the operation began with, even if it changes
+        std::size_t remaining = 0;  // the image and the sinks still to complete
+        std::optional<vmha::Error> local_error;
+        std::optional<vmha::Error> sink_error;
+    };
+
     Export(nbd::ExportInfo info, std::unique_ptr<ImageFile> file, asio::any_io_executor executor);
+    Flight* take_flight(const WriteOp& op, ReplicaSink::Done done);
+    void start(Flight* f) noexcept;
+    void apply_everywhere(Flight* f);
+    void joined(Flight* f);
+    void finish(Flight* f, vmha::Status status);
     void apply_local(const WriteOp& op, ImageFile::Done done);
-    void apply_everywhere(const WriteOp& op, ReplicaSink::Done done);
 
     nbd::ExportInfo info_;
     std::unique_ptr<ImageFile> file_;
     IntervalLock locks_;
     std::vector<std::shared_ptr<ReplicaSink>> sinks_;
     WriteGate* gate_ = nullptr;
+    std::deque<Flight> flights_;          // every flight ever made (stable addresses)
+    std::vector<Flight*> spare_flights_;  // those not in use
 };
 
 // The virtual size of a qcow2 image from its header, or nullopt when `header` (the first 32

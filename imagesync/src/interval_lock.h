@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <list>
+#include <vector>
 
 #include "asio.h"
 
@@ -23,6 +24,7 @@ class IntervalLock {
         std::uint64_t end = 0;  // exclusive
         bool granted = false;
         std::function<void()> on_grant;
+        std::size_t slot = 0;  // its place in ranges_
     };
 
   public:
@@ -43,10 +45,20 @@ class IntervalLock {
 
   private:
     bool conflicts_with_earlier(Ticket ticket) const;
+    bool conflicts_with_any(std::uint64_t begin, std::uint64_t end) const;
 
     asio::any_io_executor executor_;
     std::list<Entry> entries_;  // arrival order
     std::list<Entry> spare_;    // released entries, reused: no allocation per write
+    std::size_t waiting_ = 0;   // entries not granted: release() has nothing to grant without
+    // The ranges of entries_, packed (in no order): enqueue() checks a new ticket against every
+    // held one, and a scan of this array costs a fraction of a walk along the list's nodes.
+    struct Held {
+        std::uint64_t begin = 0;
+        std::uint64_t end = 0;
+        Ticket ticket;
+    };
+    std::vector<Held> ranges_;
 };
 
 }  // namespace imagesync

@@ -387,11 +387,15 @@ std::uint32_t nbd_error_from(const vmha::Error& e) {
 
 Bytes encode_simple_reply(std::uint64_t cookie, std::uint32_t error) {
     Bytes out;
-    out.reserve(kSimpleReplySize);
+    encode_simple_reply(cookie, error, out);
+    return out;
+}
+
+void encode_simple_reply(std::uint64_t cookie, std::uint32_t error, Bytes& out) {
+    out.reserve(out.size() + kSimpleReplySize);
     put_u32(out, kSimpleReplyMagic);
     put_u32(out, error);
     put_u64(out, cookie);
-    return out;
 }
 
 Bytes encode_chunk_header(std::uint16_t flags, std::uint16_t type, std::uint64_t cookie,

@@ -111,6 +111,8 @@ std::uint32_t nbd_error_from(const vmha::Error& e);
 
 // Replies.
 Bytes encode_simple_reply(std::uint64_t cookie, std::uint32_t error);
+// The same, appended to `out` (whose capacity a caller may be reusing).
+void encode_simple_reply(std::uint64_t cookie, std::uint32_t error, Bytes& out);
 Bytes encode_chunk_header(std::uint16_t flags, std::uint16_t type, std::uint64_t cookie,
                           std::uint32_t payload_length);
 // Header of an OFFSET_DATA chunk with DONE set; `data_length` bytes of data must follow.

@@ -1,6 +1,7 @@
 // Unit tests of imagesync-core pieces below the server: export specs, the interval lock, the
 // qcow2 size probe, and the io_uring image file (zero fill past the end, allocation map).
 #include <cstdlib>
+#include <list>
 #include <cstring>
 #include <new>
 
@@ -85,6 +86,78 @@ TEST(IntervalLock, OverlapsWaitInArrivalOrderOthersRunAtOnce) {
     EXPECT_EQ(order, (std::vector<char>{'c', 'd'}));
     lock.release(d);
     EXPECT_EQ(lock.size(), 0U);
+}
+
+TEST(IntervalLock, AWithdrawnWaitingTicketNeitherRunsNorHoldsUpLaterOnes) {
+    asio::io_context io;
+    IntervalLock lock(io.get_executor());
+    auto a = lock.enqueue(0, 100);
+    auto b = lock.enqueue(50, 100);  // waits for a
+    bool b_ran = false;
+    lock.when_granted(b, [&] { b_ran = true; });
+    lock.release(b);  // withdrawn before it was granted (its request failed early)
+    auto c = lock.enqueue(120, 10);  // overlapped only b, which is gone
+    EXPECT_TRUE(lock.granted(c));
+    auto d = lock.enqueue(90, 20);  // overlaps a
+    EXPECT_FALSE(lock.granted(d));
+    bool d_ran = false;
+    lock.when_granted(d, [&] { d_ran = true; });
+    lock.release(a);
+    io.restart();
+    io.poll();
+    EXPECT_FALSE(b_ran);
+    EXPECT_TRUE(d_ran) << "releasing a grants d, although b was withdrawn meanwhile";
+    lock.release(c);
+    lock.release(d);
+    EXPECT_EQ(lock.size(), 0U);
+    // Everything released: a new ticket anywhere is granted at once.
+    auto e = lock.enqueue(0, 1000);
+    EXPECT_TRUE(lock.granted(e));
+    lock.release(e);
+}
+
+// Random enqueues and releases (withdrawals included) against the rule itself: a held ticket is
+// granted exactly when no earlier held ticket overlaps it, and each waiter runs once, when
+// granted.
+TEST(IntervalLock, RandomSequencesGrantExactlyWhatNoEarlierHeldTicketOverlaps) {
+    asio::io_context io;
+    IntervalLock lock(io.get_executor());
+    struct Held {
+        IntervalLock::Ticket ticket;
+        std::uint64_t begin, end;
+        int runs = 0;
+    };
+    std::list<Held> held;  // arrival order
+    std::uint64_t seed = 12345;
+    auto next = [&seed](std::uint64_t n) {
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        return (seed >> 33) % n;
+    };
+    for (int step = 0; step < 5000; ++step) {
+        if (held.empty() || (held.size() < 48 && next(2) == 0)) {
+            const std::uint64_t begin = next(64) * 8;
+            const std::uint64_t length = 1 + next(40);
+            held.push_back({lock.enqueue(begin, length), begin, begin + length});
+            Held& h = held.back();
+            lock.when_granted(h.ticket, [&h] { ++h.runs; });
+        } else {
+            auto it = held.begin();
+            std::advance(it, static_cast<long>(next(held.size())));
+            lock.release(it->ticket);
+            held.erase(it);
+        }
+        io.restart();
+        io.poll();
+        for (auto it = held.begin(); it != held.end(); ++it) {
+            bool overlapped = false;
+            for (auto e = held.begin(); e != it; ++e) {
+                if (e->begin < it->end && it->begin < e->end) overlapped = true;
+            }
+            ASSERT_EQ(lock.granted(it->ticket), !overlapped) << "step " << step;
+            ASSERT_EQ(it->runs, overlapped ? 0 : 1) << "step " << step;
+        }
+        ASSERT_EQ(lock.size(), held.size());
+    }
 }
 
 class ImageFileTest : public ::testing::Test {

@@ -169,6 +169,12 @@ void encode_write_header(std::uint64_t cookie, const Range& range, bool fua, Byt
 
 void encode(const Message& m, Bytes& out) {
     const MessageType type = type_of(m.body);
+    if (const auto* ack = std::get_if<Ack>(&m.body)) {  // one per write: no temporary payload
+        out.reserve(out.size() + header_size + 4);
+        put_header(out, type, 4, m.cookie);
+        put_u32(out, ack->status);
+        return;
+    }
     Bytes payload;
     payload.reserve(64);  // every fixed-size message fits: one allocation
     std::visit(

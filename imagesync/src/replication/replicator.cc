@@ -127,6 +127,9 @@ constexpr std::uint32_t kResyncChunkMax = 4u << 20;  // bytes per resync message
 // are cheaper to send on the loop.
 constexpr std::size_t kThreadedSendBytes = 64 * 1024;
 constexpr std::size_t kResyncWindow = 8;             // resync messages in flight
+constexpr std::size_t kSpareHeads = 64;              // frame heads kept for reuse, per session
+constexpr std::size_t kSpareHeadBytes = 256;         // ... if no larger (a HELLO may be)
+constexpr std::size_t kScratchKeepBytes = 64 * 1024; // a larger message's buffer is not kept
 
 }  // namespace
 
@@ -138,6 +141,11 @@ struct Replicator::Pending {
     std::function<void(std::optional<std::uint32_t>)> complete;
     Clock::time_point sent;
     bool is_ping = false;
+    // A client's operation (replicate()): what complete_forwarded() needs.
+    std::size_t export_index = 0;
+    WriteOp op;  // without its data
+    std::uint64_t flush_sequence = 0;
+    std::function<void(vmha::Status)> done;
     // A CHECKSUM_REQUEST: its reply goes here (and `complete` only runs if the link drops).
     std::function<void(const peer::ChecksumReply&)> on_checksums;
 };
@@ -219,9 +227,18 @@ public:
     // Queues a frame that holds everything it sends.
     void send(const peer::Message& m) {
         if (closing_) return;
-        peer::Bytes b;
+        peer::Bytes b = take_head();
         peer::encode(m, b);
         enqueue(Frame{std::move(b), {}, m.cookie});
+    }
+
+    // An empty buffer for a frame's head, with the capacity of one sent before (a frame per
+    // write: reusing them spares an allocation each).
+    peer::Bytes take_head() {
+        if (spare_heads_.empty()) return {};
+        peer::Bytes b = std::move(spare_heads_.back());
+        spare_heads_.pop_back();
+        return b;
     }
 
     // Closes once everything queued so far is sent (a refusal that the peer should read).
@@ -272,7 +289,12 @@ private:
         while (!closing_) {
             std::array<std::byte, peer::header_size> head;
             error_code ec;
-            if (!reader_.try_take(head)) ec = co_await reader_.read_exact(head);
+            bool read = false;  // from the socket: a message taken whole from the read-ahead
+                                // buffer arrived with the read that last set last_rx_
+            if (!reader_.try_take(head)) {
+                ec = co_await reader_.read_exact(head);
+                read = true;
+            }
             if (ec || closing_) {
                 close(ec ? fmt::format("connection to {} broke: {}", remote_, ec.message())
                          : reason_);
@@ -283,17 +305,31 @@ private:
                 close(fmt::format("peer {} broke the protocol: {}", remote_, header.error().message));
                 break;
             }
-            std::shared_ptr<std::byte[]> payload = take_payload(header->length);
-            const std::span<std::byte> body(payload.get(), header->length);
+            // Only WRITE and RESYNC_DATA decode to views of their payload (kept alive with the
+            // message); any other message is decoded from a reused buffer.
+            std::shared_ptr<std::byte[]> payload;
+            std::span<std::byte> body;
+            if (header->type == peer::MessageType::write ||
+                header->type == peer::MessageType::resync_data) {
+                payload = take_payload(header->length);
+                body = std::span<std::byte>(payload.get(), header->length);
+            } else {
+                if (scratch_.capacity() > kScratchKeepBytes) peer::Bytes().swap(scratch_);
+                scratch_.resize(header->length);
+                body = std::span<std::byte>(scratch_.data(), header->length);
+            }
             if (header->length > 0) {
-                if (!reader_.try_take(body)) ec = co_await reader_.read_exact(body);
+                if (!reader_.try_take(body)) {
+                    ec = co_await reader_.read_exact(body);
+                    read = true;
+                }
                 if (ec || closing_) {
                     close(ec ? fmt::format("connection to {} broke: {}", remote_, ec.message())
                              : reason_);
                     break;
                 }
             }
-            last_rx_ = Clock::now();
+            if (read) last_rx_ = Clock::now();
             auto message = peer::decode_payload(*header, peer::ByteView(body.data(), body.size()));
             if (!message) {
                 close(fmt::format("peer {} broke the protocol: {}", remote_,
@@ -368,6 +404,11 @@ private:
                 break;
             }
             last_tx_ = Clock::now();
+            for (std::size_t i = 0; i < n && spare_heads_.size() < kSpareHeads; ++i) {
+                if (queue_[i].head.capacity() > kSpareHeadBytes) continue;
+                queue_[i].head.clear();
+                spare_heads_.push_back(std::move(queue_[i].head));
+            }
             queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
         }
         queue_.clear();
@@ -431,6 +472,8 @@ private:
         std::shared_ptr<std::byte[]> payload;
     };
     std::vector<Deferred> deferred_;
+    std::vector<peer::Bytes> spare_heads_;  // sent frames' heads, for take_head()
+    peer::Bytes scratch_;                   // the payload of a message that keeps no view of it
     bool dialer_;
     std::string remote_;
     asio::steady_timer wake_;
@@ -1152,7 +1195,8 @@ void Replicator::replicate(std::size_t export_index, const WriteOp& op,
         }
         return;
     }
-    if (op.kind != WriteOp::Kind::flush) last_client_write_ = Clock::now();
+    const auto now = Clock::now();
+    if (op.kind != WriteOp::Kind::flush) last_client_write_ = now;
     if (session_ && !session_->closed() && !session_->handshaken()) {
         held_.push_back(HeldWrite{export_index, op, std::move(done)});
         return;
@@ -1165,7 +1209,7 @@ void Replicator::replicate(std::size_t export_index, const WriteOp& op,
     peer::Range range{static_cast<std::uint32_t>(export_index), op.offset,
                       static_cast<std::uint32_t>(op.length)};
     auto p = std::make_shared<Pending>();
-    p->sent = Clock::now();
+    p->sent = now;
     // Copy what record_dirty needs; the data itself is not needed to record a range.
     WriteOp meta_op = op;
     meta_op.data = {};
@@ -1179,38 +1223,23 @@ void Replicator::replicate(std::size_t export_index, const WriteOp& op,
             u.chunks.clear();
         }
     }
-    p->complete = [this, export_index, meta_op, flush_sequence,
-                   done = std::move(done)](std::optional<std::uint32_t> status) mutable {
-        if (status && *status == 0) {
-            if (meta_op.kind == WriteOp::Kind::write) bytes_replicated_ += meta_op.length;
-            if (meta_op.kind == WriteOp::Kind::flush) {
-                // Only the newest FLUSH clears: an older one does not cover what the newer took.
-                if (flush_sequence == flush_sequence_) {
-                    for (auto& u : unflushed_) u.flushing.clear();
-                }
-            } else if (!meta_op.fua) {
-                note_replicated(export_index, meta_op.offset, meta_op.length);
-            }
-            done({});
-            return;
-        }
-        if (status) {
-            spdlog::error("peer failed to apply a {} at offset {} ({} bytes) of export \"{}\": {}; "
-                          "recording it dirty and disconnecting",
-                          meta_op.kind == WriteOp::Kind::flush ? "flush" : "write", meta_op.offset,
-                          meta_op.length, exports_[export_index]->info().name,
-                          vmha::errc_name(static_cast<vmha::errc>(*status)));
-            if (session_) session_->close("the peer failed to apply a write");
-        }
-        record_dirty(export_index, meta_op, std::move(done));
+    p->export_index = export_index;
+    p->op = meta_op;
+    p->flush_sequence = flush_sequence;
+    p->done = std::move(done);
+    // Only (this, p): std::function keeps it without an allocation. `p` outlives the call
+    // (on_ack and the link's loss hold it while completing).
+    p->complete = [this, raw = p.get()](std::optional<std::uint32_t> status) {
+        complete_forwarded(*raw, status);
     };
     pending_.emplace(cookie, std::move(p));
-    peer::Bytes head;
     switch (op.kind) {
-        case WriteOp::Kind::write:
+        case WriteOp::Kind::write: {
+            peer::Bytes head = session_->take_head();
             peer::encode_write_header(cookie, range, op.fua, head);
             session_->send(cookie, std::move(head), op.data);
             return;
+        }
         case WriteOp::Kind::write_zeroes:
             session_->send(peer::Message{cookie, peer::WriteZeroes{range, op.fua, op.may_trim}});
             return;
@@ -1516,6 +1545,36 @@ void Replicator::apply_from_peer(Session& session, std::uint64_t cookie, const p
         }
     });
     (void)session;
+}
+
+// A client's operation that replicate() sent: the peer's status (nullopt: the link went down
+// first) completes it, or records it dirty.
+void Replicator::complete_forwarded(Pending& p, std::optional<std::uint32_t> status) {
+    const std::size_t export_index = p.export_index;
+    const WriteOp& meta_op = p.op;
+    auto done = std::move(p.done);
+    if (status && *status == 0) {
+        if (meta_op.kind == WriteOp::Kind::write) bytes_replicated_ += meta_op.length;
+        if (meta_op.kind == WriteOp::Kind::flush) {
+            // Only the newest FLUSH clears: an older one does not cover what the newer took.
+            if (p.flush_sequence == flush_sequence_) {
+                for (auto& u : unflushed_) u.flushing.clear();
+            }
+        } else if (!meta_op.fua) {
+            note_replicated(export_index, meta_op.offset, meta_op.length);
+        }
+        done({});
+        return;
+    }
+    if (status) {
+        spdlog::error("peer failed to apply a {} at offset {} ({} bytes) of export \"{}\": {}; "
+                      "recording it dirty and disconnecting",
+                      meta_op.kind == WriteOp::Kind::flush ? "flush" : "write", meta_op.offset,
+                      meta_op.length, exports_[export_index]->info().name,
+                      vmha::errc_name(static_cast<vmha::errc>(*status)));
+        if (session_) session_->close("the peer failed to apply a write");
+    }
+    record_dirty(export_index, meta_op, std::move(done));
 }
 
 void Replicator::on_ack(std::uint64_t cookie, std::uint32_t status) {
