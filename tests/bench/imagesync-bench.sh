@@ -11,7 +11,7 @@
 #                                  [--jobs JOB,...] [--configs CONFIG,...]
 #
 # --jobs and --configs run a subset (while working on one path); the ratios need nbdkit, so it
-# is always among the configurations.
+# is always among the configurations. STEAL_LIMIT (percent, default 5): see "Steal" below.
 #
 # Every server runs on a private socket in a temporary directory and is stopped by PID.
 set -euo pipefail
@@ -126,43 +126,60 @@ if [[ -n $only_configs ]]; then
   [[ ",$only_configs," == *,nbdkit,* ]] || configs+=(nbdkit)
 fi
 
-run_fio() {  # URI JOB -> figure
-  local uri=$1 job=$2 out
+# The "cpu" line of /proc/stat: steal time and the sum of all fields (clock ticks).
+cpu_ticks() { awk '/^cpu /{ t = 0; for (i = 2; i <= NF; i++) t += $i; print $9, t }' /proc/stat; }
+
+run_fio() {  # URI JOB -> "figure steal%"
+  local uri=$1 job=$2 out before after
+  before=$(cpu_ticks)
   # shellcheck disable=SC2086
   out=$(fio --name=bench --ioengine=nbd --uri="$uri" ${jobs[$job]} --size="$size" \
         --runtime="$runtime" --time_based --numjobs=1 --output-format=json 2>/dev/null \
         | sed -n '/^{/,$p')
+  after=$(cpu_ticks)
   python3 -c '
 import json,sys
 j=json.loads(sys.stdin.read())["jobs"][0]["write"]
-print(j["bw_bytes"]/1048576 if sys.argv[1]=="mb" else j["iops"])' \
-    "$([[ $job == seqwrite-1m-qd8 ]] && echo mb || echo iops)" <<<"$out"
+s0, t0 = map(int, sys.argv[2].split()); s1, t1 = map(int, sys.argv[3].split())
+steal = 100 * (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
+print(j["bw_bytes"]/1048576 if sys.argv[1]=="mb" else j["iops"], round(steal, 1))' \
+    "$([[ $job == seqwrite-1m-qd8 ]] && echo mb || echo iops)" "$before" "$after" <<<"$out"
 }
 
 # Paired rounds: within a round, each job runs through every configuration back to back (the
 # starting configuration rotates from round to round), so a ratio compares runs taken seconds
 # apart. This machine's speed drifts by up to 2x over minutes (other tenants); a ratio of two
 # medians taken minutes apart carries that drift, a per-round ratio mostly does not.
-declare -A results
+#
+# Steal: the share of this machine's CPU time that the hypervisor gave to other guests during
+# each run (/proc/stat). It comes and goes within seconds, so one run of a pair can lose a third
+# of its CPU and the other none. Every run's steal is printed; the ratios are given over all
+# rounds, and again over the rounds in which neither run of the pair lost more than
+# $steal_limit % (with how many rounds that is).
+steal_limit=${STEAL_LIMIT:-5}
+declare -A results steals
 for ((round = 1; round <= rounds; round++)); do
   for job in "${job_order[@]}"; do
     n=${#configs[@]}
     for ((i = 0; i < n; i++)); do
       cfg=${configs[$(( (i + round - 1) % n ))]}
       start_server "$cfg"
-      figure=$(run_fio "$uri" "$job")
+      read -r figure steal < <(run_fio "$uri" "$job")
       results[$cfg/$job]+="$figure "
+      steals[$cfg/$job]+="$steal "
       stop_servers
       rm -f "$work"/*.img
-      echo "round $round/$rounds: $cfg $job = $figure" >&2
+      echo "round $round/$rounds: $cfg $job = $figure (steal $steal %)" >&2
     done
   done
 done
 
-python3 - "$json" "${configs[*]}" "${job_order[*]}" <<PY
+python3 - "$json" "${configs[*]}" "${job_order[*]}" "$steal_limit" <<PY
 import json, statistics, sys
 out_json, configs, jobs = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+steal_limit = float(sys.argv[4])
 raw = {$(for k in "${!results[@]}"; do printf '"%s": [%s], ' "$k" "$(echo ${results[$k]} | tr ' ' ',')"; done)}
+steal = {$(for k in "${!steals[@]}"; do printf '"%s": [%s], ' "$k" "$(echo ${steals[$k]} | tr ' ' ',')"; done)}
 med = {k: statistics.median(v) for k, v in raw.items()}
 units = {"randwrite-4k-qd32": "IOPS", "seqwrite-1m-qd8": "MiB/s", "write-flush-4k-qd1": "writes/s"}
 print(f"{'median of the rounds':24}" + "".join(f"{j:>22}" for j in jobs))
@@ -186,8 +203,28 @@ for c in configs:
             cells.append(f"{statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})")
         print(f"{c:24}" + "".join(f"{cell:>22}" for cell in cells))
 print(f"(median of {len(raw['nbdkit/' + jobs[0]])} per-round ratios, min-max in brackets)")
+# The same ratios over the rounds in which neither run lost more than steal_limit % to steal.
+calm = {}
+for k, r in ratios.items():
+    c, j = k.split("/")
+    calm[k] = [x for x, a, b in zip(r, steal[k], steal["nbdkit/" + j])
+               if a <= steal_limit and b <= steal_limit]
+print()
+print(f"{'ratio, steal <= ' + format(steal_limit, 'g') + ' %':24}" + "".join(f"{j:>22}" for j in jobs))
+for c in configs:
+    if c.startswith("imagesync"):
+        cells = []
+        for j in jobs:
+            r = calm[c + "/" + j]
+            cells.append(f"{statistics.median(r):.2f}x (n={len(r)})" if r else "no round (n=0)")
+        print(f"{c:24}" + "".join(f"{cell:>22}" for cell in cells))
+print(f"(median of the per-round ratios whose two runs both lost at most {steal_limit:g} % of the "
+      "CPU to steal; every run's steal is printed above)")
 if out_json:
-    json.dump({"median": med, "runs": raw, "ratios": ratios,
-               "median_ratio": {k: statistics.median(v) for k, v in ratios.items()}},
+    json.dump({"median": med, "runs": raw, "steal_percent": steal, "ratios": ratios,
+               "median_ratio": {k: statistics.median(v) for k, v in ratios.items()},
+               "steal_limit_percent": steal_limit,
+               "calm_ratios": calm,
+               "median_calm_ratio": {k: statistics.median(v) for k, v in calm.items() if v}},
               open(out_json, "w"), indent=2)
 PY

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Keeps the benchmark scripts working (not a timed test: no figure is compared with anything).
 # Runs imagesync-bench.sh with 1 s fio runs on a 64 MiB file, two rounds, every configuration,
-# and checks its JSON: a positive figure for every configuration and job in every round, and
-# a per-round ratio to nbdkit for each imagesyncd configuration.
+# and checks its JSON: a positive figure and a steal share (0-100 %) for every configuration and
+# job in every round, and a per-round ratio to nbdkit for each imagesyncd configuration.
 #
 #   tests/bench/smoke.sh BUILD_DIR
 set -euo pipefail
@@ -23,6 +23,9 @@ for c in configs:
         runs = j["runs"].get(f"{c}/{k}", [])
         if len(runs) != 2 or not all(r > 0 for r in runs):
             bad.append(f"{c}/{k}: runs {runs}")
+        steal = j["steal_percent"].get(f"{c}/{k}", [])
+        if len(steal) != 2 or not all(0 <= s <= 100 for s in steal):
+            bad.append(f"{c}/{k}: steal {steal}")
         if c.startswith("imagesync"):
             ratios = j["ratios"].get(f"{c}/{k}", [])
             if len(ratios) != 2 or not all(r > 0 for r in ratios):

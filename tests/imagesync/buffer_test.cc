@@ -174,6 +174,102 @@ TEST(BufferedReader, AStreamArrivingInSmallPiecesArrivesWhole) {
     }
 }
 
+// Eight (32-byte header, 1 MiB payload) frames, then 200 small messages, through a reader with
+// the default buffer, from a writer that runs alongside it. `lockstep`: the writer sends each
+// frame only once the reader has the previous one whole, so the reader's buffer is empty when
+// the next header comes (it cannot tell, from the header's size, that a large payload follows).
+struct LargeFramesRead {
+    bool intact = false;
+    std::uint64_t copied_after_first_frame = 0;  // out of the reader's buffer, frames 2..8
+    std::size_t small_taken_synchronously = 0;
+};
+LargeFramesRead read_large_frames(bool lockstep) {
+    std::vector<std::size_t> sizes;
+    for (int i = 0; i < 8; ++i) {
+        sizes.push_back(32);
+        sizes.push_back(1u << 20);
+    }
+    for (std::size_t i = 0; i < 200; ++i) sizes.push_back(24 + i % 9);
+    const std::size_t total = std::accumulate(sizes.begin(), sizes.end(), std::size_t{0});
+    std::vector<std::byte> stream(total);
+    for (std::size_t i = 0; i < total; ++i) stream[i] = static_cast<std::byte>(i * 11 + i / 4093);
+
+    asio::io_context io;
+    asio::local::stream_protocol::socket a(io), b(io);
+    asio::local::connect_pair(a, b);
+    asio::steady_timer frame_read(io, asio::steady_timer::time_point::max());
+    std::size_t frames_read = 0;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            if (!lockstep) {
+                co_await asio::async_write(b, asio::buffer(stream), asio::use_awaitable);
+            } else {
+                std::size_t at = 0;
+                for (std::size_t frame = 0; frame < 8; ++frame) {
+                    const std::size_t n = 32 + (1u << 20);
+                    co_await asio::async_write(b, asio::buffer(stream.data() + at, n),
+                                               asio::use_awaitable);
+                    at += n;
+                    while (frames_read <= frame) {
+                        boost::system::error_code ignored;
+                        co_await frame_read.async_wait(
+                            asio::redirect_error(asio::use_awaitable, ignored));
+                        frame_read.expires_at(asio::steady_timer::time_point::max());
+                    }
+                }
+                co_await asio::async_write(b, asio::buffer(stream.data() + at, total - at),
+                                           asio::use_awaitable);
+            }
+            b.shutdown(asio::socket_base::shutdown_send);
+        },
+        asio::detached);
+    std::vector<std::byte> got;
+    LargeFramesRead result;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            BufferedReader<asio::local::stream_protocol::socket> reader(a);
+            std::uint64_t after_first = 0;
+            for (std::size_t k = 0; k < sizes.size(); ++k) {
+                std::vector<std::byte> message(sizes[k]);
+                if (reader.try_take(message)) {
+                    if (k >= 16) ++result.small_taken_synchronously;
+                } else {
+                    EXPECT_FALSE(co_await reader.read_exact(message));
+                }
+                got.insert(got.end(), message.begin(), message.end());
+                if (k == 1) after_first = reader.copied();
+                if (k == 15) result.copied_after_first_frame = reader.copied() - after_first;
+                if (k < 16 && k % 2 == 1) {
+                    ++frames_read;
+                    frame_read.cancel();
+                }
+            }
+        },
+        asio::detached);
+    io.run();
+    result.intact = got == stream;
+    return result;
+}
+
+TEST(BufferedReader, AroundLargeMessagesItCopiesLittleAndSmallOnesStillComeManyPerRead) {
+    // Once a large message came (the reader cannot know before the first), a payload is read
+    // into place: what the reader copies out of its buffer is the headers and at most
+    // kTailAfterLarge of each payload, whether the next header is already in the buffer
+    // (streamed) or is read on its own (lockstep). Small messages after them are again read
+    // many at a time.
+    constexpr std::uint64_t kBound =
+        7 * (32 + BufferedReader<asio::local::stream_protocol::socket>::kTailAfterLarge);
+    for (const bool lockstep : {false, true}) {
+        const auto r = read_large_frames(lockstep);
+        EXPECT_TRUE(r.intact) << "lockstep " << lockstep;
+        EXPECT_LE(r.copied_after_first_frame, kBound) << "lockstep " << lockstep;
+        // The first small message may come with the last payload's short tail.
+        EXPECT_GE(r.small_taken_synchronously, 190U) << "lockstep " << lockstep;
+    }
+}
+
 }  // namespace
 }  // namespace imagesync
 
