@@ -193,33 +193,26 @@ for c in configs:
         continue
     for j in jobs:
         ratios[c + "/" + j] = [a / b for a, b in zip(raw[c + "/" + j], raw["nbdkit/" + j])]
-print()
-print(f"{'ratio to nbdkit':24}" + "".join(f"{j:>22}" for j in jobs))
-for c in configs:
-    if c.startswith("imagesync"):
-        cells = []
-        for j in jobs:
-            r = ratios[c + "/" + j]
-            cells.append(f"{statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})")
-        print(f"{c:24}" + "".join(f"{cell:>22}" for cell in cells))
-print(f"(median of {len(raw['nbdkit/' + jobs[0]])} per-round ratios, min-max in brackets)")
+def table(title, ratio_lists, cell, note):
+    print()
+    print(f"{title:24}" + "".join(f"{j:>22}" for j in jobs))
+    for c in configs:
+        if c.startswith("imagesync"):
+            print(f"{c:24}" + "".join(f"{cell(ratio_lists[c + '/' + j]):>22}" for j in jobs))
+    print(note)
+table("ratio to nbdkit", ratios,
+      lambda r: f"{statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})",
+      f"(median of {len(raw['nbdkit/' + jobs[0]])} per-round ratios, min-max in brackets)")
 # The same ratios over the rounds in which neither run lost more than steal_limit % to steal.
 calm = {}
 for k, r in ratios.items():
-    c, j = k.split("/")
+    j = k.split("/")[1]
     calm[k] = [x for x, a, b in zip(r, steal[k], steal["nbdkit/" + j])
                if a <= steal_limit and b <= steal_limit]
-print()
-print(f"{'ratio, steal <= ' + format(steal_limit, 'g') + ' %':24}" + "".join(f"{j:>22}" for j in jobs))
-for c in configs:
-    if c.startswith("imagesync"):
-        cells = []
-        for j in jobs:
-            r = calm[c + "/" + j]
-            cells.append(f"{statistics.median(r):.2f}x (n={len(r)})" if r else "no round (n=0)")
-        print(f"{c:24}" + "".join(f"{cell:>22}" for cell in cells))
-print(f"(median of the per-round ratios whose two runs both lost at most {steal_limit:g} % of the "
-      "CPU to steal; every run's steal is printed above)")
+table(f"ratio, steal <= {steal_limit:g} %", calm,
+      lambda r: f"{statistics.median(r):.2f}x (n={len(r)})" if r else "no round (n=0)",
+      f"(median of the per-round ratios whose two runs both lost at most {steal_limit:g} % of "
+      "the CPU to steal; every run's steal is printed above)")
 if out_json:
     json.dump({"median": med, "runs": raw, "steal_percent": steal, "ratios": ratios,
                "median_ratio": {k: statistics.median(v) for k, v in ratios.items()},
