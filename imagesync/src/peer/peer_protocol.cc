@@ -48,6 +48,9 @@ void put_op(Bytes& out, std::uint16_t flags, const Range& r) {
     put_range(out, r);
 }
 
+// Where put_header() writes the payload length, from the start of the header.
+constexpr std::size_t length_at = 12;
+
 void put_header(Bytes& out, MessageType type, std::uint32_t length, std::uint64_t cookie) {
     put_u32(out, frame_magic);
     put_u16(out, protocol_version);
@@ -168,90 +171,87 @@ void encode_write_header(std::uint64_t cookie, const Range& range, bool fua, Byt
 }
 
 void encode(const Message& m, Bytes& out) {
-    const MessageType type = type_of(m.body);
-    if (const auto* ack = std::get_if<Ack>(&m.body)) {  // one per write: no temporary payload
-        out.reserve(out.size() + header_size + 4);
-        put_header(out, type, 4, m.cookie);
-        put_u32(out, ack->status);
-        return;
-    }
-    Bytes payload;
-    payload.reserve(64);  // every fixed-size message fits: one allocation
+    // The payload goes straight after the header (no temporary buffer: an ACK per write); its
+    // length is written into the header once known.
+    const std::size_t start = out.size();
+    out.reserve(start + header_size + 64);  // every fixed-size message fits
+    put_header(out, type_of(m.body), 0, m.cookie);
     std::visit(
         [&](const auto& b) {
             using T = std::decay_t<decltype(b)>;
             if constexpr (std::is_same_v<T, Hello>) {
-                put_short_string(payload, b.module);
-                put_short_string(payload, b.node);
-                put_u8(payload, b.role);
-                put_u8(payload, b.data_state);
-                put_u16(payload, static_cast<std::uint16_t>(
+                put_short_string(out, b.module);
+                put_short_string(out, b.node);
+                put_u8(out, b.role);
+                put_u8(out, b.data_state);
+                put_u16(out, static_cast<std::uint16_t>(
                                      (b.hello_flags & ~hello_has_changes) |
                                      (b.changes ? hello_has_changes : 0)));
-                put_u32(payload, b.chunk_size);
-                put_u64(payload, b.current_generation);
-                put_u64(payload, b.bitmap_generation);
+                put_u32(out, b.chunk_size);
+                put_u64(out, b.current_generation);
+                put_u64(out, b.bitmap_generation);
                 const std::size_t h = std::min(b.history.size(), max_history);
-                put_u8(payload, static_cast<std::uint8_t>(h));
-                for (std::size_t i = 0; i < h; ++i) put_u64(payload, b.history[i]);
+                put_u8(out, static_cast<std::uint8_t>(h));
+                for (std::size_t i = 0; i < h; ++i) put_u64(out, b.history[i]);
                 const std::size_t e = std::min(b.exports.size(), max_exports);
-                put_u16(payload, static_cast<std::uint16_t>(e));
+                put_u16(out, static_cast<std::uint16_t>(e));
                 for (std::size_t i = 0; i < e; ++i) {
-                    put_short_string(payload, b.exports[i].name);
-                    put_u64(payload, b.exports[i].size);
+                    put_short_string(out, b.exports[i].name);
+                    put_u64(out, b.exports[i].size);
                 }
                 if (b.changes) {
-                    put_u64(payload, b.changes->changed_bytes);
-                    put_u8(payload, static_cast<std::uint8_t>(b.changes->policy));
+                    put_u64(out, b.changes->changed_bytes);
+                    put_u8(out, static_cast<std::uint8_t>(b.changes->policy));
                 }
             } else if constexpr (std::is_same_v<T, Write>) {
-                put_op(payload, b.fua ? op_fua : 0, b.range);
-                payload.insert(payload.end(), b.data.begin(), b.data.end());
+                put_op(out, b.fua ? op_fua : 0, b.range);
+                out.insert(out.end(), b.data.begin(), b.data.end());
             } else if constexpr (std::is_same_v<T, WriteZeroes>) {
-                put_op(payload, static_cast<std::uint16_t>((b.fua ? op_fua : 0) |
+                put_op(out, static_cast<std::uint16_t>((b.fua ? op_fua : 0) |
                                                            (b.may_trim ? op_may_trim : 0)),
                        b.range);
             } else if constexpr (std::is_same_v<T, Trim>) {
-                put_op(payload, b.fua ? op_fua : 0, b.range);
+                put_op(out, b.fua ? op_fua : 0, b.range);
             } else if constexpr (std::is_same_v<T, ResyncZeroes>) {
-                put_op(payload, 0, b.range);
+                put_op(out, 0, b.range);
             } else if constexpr (std::is_same_v<T, ResyncData>) {
-                put_op(payload, 0, b.range);
-                payload.insert(payload.end(), b.data.begin(), b.data.end());
+                put_op(out, 0, b.range);
+                out.insert(out.end(), b.data.begin(), b.data.end());
             } else if constexpr (std::is_same_v<T, Ack>) {
-                put_u32(payload, b.status);
+                put_u32(out, b.status);
             } else if constexpr (std::is_same_v<T, Extents>) {
                 const std::size_t n = std::min(b.ranges.size(), max_extents);
-                put_u32(payload, b.export_index);
-                put_u32(payload, static_cast<std::uint32_t>(n));
+                put_u32(out, b.export_index);
+                put_u32(out, static_cast<std::uint32_t>(n));
                 for (std::size_t i = 0; i < n; ++i) {
-                    put_u64(payload, b.ranges[i].first);
-                    put_u64(payload, b.ranges[i].second);
+                    put_u64(out, b.ranges[i].first);
+                    put_u64(out, b.ranges[i].second);
                 }
             } else if constexpr (std::is_same_v<T, ChecksumRequest>) {
-                put_u32(payload, b.export_index);
-                put_u32(payload, b.chunk_size);
-                put_u64(payload, b.offset);
-                put_u32(payload, b.count);
+                put_u32(out, b.export_index);
+                put_u32(out, b.chunk_size);
+                put_u64(out, b.offset);
+                put_u32(out, b.count);
             } else if constexpr (std::is_same_v<T, ChecksumReply>) {
                 const std::size_t n = std::min<std::size_t>(b.checksums.size(), max_checksum_chunks);
-                put_u32(payload, b.export_index);
-                put_u64(payload, b.offset);
-                put_u32(payload, b.status);
-                put_u32(payload, static_cast<std::uint32_t>(n));
-                for (std::size_t i = 0; i < n; ++i) put_u64(payload, b.checksums[i]);
+                put_u32(out, b.export_index);
+                put_u64(out, b.offset);
+                put_u32(out, b.status);
+                put_u32(out, static_cast<std::uint32_t>(n));
+                for (std::size_t i = 0; i < n; ++i) put_u64(out, b.checksums[i]);
             } else if constexpr (std::is_same_v<T, State>) {
-                put_u8(payload, b.role);
-                put_u8(payload, b.data_state);
-                put_u16(payload, 0);
-                put_u32(payload, 0);
-                put_u64(payload, b.current_generation);
+                put_u8(out, b.role);
+                put_u8(out, b.data_state);
+                put_u16(out, 0);
+                put_u32(out, 0);
+                put_u64(out, b.current_generation);
             }
         },
         m.body);
-    out.reserve(out.size() + header_size + payload.size());
-    put_header(out, type, static_cast<std::uint32_t>(payload.size()), m.cookie);
-    out.insert(out.end(), payload.begin(), payload.end());
+    const auto length = static_cast<std::uint32_t>(out.size() - start - header_size);
+    for (std::size_t i = 0; i < 4; ++i) {  // big-endian, as put_u32
+        out[start + length_at + i] = static_cast<std::byte>(length >> (8 * (3 - i)));
+    }
 }
 
 vmha::Result<Header> decode_header(ByteView bytes) {

@@ -197,10 +197,13 @@ private:
     };
     void release_held_writes();
 
+    // Completes a client's operation that replicate() sent, with the peer's status (nullopt:
+    // the link went down first), or records it dirty.
+    void complete_forwarded(Pending& p, std::optional<std::uint32_t> status);
+
     // Chunks the peer acknowledged but may not have made durable yet (no FLUSH acknowledged
     // since): if the link drops, the peer may lose them in a crash, so they join the dirty map.
     // `unflushed_` collects, `flushing_` is what the latest FLUSH in flight covers.
-    void complete_forwarded(Pending& p, std::optional<std::uint32_t> status);
     void note_replicated(std::size_t export_index, std::uint64_t offset, std::uint64_t length);
     void fold_unflushed_into_dirty_map();
     struct Unflushed {
