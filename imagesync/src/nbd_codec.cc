@@ -1,5 +1,6 @@
 #include "nbd_codec.h"
 
+#include <algorithm>
 #include <array>
 
 #include <fmt/format.h>
@@ -10,13 +11,19 @@ namespace imagesync::nbd {
 
 namespace {
 
-// Appends `v` big-endian in one insert (one capacity check instead of one per byte).
 template <typename T>
-void put_big_endian(Bytes& out, T v) {
+std::array<std::byte, sizeof(T)> big_endian(T v) {
     std::array<std::byte, sizeof(T)> b;
     for (std::size_t i = 0; i < sizeof(T); ++i) {
         b[i] = static_cast<std::byte>(v >> (8 * (sizeof(T) - 1 - i)));
     }
+    return b;
+}
+
+// Appends `v` big-endian in one insert (one capacity check instead of one per byte).
+template <typename T>
+void put_big_endian(Bytes& out, T v) {
+    const auto b = big_endian(v);
     out.insert(out.end(), b.begin(), b.end());
 }
 
@@ -25,6 +32,10 @@ void put_big_endian(Bytes& out, T v) {
 void put_u16(Bytes& out, std::uint16_t v) { put_big_endian(out, v); }
 void put_u32(Bytes& out, std::uint32_t v) { put_big_endian(out, v); }
 void put_u64(Bytes& out, std::uint64_t v) { put_big_endian(out, v); }
+void set_u32(Bytes& out, std::size_t at, std::uint32_t v) {
+    const auto b = big_endian(v);
+    std::copy(b.begin(), b.end(), out.begin() + static_cast<std::ptrdiff_t>(at));
+}
 void put_string(Bytes& out, std::string_view s) {
     for (const char c : s) out.push_back(static_cast<std::byte>(c));
 }

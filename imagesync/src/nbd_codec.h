@@ -24,6 +24,8 @@ using ByteView = std::span<const std::byte>;
 void put_u16(Bytes& out, std::uint16_t v);
 void put_u32(Bytes& out, std::uint32_t v);
 void put_u64(Bytes& out, std::uint64_t v);
+// Overwrites the 4 bytes at `at` (which must exist) with `v`, big-endian.
+void set_u32(Bytes& out, std::size_t at, std::uint32_t v);
 void put_string(Bytes& out, std::string_view s);
 std::uint16_t get_u16(ByteView in, std::size_t at);
 std::uint32_t get_u32(ByteView in, std::size_t at);

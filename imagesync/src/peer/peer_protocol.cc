@@ -16,6 +16,7 @@ using nbd::get_u64;
 using nbd::put_u16;
 using nbd::put_u32;
 using nbd::put_u64;
+using nbd::set_u32;
 
 constexpr std::size_t range_size = 16;
 constexpr std::size_t op_fixed = 4 + range_size;  // u16 flags, u16 reserved, range
@@ -248,10 +249,7 @@ void encode(const Message& m, Bytes& out) {
             }
         },
         m.body);
-    const auto length = static_cast<std::uint32_t>(out.size() - start - header_size);
-    for (std::size_t i = 0; i < 4; ++i) {  // big-endian, as put_u32
-        out[start + length_at + i] = static_cast<std::byte>(length >> (8 * (3 - i)));
-    }
+    set_u32(out, start + length_at, static_cast<std::uint32_t>(out.size() - start - header_size));
 }
 
 vmha::Result<Header> decode_header(ByteView bytes) {
