@@ -5,6 +5,9 @@
 // Buffers come in power-of-two capacities from 4 KiB to 4 MiB; each size class keeps up to
 // kMaxCachedPerClass returned buffers. Larger buffers are allocated to size and freed on return.
 //
+// The memory is page-aligned (kBufferAlign), so that a payload of whole pages can be written to
+// the image with O_DIRECT ("Direct writes" in image_file.h), which needs an aligned buffer.
+//
 // Owned by one event loop thread; not thread-safe. A Buffer may outlive its pool only if it is
 // never given back.
 #pragma once
@@ -13,15 +16,31 @@
 #include <bit>
 #include <cstddef>
 #include <memory>
+#include <new>
 #include <span>
 #include <vector>
 
 namespace imagesync {
 
+inline constexpr std::size_t kBufferAlign = 4096;
+
+struct BufferFree {
+    void operator()(std::byte* p) const noexcept {
+        ::operator delete[](p, std::align_val_t{kBufferAlign});
+    }
+};
+// Payload memory: from allocate_buffer, freed by BufferFree.
+using BufferMemory = std::unique_ptr<std::byte[], BufferFree>;
+
+inline BufferMemory allocate_buffer(std::size_t bytes) {
+    return BufferMemory(
+        static_cast<std::byte*>(::operator new[](bytes, std::align_val_t{kBufferAlign})));
+}
+
 class Buffer {
   public:
     Buffer() = default;
-    Buffer(std::unique_ptr<std::byte[]> data, std::size_t size, std::size_t capacity)
+    Buffer(BufferMemory data, std::size_t size, std::size_t capacity)
         : data_(std::move(data)), size_(size), capacity_(capacity) {}
 
     std::byte* data() { return data_.get(); }
@@ -31,7 +50,8 @@ class Buffer {
     bool empty() const { return size_ == 0; }
     std::span<std::byte> span() { return {data_.get(), size_}; }
     std::span<const std::byte> span() const { return {data_.get(), size_}; }
-    // Gives up ownership of the memory (capacity() bytes, from new std::byte[]).
+    // Gives up ownership of the memory (capacity() bytes, from allocate_buffer: adopt it back
+    // with BufferMemory(p)).
     std::byte* release() {
         size_ = 0;
         return data_.release();
@@ -39,7 +59,7 @@ class Buffer {
 
   private:
     friend class BufferPool;
-    std::unique_ptr<std::byte[]> data_;
+    BufferMemory data_;
     std::size_t size_ = 0;
     std::size_t capacity_ = 0;
 };
@@ -60,7 +80,7 @@ class BufferPool {
     Buffer take(std::size_t size) {
         if (size == 0) return {};
         if (size > kMaxClassBytes) {
-            return Buffer(std::unique_ptr<std::byte[]>(new std::byte[size]), size, size);
+            return Buffer(allocate_buffer(size), size, size);
         }
         const std::size_t capacity = std::bit_ceil(std::max(size, kMinClassBytes));
         auto& cached = classes_[class_of(capacity)];
@@ -71,7 +91,7 @@ class BufferPool {
             return b;
         }
         ++allocations_;
-        return Buffer(std::unique_ptr<std::byte[]>(new std::byte[capacity]), size, capacity);
+        return Buffer(allocate_buffer(capacity), size, capacity);
     }
 
     // Takes a buffer back for reuse (or frees it).

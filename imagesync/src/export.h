@@ -36,7 +36,11 @@ class Export {
     ImageFile& file() { return *file_; }
     IntervalLock& locks() { return locks_; }
 
-    void add_sink(std::shared_ptr<ReplicaSink> sink) { sinks_.push_back(std::move(sink)); }
+    // A replicating export writes its large client writes with O_DIRECT (image_file.h).
+    void add_sink(std::shared_ptr<ReplicaSink> sink) {
+        sinks_.push_back(std::move(sink));
+        file_->enable_direct_writes();
+    }
     // The gate every write, TRIM and WRITE_ZEROES passes before it starts (nullptr: none).
     void set_gate(WriteGate* gate) { gate_ = gate; }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 #include <fcntl.h>
@@ -21,6 +22,9 @@ constexpr std::size_t kZeroChunk = 1U << 20;
 // Inline writes must cover whole pages: a partial page that is not cached would be read from
 // the disk first, on the loop thread.
 constexpr std::uint64_t kInlineAlign = 4096;
+// O_DIRECT alignment of offsets, lengths and buffers: a page, which every Linux block device
+// accepts (most need only 512 bytes).
+constexpr std::uint64_t kDirectAlign = 4096;
 // A write through io_uring larger than this goes in pieces of this size, submitted together.
 constexpr std::size_t kRingWritePiece = 128 * 1024;
 
@@ -44,6 +48,7 @@ struct ImageFile::Transfer {
     std::uint64_t offset = 0;  // next byte
     std::byte* data = nullptr;
     std::size_t remaining = 0;
+    bool direct = false;  // through direct_fd_
     Done done;
 };
 
@@ -64,6 +69,7 @@ ImageFile::~ImageFile() {
         vmha::internal_error(fmt::format("image \"{}\" closed with {} inline writes unanswered",
                                          path_.string(), inline_pending_));
     }
+    if (direct_fd_ >= 0) ::close(direct_fd_);
     if (fd_ >= 0) ::close(fd_);
 }
 
@@ -133,7 +139,34 @@ void ImageFile::write(std::uint64_t offset, std::span<const std::byte> data, boo
         return;
     }
     t->done = std::move(done);
+    if (direct_eligible(offset, data, origin)) {
+        ++counts_.ring_writes;
+        ++counts_.direct_writes;
+        t->direct = true;
+        issue(std::move(t));  // one request: no io-wq worker copies it
+        return;
+    }
     write_through_ring(std::move(t));
+}
+
+void ImageFile::enable_direct_writes() {
+    if (direct_fd_ >= 0 || inline_.direct_min_bytes == 0) return;
+    direct_fd_ = ::open(path_.c_str(), O_RDWR | O_CLOEXEC | O_DIRECT);
+    if (direct_fd_ < 0) {
+        spdlog::info("image \"{}\": no direct writes (O_DIRECT: {}); large writes stay buffered",
+                     path_.string(), std::strerror(errno));
+        return;
+    }
+    spdlog::debug("image \"{}\": client writes of {} bytes or more go with O_DIRECT",
+                  path_.string(), inline_.direct_min_bytes);
+}
+
+bool ImageFile::direct_eligible(std::uint64_t offset, std::span<const std::byte> data,
+                                Origin origin) const {
+    if (direct_fd_ < 0 || direct_refused_ || origin != Origin::client) return false;
+    if (data.size() < inline_.direct_min_bytes || data.size() > kMaxSingleTransfer) return false;
+    return offset % kDirectAlign == 0 && data.size() % kDirectAlign == 0 &&
+           reinterpret_cast<std::uintptr_t>(data.data()) % kDirectAlign == 0;
 }
 
 // A write larger than kRingWritePiece goes as pieces submitted together: io-wq writes them in
@@ -281,7 +314,7 @@ void ImageFile::issue(std::shared_ptr<Transfer> t) {
     io_uring_sqe sqe{};
     const auto n = static_cast<unsigned>(std::min(t->remaining, kMaxSingleTransfer));
     if (t->is_write) {
-        io_uring_prep_write(&sqe, fd_, t->data, n, t->offset);
+        io_uring_prep_write(&sqe, t->direct ? direct_fd_ : fd_, t->data, n, t->offset);
         if (t->fua) sqe.rw_flags = RWF_DSYNC;
     } else {
         io_uring_prep_read(&sqe, fd_, t->data, n, t->offset);
@@ -291,6 +324,19 @@ void ImageFile::issue(std::shared_ptr<Transfer> t) {
 
 void ImageFile::on_transfer(std::shared_ptr<Transfer> t, int res) {
     const char* what = t->is_write ? "writing" : "reading";
+    if (t->direct && res == -EINVAL) {
+        // The device wants another alignment (or a short write left an unaligned rest): write
+        // it buffered, and stop direct writes for this file.
+        if (!direct_refused_) {
+            spdlog::warn("image \"{}\": a direct write of {} bytes at offset {} was refused "
+                         "(EINVAL); writing it buffered, and no more direct writes",
+                         path_.string(), t->remaining, t->offset);
+        }
+        direct_refused_ = true;  // the descriptor stays: other direct writes may be in flight
+        t->direct = false;
+        issue(std::move(t));
+        return;
+    }
     if (retryable(res)) {
         issue(std::move(t));
         return;

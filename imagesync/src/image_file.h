@@ -48,6 +48,21 @@
 // times before a flush does not write it many times. One slower than `stall` pauses them for
 // `backoff`.
 //
+// Direct writes: while the export replicates (enable_direct_writes(), called when a replica sink
+// is attached), a client's write of at least `direct_min_bytes` whose offset, length and buffer
+// are page-aligned goes to the image through a second descriptor opened with O_DIRECT, as one
+// io_uring request. A buffered large write costs the primary an io-wq worker's copy into the page
+// cache, the dearest copy of the five a replicated byte takes (docs/imagesync.md); with O_DIRECT
+// the device reads the buffer itself and the write does not need a worker, and its time on the
+// device overlaps the peer's round trip, which a replicated write waits for anyway. Alone, the
+// page cache answers sooner than the device, so an export without a sink stays buffered. The
+// kernel keeps the two descriptors coherent (a direct write first writes back, then drops, the
+// cached pages of its range); overlapping writes never run together (the interval lock). A
+// direct write refused with EINVAL (an alignment the device does not accept) is written again
+// buffered, and direct writes stop for this file; a file system without O_DIRECT leaves them
+// off. FUA is RWF_DSYNC as for any write, so what a reply means is unchanged. Measured
+// (docs/imagesync.md, "Direct writes on the primary"): replicated 1M QD8 ...
+//
 // Owned by the event loop thread. Buffers passed in must stay valid until `done` runs.
 #pragma once
 
@@ -74,7 +89,8 @@ class ImageFile {
 
     struct WriteCounts {
         std::uint64_t inline_writes = 0;  // copied on the loop thread
-        std::uint64_t ring_writes = 0;    // submitted to io_uring
+        std::uint64_t ring_writes = 0;    // submitted to io_uring (direct ones included)
+        std::uint64_t direct_writes = 0;  // of those, written with O_DIRECT
         std::uint64_t stalls = 0;         // inline writes or flushes slower than the stall limit
         std::uint64_t inline_flushes = 0;  // fdatasync on the loop thread
         std::uint64_t ring_flushes = 0;    // fsync submitted to io_uring
@@ -104,6 +120,10 @@ class ImageFile {
     enum class Completion { posted, may_run_inside };
     void write(std::uint64_t offset, std::span<const std::byte> data, bool fua, Done done,
                Origin origin = Origin::client, Completion completion = Completion::posted);
+    // Large aligned client writes go with O_DIRECT from now on ("Direct writes" above), unless
+    // `direct_min_bytes` is 0 or the file system refuses O_DIRECT (then logged, and off).
+    void enable_direct_writes();
+    bool direct_writes() const { return direct_fd_ >= 0 && !direct_refused_; }
     // After a failed fdatasync the kernel may have dropped dirty pages and cleared the
     // error, so a later fdatasync could succeed without the data: once one fails, every later
     // flush (and FUA write) of this file fails too, until imagesyncd restarts.
@@ -132,6 +152,7 @@ class ImageFile {
     struct Transfer;
     struct ZeroFill;
     ImageFile(Uring& uring, std::filesystem::path path, int fd, InlineWriteLimits inline_writes);
+    bool direct_eligible(std::uint64_t offset, std::span<const std::byte> data, Origin origin) const;
     bool inline_eligible(std::uint64_t offset, std::size_t size, bool fua, Origin origin);
     // `early_writeback`: start its write-back once answered ("Early write-back" above).
     void write_inline(std::shared_ptr<Transfer> t, Completion completion, bool early_writeback);
@@ -152,6 +173,8 @@ class ImageFile {
     Uring& uring_;
     std::filesystem::path path_;
     int fd_ = -1;
+    int direct_fd_ = -1;  // the same file with O_DIRECT, once direct writes are on
+    bool direct_refused_ = false;  // a direct write got EINVAL: no more of them
     std::optional<vmha::Error> durability_lost_;
 
     enum class Nowait { unknown, supported, unsupported };

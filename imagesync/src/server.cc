@@ -200,6 +200,7 @@ class Server {
                 io.push_back({{"export", e->info().name},
                               {"inline_writes", c.inline_writes},
                               {"ring_writes", c.ring_writes},
+                              {"direct_writes", c.direct_writes},
                               {"inline_flushes", c.inline_flushes},
                               {"ring_flushes", c.ring_flushes},
                               {"early_writebacks", c.early_writebacks},

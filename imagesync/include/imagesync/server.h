@@ -61,6 +61,10 @@ struct InlineWriteLimits {
     // While a client flushes after at most this many bytes, its inline writes start their
     // write-back as soon as they are answered (image_file.h, "Early write-back"); 0: never.
     std::size_t early_writeback_max = 256 * 1024;
+    // While the export replicates, a client's write of at least this many bytes that is
+    // page-aligned (offset, length and buffer) goes to the image with O_DIRECT
+    // (image_file.h, "Direct writes"); 0: never.
+    std::size_t direct_min_bytes = 256 * 1024;
 };
 
 struct ServerConfig {

@@ -281,7 +281,7 @@ private:
         Buffer b = pool_->take(size);
         const std::size_t capacity = b.capacity();
         return std::shared_ptr<std::byte[]>(b.release(), [pool = pool_, capacity](std::byte* p) {
-            pool->give(Buffer(std::unique_ptr<std::byte[]>(p), 0, capacity));
+            pool->give(Buffer(BufferMemory(p), 0, capacity));
         });
     }
 
