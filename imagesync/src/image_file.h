@@ -61,7 +61,9 @@
 // direct write refused with EINVAL (an alignment the device does not accept) is written again
 // buffered, and direct writes stop for this file; a file system without O_DIRECT leaves them
 // off. FUA is RWF_DSYNC as for any write, so what a reply means is unchanged. Measured
-// (docs/imagesync.md, "Direct writes on the primary"): replicated 1M QD8 ...
+// (docs/imagesync.md, "Direct writes on the primary"): at a fixed 800 MiB/s of 1M writes the
+// primary used about 16 % less CPU; the bench's replicated 1M went from about 0.5x to about
+// 0.6x nbdkit's rate in the same conditions.
 //
 // Owned by the event loop thread. Buffers passed in must stay valid until `done` runs.
 #pragma once
