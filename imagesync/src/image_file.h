@@ -53,8 +53,10 @@
 // are page-aligned goes to the image through a second descriptor opened with O_DIRECT, as one
 // io_uring request. A buffered large write costs the primary an io-wq worker's copy into the page
 // cache, the dearest copy of the five a replicated byte takes (docs/imagesync.md); with O_DIRECT
-// the device reads the buffer itself and the write does not need a worker, and its time on the
-// device overlaps the peer's round trip, which a replicated write waits for anyway. Alone, the
+// the device reads the buffer itself (a worker only issues the write when the file system must
+// first allocate or convert the range's extents), and its time on the device overlaps the peer's
+// round trip, which a replicated write waits for anyway. Durability is the file's as before: a
+// FLUSH's fdatasync (on the other descriptor, same inode) flushes the device's cache. Alone, the
 // page cache answers sooner than the device, so an export without a sink stays buffered. The
 // kernel keeps the two descriptors coherent (a direct write first writes back, then drops, the
 // cached pages of its range); overlapping writes never run together (the interval lock). A

@@ -1,5 +1,6 @@
 // Unit tests of imagesync-core pieces below the server: export specs, the interval lock, the
 // qcow2 size probe, and the io_uring image file (zero fill past the end, allocation map).
+#include <cstdint>
 #include <cstdlib>
 #include <list>
 #include <cstring>
@@ -13,6 +14,7 @@
 
 #include <imagesync/server.h>
 
+#include "buffer_pool.h"
 #include "daemon.h"
 #include "export.h"
 #include "image_file.h"
@@ -329,6 +331,51 @@ TEST_F(ImageFileTest, ALargeRingWriteGoesInPiecesAndIsAnsweredOnceWhenAllLanded)
     ASSERT_EQ(content.size(), 100U + data.size());
     EXPECT_EQ(content.substr(0, 100), std::string(100, 'x'));
     EXPECT_EQ(0, std::memcmp(content.data() + 100, data.data(), data.size()));
+}
+
+// Direct writes ("Direct writes" in image_file.h): none until enable_direct_writes() (an export
+// gets it with its first replica sink); then a client's write of at least 256 KiB whose offset,
+// length and buffer are page-aligned goes with O_DIRECT, FUA or not; smaller, misaligned and
+// peer writes stay buffered. Every byte lands either way.
+TEST_F(ImageFileTest, DirectWritesOnceEnabledOnlyForLargeAlignedClientWrites) {
+    BufferPool pool;
+    Buffer big = pool.take(512 * 1024);  // pool memory is page-aligned
+    ASSERT_EQ(reinterpret_cast<std::uintptr_t>(big.data()) % 4096, 0U);
+    auto fill = [&](char c) { std::memset(big.data(), c, big.size()); };
+    fill('a');
+    ASSERT_TRUE(run([&](auto d) { file_->write(0, big.span(), false, std::move(d)); }));
+    EXPECT_EQ(file_->write_counts().direct_writes, 0U) << "not enabled yet";
+
+    file_->enable_direct_writes();
+    if (!file_->direct_writes()) GTEST_SKIP() << "the file system under /tmp refuses O_DIRECT";
+    fill('b');
+    ASSERT_TRUE(run([&](auto d) { file_->write(1u << 20, big.span(), false, std::move(d)); }));
+    EXPECT_EQ(file_->write_counts().direct_writes, 1U);
+    ASSERT_TRUE(run([&](auto d) { file_->write(2u << 20, big.span(), true, std::move(d)); }));
+    EXPECT_EQ(file_->write_counts().direct_writes, 2U) << "FUA: O_DIRECT with RWF_DSYNC";
+
+    const std::vector<std::byte> small(128 * 1024, std::byte{'c'});
+    ASSERT_TRUE(run([&](auto d) { file_->write(3u << 20, small, false, std::move(d)); }));
+    const std::span<const std::byte> shifted(big.data() + 512, 256 * 1024);
+    ASSERT_TRUE(run([&](auto d) { file_->write(4u << 20, shifted, false, std::move(d)); }));
+    ASSERT_TRUE(run([&](auto d) { file_->write((5u << 20) + 512, big.span(), false, std::move(d)); }));
+    ASSERT_TRUE(run([&](auto d) {
+        file_->write(6u << 20, big.span(), false, std::move(d), ImageFile::Origin::peer);
+    }));
+    EXPECT_EQ(file_->write_counts().direct_writes, 2U)
+        << "128 KiB, a buffer off its page, an offset off its page, a peer's write: all buffered";
+
+    const std::string content = imagesync_test::read_file(path_);
+    const std::size_t half = 512 * 1024;
+    ASSERT_EQ(content.size(), (6u << 20) + half);
+    EXPECT_EQ(content.substr(0, half), std::string(half, 'a'));
+    EXPECT_EQ(content.substr(1u << 20, half), std::string(half, 'b'));
+    EXPECT_EQ(content.substr(2u << 20, half), std::string(half, 'b'));
+    EXPECT_EQ(content.substr(3u << 20, small.size()), std::string(small.size(), 'c'));
+    EXPECT_EQ(content.substr(4u << 20, 256 * 1024), std::string(256 * 1024, 'b'));
+    EXPECT_EQ(content.substr((5u << 20) + 512, half), std::string(half, 'b'));
+    EXPECT_EQ(content.substr(6u << 20, half), std::string(half, 'b'));
+    pool.give(std::move(big));
 }
 
 TEST(ImageFileInline, AnInlineWriteThatStallsSendsSmallWritesToTheRingForTheBackoff) {
