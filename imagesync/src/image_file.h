@@ -65,7 +65,7 @@
 // off. FUA is RWF_DSYNC as for any write, so what a reply means is unchanged. Measured
 // (docs/imagesync.md, "Direct writes on the primary"): at a fixed 800 MiB/s of 1M writes the
 // primary used about 16 % less CPU; the bench's replicated 1M went from about 0.5x to about
-// 0.65x nbdkit's rate in the same conditions (medians of seven paired runs).
+// 0.64x nbdkit's rate in the same conditions (medians of eight paired runs).
 //
 // Owned by the event loop thread. Buffers passed in must stay valid until `done` runs.
 #pragma once
