@@ -164,7 +164,7 @@ void ImageFile::enable_direct_writes() {
 bool ImageFile::direct_eligible(std::uint64_t offset, std::span<const std::byte> data,
                                 Origin origin) const {
     if (direct_fd_ < 0 || direct_refused_ || origin != Origin::client) return false;
-    if (data.size() < inline_.direct_min_bytes || data.size() > kMaxSingleTransfer) return false;
+    if (data.size() < inline_.direct_min_bytes) return false;
     return offset % kDirectAlign == 0 && data.size() % kDirectAlign == 0 &&
            reinterpret_cast<std::uintptr_t>(data.data()) % kDirectAlign == 0;
 }

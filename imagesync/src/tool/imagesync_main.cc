@@ -116,8 +116,7 @@ void print_status(const nlohmann::json& j) {
                 "image io    {}: writes {} inline, {} io_uring ({} direct); flushes {} inline, {} "
                 "io_uring; {} early write-backs; {} stalls\n",
                 e.value("export", "-"), n("inline_writes"), n("ring_writes"), n("direct_writes"),
-                n("inline_flushes"),
-                n("ring_flushes"), n("early_writebacks"), n("stalls"));
+                n("inline_flushes"), n("ring_flushes"), n("early_writebacks"), n("stalls"));
         }
     }
     if (j.contains("resync")) {
