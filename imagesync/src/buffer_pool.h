@@ -5,8 +5,10 @@
 // Buffers come in power-of-two capacities from 4 KiB to 4 MiB; each size class keeps up to
 // kMaxCachedPerClass returned buffers. Larger buffers are allocated to size and freed on return.
 //
-// The memory is page-aligned (kBufferAlign), so that a payload of whole pages can be written to
-// the image with O_DIRECT ("Direct writes" in image_file.h), which needs an aligned buffer.
+// The memory is page-aligned (kBufferAlign) and whole pages (a capacity is a multiple of
+// kBufferAlign), so that a payload of whole pages can be written to the image with O_DIRECT
+// ("Direct writes" in image_file.h), which needs an aligned buffer, and so that a buffer's pages
+// are its own: unshare_pages() may swap them without touching other memory.
 //
 // Owned by one event loop thread; not thread-safe. A Buffer may outlive its pool only if it is
 // never given back.
@@ -15,14 +17,36 @@
 #include <array>
 #include <bit>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <new>
 #include <span>
 #include <vector>
 
+#include <sys/mman.h>
+
 namespace imagesync {
 
 inline constexpr std::size_t kBufferAlign = 4096;
+
+inline constexpr std::size_t round_up_to_pages(std::size_t bytes) {
+    return (bytes + kBufferAlign - 1) / kBufferAlign * kBufferAlign;
+}
+
+// Gives the pages under `data` (which must start a buffer of this pool, page-aligned and of
+// whole pages) fresh, zero-filled ones: whoever still holds the old pages (a pipe or a socket
+// that a zero-copy send lent them to, replication/send_thread.h) keeps reading the bytes it
+// was given, and what this process writes there next goes to new pages. The range is rounded
+// out to whole pages, which the buffer owns. Returns false if the kernel refused (memory
+// locked with mlock, say).
+inline bool unshare_pages(std::span<const std::byte> data) noexcept {
+    if (data.empty()) return true;
+    const auto begin = reinterpret_cast<std::uintptr_t>(data.data());  // NOLINT: an address
+    const std::uintptr_t first = begin / kBufferAlign * kBufferAlign;
+    const std::uintptr_t end = round_up_to_pages(begin + data.size());
+    return ::madvise(reinterpret_cast<void*>(first), end - first,  // NOLINT: an address
+                     MADV_DONTNEED) == 0;
+}
 
 struct BufferFree {
     void operator()(std::byte* p) const noexcept {
@@ -80,7 +104,8 @@ class BufferPool {
     Buffer take(std::size_t size) {
         if (size == 0) return {};
         if (size > kMaxClassBytes) {
-            return Buffer(allocate_buffer(size), size, size);
+            const std::size_t capacity = round_up_to_pages(size);
+            return Buffer(allocate_buffer(capacity), size, capacity);
         }
         const std::size_t capacity = std::bit_ceil(std::max(size, kMinClassBytes));
         auto& cached = classes_[class_of(capacity)];

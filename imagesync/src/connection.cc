@@ -477,6 +477,7 @@ WriteOp write_op_of(const nbd::Request& request, const Buffer& payload) {
         case nbd::kCmdWrite:
             op.kind = WriteOp::Kind::write;
             op.data = payload.span();
+            op.data_in_own_pages = true;  // a pool buffer
             break;
         case nbd::kCmdWriteZeroes:
             op.kind = WriteOp::Kind::write_zeroes;

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include "buffer_pool.h"
 #include "nbd_codec.h"
 
 namespace imagesync {
@@ -126,6 +127,8 @@ Export::Flight* Export::take_flight(const WriteOp& op, ReplicaSink::Done done) {
         spare_flights_.pop_back();
     }
     f->op = op;
+    f->pages_lent = false;
+    f->op.pages_lent = op.data_in_own_pages ? &f->pages_lent : nullptr;
     f->done = std::move(done);
     return f;
 }
@@ -205,6 +208,14 @@ void Export::joined(Flight* f) {
         result = std::move(*f->sink_error);
     }
     if (f->gate != nullptr) f->gate->end(f->op);
+    // A sink lent the payload's pages to a peer that may read them late: the caller reuses the
+    // buffer once this returns, so it gets fresh pages first.
+    if (f->pages_lent && !unshare_pages(f->op.data)) {
+        spdlog::error("export \"{}\": cannot unshare the pages of a payload lent to the peer ({}); "
+                      "a late frame of the lost connection may carry later bytes, within the "
+                      "range already recorded dirty",
+                      info_.name, std::strerror(errno));
+    }
     finish(f, std::move(result));
 }
 

@@ -73,6 +73,7 @@ class Export {
         std::size_t remaining = 0;  // the image and the sinks still to complete
         std::optional<vmha::Error> local_error;
         std::optional<vmha::Error> sink_error;
+        bool pages_lent = false;  // op.pages_lent points here (replica_sink.h)
     };
 
     Export(nbd::ExportInfo info, std::unique_ptr<ImageFile> file, asio::any_io_executor executor);

@@ -78,7 +78,7 @@ int main(int argc, char** argv) {
         std::uint64_t max;
         std::size_t& out;
     };
-    std::array<SizeFlag, 5> size_flags{{
+    std::array<SizeFlag, 6> size_flags{{
         {"--inline-writes", "64K",
          "Largest page-aligned write of a client copied into the page cache on the event loop "
          "instead of by an io_uring worker (K/M suffixes, at most 1M; 0 = none)",
@@ -99,6 +99,10 @@ int main(int argc, char** argv) {
          "While replicating, a client's page-aligned write of at least this size goes to the "
          "image with O_DIRECT instead of through the page cache (at most 1G; 0 = never)",
          1u << 30, config.inline_writes.direct_min_bytes},
+        {"--zero-copy-send", "64K",
+         "While replicating, a client's write payload of at least this size is lent to the "
+         "peer's socket (vmsplice and splice) instead of copied into it (at most 32M; 0 = never)",
+         32u << 20, config.zero_copy_min_bytes},
     }};
     for (SizeFlag& f : size_flags) app.add_option(f.name, f.text, f.help)->capture_default_str();
     app.add_flag("--disconnected", config.start_disconnected,

@@ -28,6 +28,15 @@ struct WriteOp {
     bool fua = false;                 // durable before completion
     bool may_trim = false;            // write_zeroes without NO_HOLE: may deallocate
     bool fast_only = false;           // write_zeroes with FAST_ZERO: fail rather than write
+    // Set by the NBD connection: `data` starts a BufferPool buffer (page-aligned, pages of its
+    // own), so a sink may lend its pages to the kernel (a zero-copy send to the peer).
+    bool data_in_own_pages = false;
+    // Set by Export when `data_in_own_pages`: a sink that lent the pages sets *pages_lent when it
+    // completes the operation while the kernel may still read them for the peer (the link went
+    // down before the peer acknowledged it). Export then unshares them (unshare_pages) once the
+    // image and every sink are done, before the caller may reuse the buffer: a frame the peer
+    // reads late carries the bytes it was sent with, never those of a later write.
+    bool* pages_lent = nullptr;
 };
 
 // Runs on the export's event loop thread.

@@ -152,6 +152,7 @@ class Server {
         rc.fence = config_.fence;
         rc.resync_rate = config_.resync_rate;
         rc.resync_min_rate = config_.resync_min_rate;
+        rc.zero_copy_min_bytes = config_.zero_copy_min_bytes;
         auto policy = replication::parse_split_brain_policy(config_.split_brain);
         if (!policy) return vmha::Error(policy.error().code, "--split-brain: " + policy.error().message);
         rc.split_brain = *policy;

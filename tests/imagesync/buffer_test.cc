@@ -1,8 +1,10 @@
-// Unit tests of the data path's buffers: the payload pool (reuse, size classes, large buffers)
-// and the receive buffer in front of a socket (messages split across reads at every boundary,
+// Unit tests of the data path's buffers: the payload pool (reuse, size classes, large buffers,
+// unsharing a buffer's pages) and the receive buffer in front of a socket (messages split across reads at every boundary,
 // the synchronous fast path, a message larger than the buffer, a stream arriving in pieces).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <numeric>
 #include <vector>
@@ -47,13 +49,14 @@ TEST(BufferPool, SizeClassesArePowersOfTwoAndDoNotMix) {
     EXPECT_EQ(pool.cached(), 1U);
 }
 
-TEST(BufferPool, LargeBuffersAreExactAndNotKept) {
+TEST(BufferPool, LargeBuffersAreWholePagesAndNotKept) {
     BufferPool pool;
     const std::size_t size = BufferPool::kMaxClassBytes + 1;
     Buffer b = pool.take(size);
     EXPECT_EQ(b.size(), size);
-    EXPECT_EQ(b.capacity(), size);
-    std::memset(b.data(), 0xab, b.size());  // all of it is usable (ASan checks the bounds)
+    EXPECT_EQ(b.capacity(), BufferPool::kMaxClassBytes + kBufferAlign);  // pages of its own
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(b.data()) % kBufferAlign, 0U);
+    std::memset(b.data(), 0xab, b.capacity());  // all of it is usable (ASan checks the bounds)
     pool.give(std::move(b));
     EXPECT_EQ(pool.cached(), 0U);
     EXPECT_TRUE(pool.take(0).empty());
@@ -268,6 +271,26 @@ TEST(BufferedReader, AroundLargeMessagesItCopiesLittleAndSmallOnesStillComeManyP
         // The first small message may come with the last payload's short tail.
         EXPECT_GE(r.small_taken_synchronously, 190U) << "lockstep " << lockstep;
     }
+}
+
+// unshare_pages() gives a buffer fresh pages (zeroes) over exactly its own whole pages: the
+// bytes of a neighbouring buffer stay.
+TEST(BufferPool, UnsharePagesZeroesTheBufferAndNothingElse) {
+    BufferPool pool;
+    Buffer left = pool.take(64 * 1024);
+    Buffer middle = pool.take(64 * 1024 - 100);  // the payload ends inside its last page
+    Buffer right = pool.take(64 * 1024);
+    for (Buffer* b : {&left, &middle, &right}) std::memset(b->data(), 0x5a, b->capacity());
+    ASSERT_TRUE(unshare_pages(middle.span()));
+    EXPECT_TRUE(std::all_of(middle.data(), middle.data() + middle.capacity(),
+                            [](std::byte x) { return x == std::byte{0}; }));
+    for (const Buffer* b : {&left, &right}) {
+        EXPECT_TRUE(std::all_of(b->data(), b->data() + b->capacity(),
+                                [](std::byte x) { return x == std::byte{0x5a}; }));
+    }
+    middle.data()[0] = std::byte{1};  // the fresh pages are writable
+    EXPECT_EQ(middle.data()[0], std::byte{1});
+    EXPECT_TRUE(unshare_pages({}));
 }
 
 }  // namespace

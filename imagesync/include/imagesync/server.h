@@ -89,6 +89,9 @@ struct ServerConfig {
     // "disconnect" or "discard-zero-changes": what a split brain at the handshake does (both
     // sides must agree). docs/generations.md, "Split brain".
     std::string split_brain = "disconnect";
+    // A client's write payload of at least this many bytes is lent to the replication socket
+    // instead of copied into it (zero-copy send, replication/send_thread.h); 0 = always copy.
+    std::size_t zero_copy_min_bytes = 64 * 1024;
     std::filesystem::path control_socket;  // status and commands (imagesync tool, vmhad)
 };
 

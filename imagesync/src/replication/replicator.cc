@@ -144,6 +144,7 @@ struct Replicator::Pending {
     // A client's operation (replicate()): what complete_forwarded() needs.
     std::size_t export_index = 0;
     WriteOp op;  // without its data
+    bool lent = false;  // its payload may go to the socket by zero-copy send
     std::uint64_t flush_sequence = 0;
     std::function<void(vmha::Status)> done;
     // A CHECKSUM_REQUEST: its reply goes here (and `complete` only runs if the link drops).
@@ -220,8 +221,11 @@ public:
     // Queues a frame whose `data` follows its encoded head (peer::encode_write_header): the
     // data must stay valid until the peer acknowledged request `cookie` or the replicator was
     // told the session closed.
-    void send(std::uint64_t cookie, peer::Bytes head, std::span<const std::byte> data) {
-        enqueue(Frame{std::move(head), data, cookie});
+    // `lend`: the payload's pages may be lent to the socket (zero-copy send); whoever owns them
+    // must unshare them before reusing them unless the peer acknowledged the frame.
+    void send(std::uint64_t cookie, peer::Bytes head, std::span<const std::byte> data,
+              bool lend = false) {
+        enqueue(Frame{std::move(head), data, cookie, lend});
     }
 
     // Queues a frame that holds everything it sends.
@@ -265,6 +269,7 @@ private:
         peer::Bytes head;
         std::span<const std::byte> data;  // sent after `head`, not owned
         std::uint64_t cookie = 0;
+        bool lend = false;  // `data` may go by zero-copy send
     };
 
     void enqueue(Frame frame) {
@@ -390,10 +395,17 @@ private:
             if (largest >= kThreadedSendBytes) {
                 if (!sender_) sender_ = std::make_unique<SendThread>(socket_.native_handle(), socket_.get_executor());
                 batch_cookies_.clear();
+                pieces_.clear();
                 for (std::size_t i = 0; i < n; ++i) {
-                    if (!queue_[i].data.empty()) batch_cookies_.push_back(queue_[i].cookie);
+                    pieces_.push_back({asio::buffer(queue_[i].head.data(), queue_[i].head.size()), false});
+                    if (queue_[i].data.empty()) continue;
+                    batch_cookies_.push_back(queue_[i].cookie);
+                    pieces_.push_back({asio::buffer(queue_[i].data.data(), queue_[i].data.size()),
+                                       queue_[i].lend});
                 }
-                ec = co_await sender_->send(buffers);
+                const std::uint64_t lent_before = sender_->bytes_lent();
+                ec = co_await sender_->send(pieces_);
+                owner_.bytes_sent_zero_copy_ += sender_->bytes_lent() - lent_before;
                 batch_cookies_.clear();
                 deliver_deferred();
             } else {
@@ -464,6 +476,7 @@ private:
     Replicator& owner_;
     tcp::socket socket_;
     std::unique_ptr<SendThread> sender_;  // after socket_: stopped before the socket closes
+    std::vector<SendThread::Piece> pieces_;  // the batch sender_ sends (reused)
     // The frames with a payload in sender_'s batch; empty while it has none (a threaded batch
     // always holds one).
     std::vector<std::uint64_t> batch_cookies_;
@@ -1225,6 +1238,10 @@ void Replicator::replicate(std::size_t export_index, const WriteOp& op,
     }
     p->export_index = export_index;
     p->op = meta_op;
+    // A large client payload in pages of its own may be lent to the socket; complete_forwarded
+    // then has it unshared if the peer never acknowledges it.
+    p->lent = op.kind == WriteOp::Kind::write && config_.zero_copy_min_bytes > 0 &&
+              op.data.size() >= config_.zero_copy_min_bytes && op.pages_lent != nullptr;
     p->flush_sequence = flush_sequence;
     p->done = std::move(done);
     // Only (this, p): std::function keeps it without an allocation. `p` outlives the call
@@ -1232,12 +1249,13 @@ void Replicator::replicate(std::size_t export_index, const WriteOp& op,
     p->complete = [this, raw = p.get()](std::optional<std::uint32_t> status) {
         complete_forwarded(*raw, status);
     };
+    const bool lent = p->lent;
     pending_.emplace(cookie, std::move(p));
     switch (op.kind) {
         case WriteOp::Kind::write: {
             peer::Bytes head = session_->take_head();
             peer::encode_write_header(cookie, range, op.fua, head);
-            session_->send(cookie, std::move(head), op.data);
+            session_->send(cookie, std::move(head), op.data, lent);
             return;
         }
         case WriteOp::Kind::write_zeroes:
@@ -1573,6 +1591,11 @@ void Replicator::complete_forwarded(Pending& p, std::optional<std::uint32_t> sta
                       meta_op.length, exports_[export_index]->info().name,
                       vmha::errc_name(static_cast<vmha::errc>(*status)));
         if (session_) session_->close("the peer failed to apply a write");
+    } else if (p.lent) {
+        // The link went down first: the kernel may still hold the payload's pages for the peer
+        // (in this socket's queue, or the peer's), which may read them later. Export unshares
+        // them before the buffer is reused (replica_sink.h).
+        *meta_op.pages_lent = true;
     }
     record_dirty(export_index, meta_op, std::move(done));
 }
@@ -2380,6 +2403,7 @@ nlohmann::json Replicator::status() const {
         {"dirty_bytes", dirty},
         {"in_flight", in_flight},
         {"bytes_replicated", bytes_replicated_},
+        {"bytes_sent_zero_copy", bytes_sent_zero_copy_},
         {"bytes_resynced", bytes_resynced_},
         {"writes_recorded_dirty", writes_recorded_dirty_},
         {"crashed_primary", meta_.crashed_primary},

@@ -82,6 +82,10 @@ struct ReplicatorConfig {
     // promotion), or discard-zero-changes (the side that wrote nothing since the split becomes
     // the full resync target). docs/generations.md, "Split brain".
     peer::SplitBrainPolicy split_brain = peer::SplitBrainPolicy::disconnect;
+    // A client's write payload of at least this many bytes, in a batch for the send thread, is
+    // lent to the socket (vmsplice + splice) instead of copied into it (send_thread.h,
+    // "Zero-copy send"). 0 = always copy.
+    std::size_t zero_copy_min_bytes = 64 * 1024;
 };
 std::string_view to_string(peer::SplitBrainPolicy policy);
 vmha::Result<peer::SplitBrainPolicy> parse_split_brain_policy(std::string_view text);
@@ -306,6 +310,7 @@ private:
 
     // Counters.
     std::uint64_t bytes_replicated_ = 0;
+    std::uint64_t bytes_sent_zero_copy_ = 0;  // payload bytes lent to the socket (send_thread.h)
     std::uint64_t bytes_resynced_ = 0;
     std::uint64_t writes_recorded_dirty_ = 0;
 

@@ -107,7 +107,9 @@ void print_status(const nlohmann::json& j) {
                              str("peer_data_state"), str("peer_node"));
     std::cout << fmt::format("dirty       {}\n", human_bytes(num("dirty_bytes")));
     std::cout << fmt::format("in flight   {} request(s) to the peer\n", num("in_flight"));
-    std::cout << fmt::format("replicated  {}, resynced {}\n", human_bytes(num("bytes_replicated")),
+    std::cout << fmt::format("replicated  {} ({} sent zero-copy), resynced {}\n",
+                             human_bytes(num("bytes_replicated")),
+                             human_bytes(num("bytes_sent_zero_copy")),
                              human_bytes(num("bytes_resynced")));
     if (j.contains("image_io") && j["image_io"].is_array()) {
         for (const auto& e : j["image_io"]) {
