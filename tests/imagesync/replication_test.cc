@@ -172,6 +172,20 @@ bool freeze(pid_t pid) {
     }, std::chrono::seconds(10));
 }
 
+// SIGCONT to `pid` on scope exit: a process the test froze is resumed whatever happens.
+struct ResumeOnExit {
+    pid_t pid;
+    ~ResumeOnExit() { ::kill(pid, SIGCONT); }
+};
+
+// SIGKILL and reap `pid` on scope exit, unless it was reaped already.
+struct ReapOnExit {
+    pid_t pid;
+    ~ReapOnExit() {
+        if (::kill(pid, SIGKILL) == 0) ::waitpid(pid, nullptr, 0);
+    }
+};
+
 // One node of a pair: its own directory, image, sockets and daemon.
 struct Node {
     Node(std::string node_name, std::uint16_t own_port) : name(std::move(node_name)), port(own_port) {}
@@ -224,6 +238,22 @@ protected:
         a.start("primary", wire != nullptr ? wire->port() : b.port, extra);
         ASSERT_TRUE(a.daemon->wait_ready());
         ASSERT_TRUE(connected()) << a.status().dump(2) << b.status().dump(2);
+    }
+
+    // Zero-filled images of `size`, the secondary started with `b_extra`, the primary with
+    // `a_extra`; connected, and the secondary told it is UpToDate (the first sync is done).
+    void start_synced_pair(std::uint64_t size, const std::vector<std::string>& b_extra,
+                           const std::vector<std::string>& a_extra) {
+        make_zero_file(a.image, size);
+        make_zero_file(b.image, size);
+        b.start("secondary", a.port, b_extra);
+        ASSERT_TRUE(b.daemon->wait_ready());
+        a.start("primary", b.port, a_extra);
+        ASSERT_TRUE(a.daemon->wait_ready());
+        ASSERT_TRUE(connected());
+        // Connected on a's side may come just before b hears it is UpToDate.
+        ASSERT_TRUE(eventually([&] { return b.status().value("data_state", "") == "UpToDate"; }))
+            << b.status().dump(2);
     }
 
     ::testing::AssertionResult connected() {
@@ -440,18 +470,10 @@ TEST_F(Pair, LargePayloadsAreLentToThePeerAndTheReplicasStayIdentical) {
 // secondary would take instead, dropping the old one unread) follows.
 TEST_F(Pair, AFrameThePeerReadsAfterTheLinkWasGivenUpCarriesItsOwnBytes) {
     constexpr std::size_t kBlocks = 8;
-    make_zero_file(a.image, 32 * kMiB);
-    make_zero_file(b.image, 32 * kMiB);
-    b.start("secondary", a.port, {"--timeout-ms", "600000"});  // reads its queue when resumed
-    ASSERT_TRUE(b.daemon->wait_ready());
-    a.start("primary", b.port, {"--timeout-ms", "600000"});  // only the operator gives up
-    ASSERT_TRUE(a.daemon->wait_ready());
-    ASSERT_TRUE(connected());
-    ASSERT_TRUE(eventually([&] { return b.status().value("data_state", "") == "UpToDate"; })) << b.status().dump(2);
-    struct Continue {  // the secondary is resumed whatever happens
-        pid_t pid;
-        ~Continue() { ::kill(pid, SIGCONT); }
-    } resume{b.daemon->pid()};
+    // The secondary reads its queue when resumed; only the operator gives up the link.
+    start_synced_pair(32 * kMiB, {"--timeout-ms", "600000"}, {"--timeout-ms", "600000"});
+    if (HasFatalFailure()) return;
+    ResumeOnExit resume{b.daemon->pid()};
     ASSERT_TRUE(freeze(b.daemon->pid()));
     // Region A (0-8M): one 1M block each, in flight together when the link is given up. Region
     // B (16M-24M): written after, also together, through the buffers region A's writes freed.
@@ -467,12 +489,7 @@ TEST_F(Pair, AFrameThePeerReadsAfterTheLinkWasGivenUpCarriesItsOwnBytes) {
     }
     argv.insert(argv.end(), {"-c", "aio_flush"});
     const pid_t writer = spawn(argv, a.dir / "w.out");
-    struct Reap {
-        pid_t pid;
-        ~Reap() {
-            if (::kill(pid, SIGKILL) == 0) ::waitpid(pid, nullptr, 0);
-        }
-    } reap{writer};
+    ReapOnExit reap{writer};
     ASSERT_TRUE(eventually([&] { return u64(a.status(), "in_flight") == kBlocks; }))
         << a.status().dump(2);
     ASSERT_TRUE(a.command("disconnect").value("ok", false));  // the writes go dirty, answered
@@ -1159,27 +1176,12 @@ TEST_F(Pair, WritesStopWhenTheWriteLeaseEndsAndResumeWhenItIsRenewed) {
 // link is declared lost during the drain, which makes the write a fenced one; it must fail then
 // (never acknowledged) and the demotion complete, not wait for a peer that may never return.
 TEST_F(Pair, ADemotionDuringWhichThePeerFallsSilentFailsTheWaitingWriteAndCompletes) {
-    make_zero_file(a.image, 16 * kMiB);
-    make_zero_file(b.image, 16 * kMiB);
-    b.start("secondary", a.port);
-    ASSERT_TRUE(b.daemon->wait_ready());
-    a.start("primary", b.port, {"--fence"});
-    ASSERT_TRUE(a.daemon->wait_ready());
-    ASSERT_TRUE(connected());
-    // The first sync told b it is UpToDate (connected on a's side may come just before b hears it).
-    ASSERT_TRUE(eventually([&] { return b.status().value("data_state", "") == "UpToDate"; })) << b.status().dump(2);
-    struct Continue {  // the secondary is resumed whatever happens
-        pid_t pid;
-        ~Continue() { ::kill(pid, SIGCONT); }
-    } resume{b.daemon->pid()};
+    start_synced_pair(16 * kMiB, {}, {"--fence"});
+    if (HasFatalFailure()) return;
+    ResumeOnExit resume{b.daemon->pid()};
     ASSERT_EQ(::kill(b.daemon->pid(), SIGSTOP), 0);  // silent: its sockets stay open
     const pid_t writer = spawn({"qemu-io", "-f", "raw", uri(a), "-c", "write -P 0x71 1M 4k"}, a.dir / "w.out");
-    struct Reap {
-        pid_t pid;
-        ~Reap() {
-            if (::kill(pid, SIGKILL) == 0) ::waitpid(pid, nullptr, 0);
-        }
-    } reap{writer};
+    ReapOnExit reap{writer};
     ASSERT_TRUE(eventually([&] { return u64(a.status(), "in_flight") > 0; }, std::chrono::seconds(20)))
         << a.status().dump(2);
     const auto demoted = a.command("demote");
