@@ -382,15 +382,8 @@ private:
             }
             if (closing_) break;
             const std::size_t n = std::min<std::size_t>(queue_.size(), 32);
-            buffers.clear();
             std::size_t largest = 0;  // payload
-            for (std::size_t i = 0; i < n; ++i) {
-                buffers.emplace_back(queue_[i].head.data(), queue_[i].head.size());
-                largest = std::max(largest, queue_[i].data.size());
-                if (!queue_[i].data.empty()) {
-                    buffers.emplace_back(queue_[i].data.data(), queue_[i].data.size());
-                }
-            }
+            for (std::size_t i = 0; i < n; ++i) largest = std::max(largest, queue_[i].data.size());
             error_code ec;
             if (largest >= kThreadedSendBytes) {
                 if (!sender_) sender_ = std::make_unique<SendThread>(socket_.native_handle(), socket_.get_executor());
@@ -409,6 +402,13 @@ private:
                 batch_cookies_.clear();
                 deliver_deferred();
             } else {
+                buffers.clear();
+                for (std::size_t i = 0; i < n; ++i) {
+                    buffers.emplace_back(queue_[i].head.data(), queue_[i].head.size());
+                    if (!queue_[i].data.empty()) {
+                        buffers.emplace_back(queue_[i].data.data(), queue_[i].data.size());
+                    }
+                }
                 co_await asio::async_write(socket_, buffers, asio::redirect_error(asio::use_awaitable, ec));
             }
             if (ec) {

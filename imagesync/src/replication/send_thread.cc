@@ -28,6 +28,13 @@ std::atomic<bool> kernel_refuses_lending{false};
 // While waiting for room in the socket, how often the thread checks that it should stop.
 constexpr int kPollMs = 200;
 
+sigset_t sigpipe_only() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    return set;
+}
+
 }  // namespace
 
 SendThread::SendThread(int fd, asio::any_io_executor executor)
@@ -80,9 +87,7 @@ asio::awaitable<boost::system::error_code> SendThread::send(const std::vector<Pi
 void SendThread::run() {
     // splice() to a socket has no MSG_NOSIGNAL: a peer gone raises SIGPIPE at this thread,
     // which must not end the process. Blocked here, and taken back after EPIPE (lend_out).
-    sigset_t pipe_signal;
-    sigemptyset(&pipe_signal);
-    sigaddset(&pipe_signal, SIGPIPE);
+    const sigset_t pipe_signal = sigpipe_only();
     pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
     std::unique_lock lock(mutex_);
     while (true) {
@@ -208,9 +213,7 @@ int SendThread::lend_out(const std::byte* data, std::size_t size, bool more) {
                 progress = true;
             } else if (errno == EPIPE) {
                 // The SIGPIPE it raised (blocked on this thread) is discarded.
-                sigset_t pipe_signal;
-                sigemptyset(&pipe_signal);
-                sigaddset(&pipe_signal, SIGPIPE);
+                const sigset_t pipe_signal = sigpipe_only();
                 const timespec now{0, 0};
                 while (::sigtimedwait(&pipe_signal, nullptr, &now) == SIGPIPE) {
                 }
