@@ -48,7 +48,7 @@ struct ImageFile::Transfer {
     std::uint64_t offset = 0;  // next byte
     std::byte* data = nullptr;
     std::size_t remaining = 0;
-    bool direct = false;  // through direct_fd_
+    bool direct = false;  // through direct_fd_ (a write) or direct_read_fd_ (a read)
     Done done;
 };
 
@@ -70,6 +70,7 @@ ImageFile::~ImageFile() {
                                          path_.string(), inline_pending_));
     }
     if (direct_fd_ >= 0) ::close(direct_fd_);
+    if (direct_read_fd_ >= 0) ::close(direct_read_fd_);
     if (fd_ >= 0) ::close(fd_);
 }
 
@@ -111,13 +112,36 @@ vmha::Error ImageFile::failure(const char* what, std::uint64_t offset, std::uint
                         path_.string(), std::strerror(error))};
 }
 
-void ImageFile::read(std::uint64_t offset, std::span<std::byte> buffer, Done done) {
+void ImageFile::read(std::uint64_t offset, std::span<std::byte> buffer, Done done, Cache cache) {
     auto t = std::make_shared<Transfer>();
     t->start = t->offset = offset;
     t->total = t->remaining = buffer.size();
     t->data = buffer.data();
     t->done = std::move(done);
+    if (cache == Cache::bypass && direct_aligned(offset, buffer.size(), buffer.data()) &&
+        open_direct_reads()) {
+        t->direct = true;
+        ++counts_.direct_reads;
+    }
     issue(std::move(t));
+}
+
+bool ImageFile::direct_aligned(std::uint64_t offset, std::size_t size, const std::byte* data) {
+    return offset % kDirectAlign == 0 && size % kDirectAlign == 0 &&
+           reinterpret_cast<std::uintptr_t>(data) % kDirectAlign == 0;
+}
+
+bool ImageFile::open_direct_reads() {
+    if (direct_read_fd_ >= 0) return !direct_reads_refused_;
+    if (direct_reads_refused_) return false;
+    direct_read_fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+    if (direct_read_fd_ < 0) {
+        direct_reads_refused_ = true;
+        spdlog::info("image \"{}\": resync and verify read through the page cache (O_DIRECT: {})",
+                     path_.string(), std::strerror(errno));
+        return false;
+    }
+    return true;
 }
 
 void ImageFile::write(std::uint64_t offset, std::span<const std::byte> data, bool fua, Done done,
@@ -165,8 +189,7 @@ bool ImageFile::direct_eligible(std::uint64_t offset, std::span<const std::byte>
                                 Origin origin) const {
     if (direct_fd_ < 0 || direct_refused_ || origin != Origin::client) return false;
     if (data.size() < inline_.direct_min_bytes) return false;
-    return offset % kDirectAlign == 0 && data.size() % kDirectAlign == 0 &&
-           reinterpret_cast<std::uintptr_t>(data.data()) % kDirectAlign == 0;
+    return direct_aligned(offset, data.size(), data.data());
 }
 
 // A write larger than kRingWritePiece goes as pieces submitted together: io-wq writes them in
@@ -317,13 +340,25 @@ void ImageFile::issue(std::shared_ptr<Transfer> t) {
         io_uring_prep_write(&sqe, t->direct ? direct_fd_ : fd_, t->data, n, t->offset);
         if (t->fua) sqe.rw_flags = RWF_DSYNC;
     } else {
-        io_uring_prep_read(&sqe, fd_, t->data, n, t->offset);
+        io_uring_prep_read(&sqe, t->direct ? direct_read_fd_ : fd_, t->data, n, t->offset);
     }
     uring_.submit(sqe, [this, t](int res) { on_transfer(t, res); });
 }
 
 void ImageFile::on_transfer(std::shared_ptr<Transfer> t, int res) {
     const char* what = t->is_write ? "writing" : "reading";
+    if (t->direct && res == -EINVAL && !t->is_write) {
+        // The device wants another alignment: read it through the cache, and every later one.
+        if (!direct_reads_refused_) {
+            spdlog::warn("image \"{}\": a direct read of {} bytes at offset {} was refused "
+                         "(EINVAL); reading through the page cache from now on",
+                         path_.string(), t->remaining, t->offset);
+        }
+        direct_reads_refused_ = true;
+        t->direct = false;
+        issue(std::move(t));
+        return;
+    }
     if (t->direct && res == -EINVAL) {
         // The device wants another alignment (or a short write left an unaligned rest): write
         // it buffered, and stop direct writes for this file.
@@ -366,6 +401,9 @@ void ImageFile::on_transfer(std::shared_ptr<Transfer> t, int res) {
         t->done({});
         return;
     }
+    // A short direct transfer (at the end of the file) may leave an unaligned rest: that goes
+    // through the cache, without turning direct I/O off.
+    if (t->direct && !direct_aligned(t->offset, t->remaining, t->data)) t->direct = false;
     issue(std::move(t));  // short transfer: the rest
 }
 

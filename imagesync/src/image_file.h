@@ -99,6 +99,7 @@ class ImageFile {
         std::uint64_t inline_flushes = 0;  // fdatasync on the loop thread
         std::uint64_t ring_flushes = 0;    // fsync submitted to io_uring
         std::uint64_t early_writebacks = 0;  // write-backs started before the flush (below)
+        std::uint64_t direct_reads = 0;  // reads that bypassed the page cache (Cache::bypass)
     };
 
     static vmha::Result<std::unique_ptr<ImageFile>> open(Uring& uring,
@@ -114,7 +115,16 @@ class ImageFile {
     // The file's current size on disk (it grows with writes past its end).
     vmha::Result<std::uint64_t> current_size() const;
 
-    void read(std::uint64_t offset, std::span<std::byte> buffer, Done done);
+    // Whether a read's pages stay in the page cache: `keep` (a client's read), or `bypass` for
+    // a resync or verify that scans the image: read with O_DIRECT where the offset, length and
+    // buffer are page-aligned and the file system allows it, else as any read. A scan read
+    // through the page cache would leave the image's cache filled with what it read, in large
+    // folios, into which every later small buffered write is several times slower on ext4
+    // (docs/imagesync.md, "Scans bypass the page cache"); O_DIRECT writes any dirty cached
+    // pages of the range back first, so it reads what a cached read would.
+    enum class Cache { keep, bypass };
+    void read(std::uint64_t offset, std::span<std::byte> buffer, Done done,
+              Cache cache = Cache::keep);
     // Who asked for a write: a client of this node, or the primary (applied on the secondary).
     enum class Origin { client, peer };
     // How an inline write or flush (done on the loop, inside the call) reports: through the
@@ -157,6 +167,8 @@ class ImageFile {
     struct ZeroFill;
     ImageFile(Uring& uring, std::filesystem::path path, int fd, InlineWriteLimits inline_writes);
     bool direct_eligible(std::uint64_t offset, std::span<const std::byte> data, Origin origin) const;
+    static bool direct_aligned(std::uint64_t offset, std::size_t size, const std::byte* data);
+    bool open_direct_reads();  // whether reads may bypass the cache (opens direct_read_fd_)
     bool inline_eligible(std::uint64_t offset, std::size_t size, bool fua, Origin origin);
     // `early_writeback`: start its write-back once answered ("Early write-back" above).
     void write_inline(std::shared_ptr<Transfer> t, Completion completion, bool early_writeback);
@@ -178,6 +190,8 @@ class ImageFile {
     std::filesystem::path path_;
     int fd_ = -1;
     int direct_fd_ = -1;  // the same file with O_DIRECT, once direct writes are on
+    int direct_read_fd_ = -1;  // ... read-only, for reads that bypass the cache, on first use
+    bool direct_reads_refused_ = false;  // O_DIRECT refused at open or by EINVAL: no more
     bool direct_refused_ = false;  // a direct write got EINVAL: no more of them
     std::optional<vmha::Error> durability_lost_;
 

@@ -205,7 +205,8 @@ class Server {
                               {"inline_flushes", c.inline_flushes},
                               {"ring_flushes", c.ring_flushes},
                               {"early_writebacks", c.early_writebacks},
-                              {"stalls", c.stalls}});
+                              {"stalls", c.stalls},
+                              {"direct_reads", c.direct_reads}});
             }
             j["image_io"] = std::move(io);
             j["pid"] = ::getpid();

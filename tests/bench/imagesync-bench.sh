@@ -168,7 +168,10 @@ for ((round = 1; round <= rounds; round++)); do
       results[$cfg/$job]+="$figure "
       steals[$cfg/$job]+="$steal "
       stop_servers
-      rm -f "$work"/*.img
+      # Every run starts a fresh pair on fresh files: metadata kept from the last run would
+      # describe other images (a pair whose last run wrote without a flush starts with all of
+      # that recorded dirty, and resyncs it first).
+      rm -rf "$work"/*.img "$work"/meta-*
       echo "round $round/$rounds: $cfg $job = $figure (steal $steal %)" >&2
     done
   done

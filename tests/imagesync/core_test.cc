@@ -378,6 +378,46 @@ TEST_F(ImageFileTest, DirectWritesOnceEnabledOnlyForLargeAlignedClientWrites) {
     pool.give(std::move(big));
 }
 
+// Reads that bypass the page cache (a resync's, a verify's): O_DIRECT where offset, length and
+// buffer are page-aligned, else through the cache; they read what a cached read would (bytes
+// still dirty in the cache included), and past the end of the file, zeroes, even when the file
+// ends off a page.
+TEST_F(ImageFileTest, ReadsThatBypassTheCacheReadWhatACachedReadWould) {
+    BufferPool pool;
+    Buffer big = pool.take(64 * 1024);
+    std::memset(big.data(), 'd', big.size());
+    ASSERT_TRUE(run([&](auto d) { file_->write(1u << 20, big.span(), false, std::move(d)); }));
+    // Dirty in the cache, not yet written back; then the file ends 100 bytes past a page.
+    const std::vector<std::byte> tail(4096 + 100, std::byte{'t'});
+    ASSERT_TRUE(run([&](auto d) { file_->write((1u << 20) + 64 * 1024, tail, false, std::move(d)); }));
+
+    Buffer into = pool.take(128 * 1024);
+    std::memset(into.data(), 0x55, into.size());
+    ASSERT_TRUE(run([&](auto d) {
+        file_->read(1u << 20, into.span(), std::move(d), ImageFile::Cache::bypass);
+    }));
+    const auto direct = file_->write_counts().direct_reads;
+    const std::string got(reinterpret_cast<const char*>(into.data()), into.size());
+    EXPECT_EQ(got.substr(0, 64 * 1024), std::string(64 * 1024, 'd'));
+    EXPECT_EQ(got.substr(64 * 1024, tail.size()), std::string(tail.size(), 't'));
+    EXPECT_EQ(got.substr(64 * 1024 + tail.size()), std::string(128 * 1024 - 64 * 1024 - tail.size(), '\0'))
+        << "past the end of the file: zeroes";
+
+    // Off a page (offset or buffer): through the cache, and the same bytes.
+    std::vector<std::byte> odd(5000, std::byte{0x55});
+    ASSERT_TRUE(run([&](auto d) {
+        file_->read((1u << 20) + 512, odd, std::move(d), ImageFile::Cache::bypass);
+    }));
+    EXPECT_EQ(odd.front(), std::byte{'d'});
+    EXPECT_EQ(file_->write_counts().direct_reads, direct) << "an unaligned read went direct";
+    ASSERT_TRUE(run([&](auto d) { file_->read(0, big.span(), std::move(d)); }));
+    EXPECT_EQ(file_->write_counts().direct_reads, direct) << "a client's read bypassed the cache";
+    if (direct == 0) GTEST_SKIP() << "the file system under /tmp refuses O_DIRECT";
+    EXPECT_EQ(direct, 1U);
+    pool.give(std::move(big));
+    pool.give(std::move(into));
+}
+
 TEST(ImageFileInline, AnInlineWriteThatStallsSendsSmallWritesToTheRingForTheBackoff) {
     imagesync_test::TempDir dir;
     const auto path = dir / "f.img";

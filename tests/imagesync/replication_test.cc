@@ -1,7 +1,10 @@
 // Two real imagesyncd processes replicating over loopback TCP, driven by real NBD clients
 // (qemu-io, fio, qemu-img), killed and restarted at awkward moments. Every scenario ends by
 // comparing the two image files byte for byte.
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <sys/socket.h>
 
 #include <map>
@@ -1048,6 +1051,67 @@ TEST_F(Pair, AFullResyncCopiesOnlyTheChunksThatDiffer) {
     ASSERT_TRUE(connected());
     EXPECT_NE(a.daemon->log().find("self_is_source_full"), std::string::npos) << a.daemon->log();
     EXPECT_EQ(u64(a.status(), "bytes_resynced"), 3 * 65536u);
+    EXPECT_TRUE(identical(a.image, b.image));
+}
+
+// How many bytes of `file` the page cache holds (mincore of a mapping: mapping it reads
+// nothing in).
+std::uint64_t cached_bytes(const fs::path& file) {
+    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return UINT64_MAX;
+    const auto size = static_cast<std::size_t>(fs::file_size(file));
+    void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (map == MAP_FAILED) return UINT64_MAX;
+    const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+    std::vector<unsigned char> resident((size + page - 1) / page);
+    std::uint64_t bytes = UINT64_MAX;
+    if (::mincore(map, size, resident.data()) == 0) {
+        bytes = 0;
+        for (const unsigned char r : resident) bytes += (r & 1) ? page : 0;
+    }
+    ::munmap(map, size);
+    return bytes;
+}
+
+// Writes `file`'s dirty pages back, then drops its pages from the page cache.
+void drop_cached(const fs::path& file) {
+    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ::fdatasync(fd);
+    ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+}
+
+// A resync and a verify read the images past the page cache: read through it, they would leave
+// what they scanned cached in large folios, into which every later small buffered write is
+// several times slower (docs/imagesync.md, "Scans bypass the page cache"). mincore() shows what
+// the cache holds.
+TEST_F(Pair, AResyncAndAVerifyLeaveTheImagesOutOfThePageCache) {
+    start_pair(64 * kMiB);
+    ASSERT_TRUE(a.command("disconnect").value("ok", false));
+    ASSERT_EQ(qemu_io(a, {"write -P 0x3c 0 32M", "flush"}).exit_code, 0);
+    drop_cached(a.image);
+    drop_cached(b.image);
+    ASSERT_LT(cached_bytes(a.image), 1 * kMiB) << "the kernel kept the written pages cached";
+    ASSERT_TRUE(a.command("connect").value("ok", false));
+    ASSERT_TRUE(connected());
+    ASSERT_TRUE(eventually([&] { return u64(a.status(), "dirty_bytes") == 0; }));
+    EXPECT_GE(u64(a.status(), "bytes_resynced"), 32 * kMiB);
+    EXPECT_LT(cached_bytes(a.image), 1 * kMiB) << "the resync read the source through the page cache";
+
+    drop_cached(b.image);  // what the resync wrote there
+    auto verify = control(a.ctl, {{"verb", "verify"}});
+    ASSERT_TRUE(verify.value("ok", false)) << verify.dump(2);
+    EXPECT_GE(u64(verify, "compared_bytes"), 32 * kMiB);
+    EXPECT_EQ(u64(verify, "differing_bytes"), 0u);
+    EXPECT_LT(cached_bytes(a.image), 1 * kMiB) << "verify read the primary's image through the page cache";
+    EXPECT_LT(cached_bytes(b.image), 1 * kMiB) << "verify read the secondary's image through the page cache";
+    for (Node* n : {&a, &b}) {
+        const auto io = n->status()["image_io"];
+        ASSERT_EQ(io.size(), 1u) << io.dump(2);
+        EXPECT_GT(u64(io[0], "direct_reads"), 0u) << n->name << ": " << io.dump(2);
+    }
     EXPECT_TRUE(identical(a.image, b.image));
 }
 

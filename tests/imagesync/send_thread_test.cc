@@ -4,7 +4,8 @@
 // the batch, and a shutdown of a socket whose peer never reads ends a blocked batch with an
 // error instead of hanging. Zero-copy send's contract: the receiver reads the lent pages
 // themselves, so bytes changed before it read them would reach it, and unshare_pages()
-// (buffer_pool.h) keeps the bytes that were sent.
+// (buffer_pool.h) keeps the bytes that were sent. A kernel that refuses vmsplice or splice
+// (made to, in a child process, with a seccomp filter) gets the bytes copied instead.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -13,7 +14,19 @@
 #include <thread>
 #include <vector>
 
+#include <cerrno>
+#include <cstddef>
+#include <functional>
+#include <string>
+
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "asio.h"
 
@@ -174,6 +187,137 @@ TEST_P(SendThreadModes, AShutdownEndsABatchBlockedOnAPeerThatNeverReads) {
 }
 
 INSTANTIATE_TEST_SUITE_P(CopiedOrLent, SendThreadModes, ::testing::Bool());
+
+// ---- A kernel that refuses zero-copy send ----
+// The refusal is real: a seccomp filter makes the kernel answer one system call with EINVAL, in
+// a child process (the filter cannot be taken back, and the thread remembers a refusal for the
+// whole process). `body` returns what went wrong, or an empty string.
+
+#if defined(__x86_64__)
+constexpr std::uint32_t kAuditArch = AUDIT_ARCH_X86_64;
+#elif defined(__aarch64__)
+constexpr std::uint32_t kAuditArch = AUDIT_ARCH_AARCH64;
+#endif
+
+bool refuse_syscall(long nr) {
+    sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kAuditArch, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<std::uint32_t>(nr), 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EINVAL & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog program{static_cast<unsigned short>(std::size(filter)), filter};
+    return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+           ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) == 0;
+}
+
+std::string in_child_refusing(long nr, const std::function<std::string()>& body) {
+    int report[2];
+    if (::pipe(report) != 0) return "pipe failed";
+    const pid_t child = ::fork();
+    if (child < 0) return "fork failed";
+    if (child == 0) {
+        ::close(report[0]);
+        std::string failure;
+        if (!refuse_syscall(nr)) {
+            failure = "cannot install the seccomp filter";
+        } else if (::syscall(nr, -1, nullptr, 0, nullptr, 0, 0) != -1 || errno != EINVAL) {
+            failure = "the filter does not refuse the call (unfiltered, fd -1 gives EBADF)";
+        } else {
+            failure = body();
+        }
+        const char* p = failure.data();
+        for (std::size_t left = failure.size(); left > 0;) {
+            const ssize_t n = ::write(report[1], p, left);
+            if (n <= 0) break;
+            p += n;
+            left -= static_cast<std::size_t>(n);
+        }
+        ::_exit(0);
+    }
+    ::close(report[1]);
+    std::string failure;
+    char chunk[512];
+    for (ssize_t n; (n = ::read(report[0], chunk, sizeof chunk)) > 0;) failure.append(chunk, static_cast<std::size_t>(n));
+    ::close(report[0]);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        failure += " (the child process did not exit cleanly: status " + std::to_string(status) + ")";
+    }
+    return failure;
+}
+
+// A batch of frame heads and large payloads marked to be lent, and the bytes it makes.
+struct Batch {
+    std::vector<std::vector<std::byte>> parts;
+    Pieces pieces;
+    std::vector<std::byte> bytes;
+
+    explicit Batch(unsigned seed) {
+        for (unsigned i = 0; i < 6; ++i) parts.push_back(pattern(i % 2 == 0 ? 32 : (i + 1) * 100 * 1024, seed + i));
+        for (const auto& p : parts) {
+            pieces.push_back({asio::buffer(p.data(), p.size()), p.size() > 1024});
+            bytes.insert(bytes.end(), p.begin(), p.end());
+        }
+    }
+};
+
+// Sends `batch` on `pair` with `thread` and reads it on the other side: what went wrong, or "".
+std::string send_and_check(Pair& pair, SendThread& thread, const Batch& batch) {
+    std::vector<std::byte> received(batch.bytes.size());
+    boost::system::error_code read_ec;
+    std::thread reader([&] { asio::read(pair.receiver, asio::buffer(received), read_ec); });
+    const auto ec = pair.send(thread, batch.pieces);
+    reader.join();
+    if (ec) return "the batch failed: " + ec.message();
+    if (read_ec) return "the receiver failed: " + read_ec.message();
+    if (received != batch.bytes) return "the receiver got other bytes than were sent";
+    return "";
+}
+
+// vmsplice refused before a byte moved: every piece is copied, the batch succeeds, and so do
+// later ones, without trying again.
+TEST(SendThread, AKernelThatRefusesVmspliceGetsThePiecesCopied) {
+    const std::string failure = in_child_refusing(SYS_vmsplice, [] {
+        Pair pair;
+        SendThread thread(pair.sender.native_handle(), pair.io.get_executor());
+        for (unsigned round = 0; round < 2; ++round) {
+            const Batch batch(round * 10);
+            if (auto f = send_and_check(pair, thread, batch); !f.empty()) {
+                return "batch " + std::to_string(round) + ": " + f;
+            }
+        }
+        if (thread.bytes_lent() != 0) return std::string("bytes were counted as lent");
+        return std::string();
+    });
+    EXPECT_EQ(failure, "");
+}
+
+// splice refused after vmsplice put a payload's pages in the pipe: that batch cannot be
+// completed by copying (its frame is cut), so it fails and the session would end; the next
+// session's thread copies from the start and its batch arrives whole.
+TEST(SendThread, AKernelThatRefusesSpliceFailsThatBatchAndTheNextSessionCopies) {
+    const std::string failure = in_child_refusing(SYS_splice, [] {
+        {
+            Pair pair(4 << 20);
+            SendThread thread(pair.sender.native_handle(), pair.io.get_executor());
+            const Batch batch(1);
+            const auto ec = pair.send(thread, batch.pieces);
+            if (!ec) return std::string("a batch whose splice was refused succeeded");
+            if (ec.value() != EINVAL) return "the batch failed with " + ec.message() + ", not EINVAL";
+        }
+        Pair pair;
+        SendThread thread(pair.sender.native_handle(), pair.io.get_executor());
+        if (auto f = send_and_check(pair, thread, Batch(2)); !f.empty()) return "the next session: " + f;
+        if (thread.bytes_lent() != 0) return std::string("the next session lent bytes again");
+        return std::string();
+    });
+    EXPECT_EQ(failure, "");
+}
 
 }  // namespace
 }  // namespace imagesync

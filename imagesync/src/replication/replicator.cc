@@ -98,8 +98,6 @@ struct MetaParts {
 
 namespace {
 
-peer::ByteView view(const peer::Bytes& b) { return {b.data(), b.size()}; }
-
 std::uint8_t wire_role(Role r) { return r == Role::primary ? 1 : 2; }
 
 std::uint8_t wire_state(meta::DataState s) {
@@ -179,6 +177,13 @@ std::vector<std::uint64_t> chunk_checksums(std::span<const std::byte> data, std:
         out.push_back(XXH3_64bits(data.data() + at, n));
     }
     return out;
+}
+
+// A buffer for a range that a resync or verify reads: page-aligned, so that the read can
+// bypass the page cache (ImageFile::Cache::bypass).
+std::shared_ptr<Buffer> scan_buffer(std::size_t size) {
+    const std::size_t capacity = round_up_to_pages(size);
+    return std::make_shared<Buffer>(allocate_buffer(capacity), size, capacity);
 }
 
 }  // namespace
@@ -1776,8 +1781,8 @@ void Replicator::pump_resync() {
         auto session = session_;
         const std::uint64_t epoch = resync_epoch_;  // a chunk counts only for its own resync
         e->locks().when_granted(ticket, [this, e, index, ticket, r = *range, session, epoch] {
-            auto buffer = std::make_shared<peer::Bytes>(r.length);
-            e->file().read(r.offset, {buffer->data(), buffer->size()},
+            auto buffer = scan_buffer(r.length);
+            e->file().read(r.offset, buffer->span(),
                            [this, e, index, ticket, r, session, buffer, epoch](vmha::Status st) {
                 auto release = [this, e, ticket, epoch] {
                     e->locks().release(ticket);
@@ -1825,13 +1830,14 @@ void Replicator::pump_resync() {
                 pending_.emplace(cookie, std::move(p));
                 const peer::Range wire{static_cast<std::uint32_t>(index), r.offset,
                                        static_cast<std::uint32_t>(r.length)};
-                if (all_zero(*buffer)) {
+                if (all_zero(buffer->span())) {
                     session->send(peer::Message{cookie, peer::ResyncZeroes{wire}});
                 } else {
-                    peer::Message m{cookie, peer::ResyncData{wire, view(*buffer)}};
+                    peer::Message m{cookie, peer::ResyncData{wire, buffer->span()}};
                     session->send(m);
                 }
-            });
+            },
+                           ImageFile::Cache::bypass);
         });
     }
     if (link_ == LinkState::sync_source && resync_in_flight_ == 0 && resync_export_ >= exports_.size()) {
@@ -1894,18 +1900,19 @@ void Replicator::answer_checksums(Session& session, std::uint64_t cookie,
     // primary read under its own lock.
     auto ticket = e->locks().enqueue(request.offset, length);
     e->locks().when_granted(ticket, [e, ticket, s, cookie, request, length] {
-        auto buffer = std::make_shared<peer::Bytes>(length);
+        auto buffer = scan_buffer(length);
         e->file().read(request.offset, {buffer->data(), buffer->size()},
                        [e, ticket, s, cookie, request, buffer](vmha::Status st) {
             e->locks().release(ticket);
             peer::ChecksumReply reply{request.export_index, request.offset, {}, 0};
             if (st) {
-                reply.checksums = chunk_checksums(*buffer, request.chunk_size);
+                reply.checksums = chunk_checksums(buffer->span(), request.chunk_size);
             } else {
                 reply.status = static_cast<std::uint32_t>(vmha::errc::io_error);
             }
             s->send(peer::Message{cookie, std::move(reply)});
-        });
+        },
+                           ImageFile::Cache::bypass);
     });
 }
 
@@ -2043,7 +2050,7 @@ void Replicator::pump_verify() {
                     return;
                 }
             }
-            auto buffer = std::make_shared<peer::Bytes>(length);
+            auto buffer = scan_buffer(length);
             e->file().read(offset, {buffer->data(), buffer->size()},
                            [this, e, ticket, index, offset, length, count, chunk, session, buffer, run, run_id](vmha::Status st) {
                 auto finish_batch = [this, e, ticket, run, run_id](std::optional<vmha::Error> error) {
@@ -2062,7 +2069,7 @@ void Replicator::pump_verify() {
                     finish_batch(vmha::Error(vmha::errc::connection_lost, "the link to the peer broke during verify"));
                     return;
                 }
-                auto local = std::make_shared<std::vector<std::uint64_t>>(chunk_checksums(*buffer, chunk));
+                auto local = std::make_shared<std::vector<std::uint64_t>>(chunk_checksums(buffer->span(), chunk));
                 const std::uint64_t cookie = next_cookie_++;
                 auto p = std::make_shared<Pending>();
                 p->sent = Clock::now();
@@ -2092,7 +2099,8 @@ void Replicator::pump_verify() {
                 };
                 pending_.emplace(cookie, std::move(p));
                 session->send(peer::Message{cookie, peer::ChecksumRequest{static_cast<std::uint32_t>(index), chunk, offset, count}});
-            });
+            },
+                           ImageFile::Cache::bypass);
         });
     }
     if (v.in_flight == 0 && (v.failure || v.export_index >= exports_.size())) {

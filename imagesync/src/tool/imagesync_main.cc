@@ -116,9 +116,10 @@ void print_status(const nlohmann::json& j) {
             auto n = [&](const char* k) { return e.value(k, std::uint64_t{0}); };
             std::cout << fmt::format(
                 "image io    {}: writes {} inline, {} io_uring ({} direct); flushes {} inline, {} "
-                "io_uring; {} early write-backs; {} stalls\n",
+                "io_uring; {} early write-backs; {} stalls; {} scan reads direct\n",
                 e.value("export", "-"), n("inline_writes"), n("ring_writes"), n("direct_writes"),
-                n("inline_flushes"), n("ring_flushes"), n("early_writebacks"), n("stalls"));
+                n("inline_flushes"), n("ring_flushes"), n("early_writebacks"), n("stalls"),
+                n("direct_reads"));
         }
     }
     if (j.contains("resync")) {
