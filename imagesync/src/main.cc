@@ -7,6 +7,7 @@
 #include <array>
 #include <cstdio>
 #include <stdexcept>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,16 @@ int main(int argc, char** argv) {
     std::string resync_rate = "0";
     app.add_option("--resync-rate", resync_rate,
                    "Bytes per second a resync may use (K/M/G suffixes; 0 = no limit)")
+        ->capture_default_str();
+    std::string chunk_size = "64K";
+    app.add_option("--chunk-size", chunk_size,
+                   "Replication: granularity of the dirty map and of verify's checksums, a power "
+                   "of two from 4K to 16M. Both nodes must agree; fixed once the metadata exists")
+        ->capture_default_str();
+    std::string al_extent = "4M";
+    app.add_option("--al-extent", al_extent,
+                   "Replication: size of one activity-log extent, a power of two from 64K to 1G "
+                   "and not below --chunk-size. Fixed once the metadata exists")
         ->capture_default_str();
     std::string resync_min_rate = "8M";
     app.add_option("--resync-min-rate", resync_min_rate,
@@ -152,6 +163,32 @@ int main(int argc, char** argv) {
     } else {
         config.resync_min_rate = *rate;
     }
+    // A power of two within [min, max] (bytes), for --chunk-size and --al-extent.
+    auto power_of_two = [](const char* flag, const std::string& text, std::uint64_t min,
+                           std::uint64_t max, const char* range) -> std::optional<std::uint32_t> {
+        auto bytes = imagesync::parse_size(text);
+        if (!bytes) {
+            std::fprintf(stderr, "imagesyncd: %s: %s\n", flag, bytes.error().message.c_str());
+            return std::nullopt;
+        }
+        if (*bytes < min || *bytes > max || (*bytes & (*bytes - 1)) != 0) {
+            std::fprintf(stderr, "imagesyncd: %s: \"%s\" is not a power of two from %s\n", flag,
+                         text.c_str(), range);
+            return std::nullopt;
+        }
+        return static_cast<std::uint32_t>(*bytes);
+    };
+    const auto chunk = power_of_two("--chunk-size", chunk_size, 4096, 16u << 20, "4K to 16M");
+    if (!chunk) return 2;
+    const auto extent = power_of_two("--al-extent", al_extent, 64u << 10, 1u << 30, "64K to 1G");
+    if (!extent) return 2;
+    if (*extent < *chunk) {
+        std::fprintf(stderr, "imagesyncd: --al-extent: %s is below --chunk-size %s\n",
+                     al_extent.c_str(), chunk_size.c_str());
+        return 2;
+    }
+    config.chunk_size = *chunk;
+    config.activity_log_extent = *extent;
     for (const SizeFlag& f : size_flags) {
         auto bytes = imagesync::parse_size(f.text);
         if (!bytes) {

@@ -153,6 +153,8 @@ class Server {
         rc.resync_rate = config_.resync_rate;
         rc.resync_min_rate = config_.resync_min_rate;
         rc.zero_copy_min_bytes = config_.zero_copy_min_bytes;
+        rc.chunk_size = config_.chunk_size;
+        rc.activity_log_extent = config_.activity_log_extent;
         auto policy = replication::parse_split_brain_policy(config_.split_brain);
         if (!policy) return vmha::Error(policy.error().code, "--split-brain: " + policy.error().message);
         rc.split_brain = *policy;

@@ -286,6 +286,12 @@ TEST(ImagesyncdClients, BadCommandLinesFailWithAClearMessage) {
          "--early-writeback: \"17M\" is over 16M"},
         {{"--image", "a=" + (dir / "disk.img").string(), "--inline-flush", "1Q"},
          "--inline-flush: size \"1Q\" has an unknown suffix"},
+        {{"--image", "a=" + (dir / "disk.img").string(), "--chunk-size", "96K"},
+         "--chunk-size: \"96K\" is not a power of two from 4K to 16M"},
+        {{"--image", "a=" + (dir / "disk.img").string(), "--al-extent", "32K"},
+         "--al-extent: \"32K\" is not a power of two from 64K to 1G"},
+        {{"--image", "a=" + (dir / "disk.img").string(), "--chunk-size", "8M", "--al-extent", "4M"},
+         "--al-extent: 4M is below --chunk-size 8M"},
     };
     for (const Case& c : cases) {
         Daemon daemon(dir, c.args);

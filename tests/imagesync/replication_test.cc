@@ -1054,6 +1054,39 @@ TEST_F(Pair, AFullResyncCopiesOnlyTheChunksThatDiffer) {
     EXPECT_TRUE(identical(a.image, b.image));
 }
 
+// --chunk-size and --al-extent reach the dirty map and the activity log: a 4 KiB write made
+// alone dirties one 256 KiB chunk, and only that chunk travels; a node restarted with other
+// sizes than its metadata was made with refuses to start, naming both.
+TEST_F(Pair, TheConfiguredChunkSizeAndExtentAreUsedAndFixedOnceTheMetadataExists) {
+    const std::vector<std::string> sizes{"--chunk-size", "256K", "--al-extent", "1M"};
+    start_pair(16 * kMiB, nullptr, sizes);
+    ASSERT_TRUE(a.command("disconnect").value("ok", false));
+    ASSERT_EQ(qemu_io(a, {"write -P 0x11 300K 4K"}).exit_code, 0);
+    EXPECT_EQ(u64(a.status(), "dirty_bytes"), 256 * 1024u) << a.status().dump(2);
+    const auto resynced_before = u64(a.status(), "bytes_resynced");
+    ASSERT_TRUE(a.command("connect").value("ok", false));
+    ASSERT_TRUE(connected());
+    ASSERT_TRUE(eventually([&] { return u64(a.status(), "dirty_bytes") == 0; }));
+    EXPECT_EQ(u64(a.status(), "bytes_resynced") - resynced_before, 256 * 1024u);
+    EXPECT_TRUE(identical(a.image, b.image));
+
+    ASSERT_EQ(b.daemon->stop(), std::optional<int>(0));
+    const std::vector<std::pair<std::vector<std::string>, std::string>> refused{
+        {{"--al-extent", "1M"}, "was made with a chunk size of 256 KiB but the configured chunk size is 64 KiB"},
+        {{"--chunk-size", "256K", "--al-extent", "2M"}, "was made with 1 MiB extents"},
+    };
+    for (const auto& [extra, message] : refused) {
+        b.start("secondary", a.port, extra);
+        const auto status = b.daemon->wait_exit();
+        ASSERT_TRUE(status.has_value()) << "started with other sizes than its metadata";
+        EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) != 0);
+        EXPECT_NE(b.daemon->log().find(message), std::string::npos) << b.daemon->log();
+    }
+    b.start("secondary", a.port, sizes);
+    ASSERT_TRUE(b.daemon->wait_ready());
+    EXPECT_TRUE(connected());
+}
+
 // How many bytes of `file` the page cache holds (mincore of a mapping: mapping it reads
 // nothing in).
 std::uint64_t cached_bytes(const fs::path& file) {

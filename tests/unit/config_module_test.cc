@@ -114,6 +114,21 @@ TEST(ModuleFile, SplitBrainPolicy) {
     EXPECT_EQ(errors({{"replication", "{port: 7801, split_brain: [disconnect]}"}}).size(), 1u);
 }
 
+// imagesyncd's limits: a chunk from 4 KiB to 16 MiB, an activity-log extent from 64 KiB (and
+// the chunk size) to 1 GiB; both are passed to it (--chunk-size, --al-extent).
+TEST(ModuleFile, ChunkSizeAndActivityLogExtent) {
+    Findings findings;
+    auto f = parse_file("m.yaml", module_text({{"replication", "{port: 7801, chunk_size: 128KiB, activity_log_extent: 64MiB}"}}),
+                        findings);
+    ASSERT_TRUE(f.valid);
+    EXPECT_EQ(f.module->replication.chunk_size, 128u << 10);
+    EXPECT_EQ(f.module->replication.activity_log_extent, 64u << 20);
+    EXPECT_EQ(errors({{"replication", "{port: 7801, chunk_size: 4KiB, activity_log_extent: 32KiB}"}}),
+              (Lines{"m.yaml:5:66: replication.activity_log_extent: activity-log extent 32 KiB must "
+                     "be a power of two from 64 KiB to 1 GiB"}));
+    EXPECT_EQ(errors({{"replication", "{port: 7801, chunk_size: 3KiB}"}}).size(), 1u);
+}
+
 TEST(ModuleFile, UnknownKeyWithoutACloseMatch) {
     auto text = module_text() + "colour: blue\n";
     EXPECT_EQ(errors_of("m.yaml", text),

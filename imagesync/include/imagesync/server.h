@@ -92,6 +92,11 @@ struct ServerConfig {
     // A client's write payload of at least this many bytes is lent to the replication socket
     // instead of copied into it (zero-copy send, replication/send_thread.h); 0 = always copy.
     std::size_t zero_copy_min_bytes = 64 * 1024;
+    // Granularity of the dirty map and of verify's checksums (a power of two, 4 KiB .. 16 MiB),
+    // and the size of one activity-log extent (a power of two, 64 KiB .. 1 GiB, not below the
+    // chunk size). Both nodes must agree; both are fixed once a node's metadata was made.
+    std::uint32_t chunk_size = 64 * 1024;
+    std::uint32_t activity_log_extent = 4u << 20;
     std::filesystem::path control_socket;  // status and commands (imagesync tool, vmhad)
 };
 

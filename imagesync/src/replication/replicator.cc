@@ -649,7 +649,8 @@ vmha::Status Replicator::load_meta() {
         const bool log_exists = std::filesystem::exists(log_path);
         auto log_file = UringMetaFile::open(uring_, log_path, !log_exists);
         if (!log_file) return std::move(log_file).error();
-        const meta::ActivityLogConfig log_config{.export_size = e->info().size};
+        const meta::ActivityLogConfig log_config{.export_size = e->info().size,
+                                                 .extent_size = config_.activity_log_extent};
         auto log = log_exists ? meta::ActivityLog::open(**log_file, log_config)
                               : meta::ActivityLog::create(**log_file, log_config);
         if (!log) return std::move(log).error();

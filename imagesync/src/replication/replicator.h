@@ -66,7 +66,8 @@ struct ReplicatorConfig {
     std::chrono::milliseconds timeout{5000};
     std::chrono::milliseconds connect_retry{500};
     std::filesystem::path meta_dir;
-    std::uint32_t chunk_size = 64 * 1024;
+    std::uint32_t chunk_size = 64 * 1024;        // dirty map and verify granularity
+    std::uint32_t activity_log_extent = 4u << 20;  // bytes per activity-log extent
     bool start_disconnected = false;
     std::uint64_t resync_rate = 0;  // bytes per second a resync may use; 0 = no limit
     // While the VM writes (a write in the last 100 ms), a resync yields: one request in flight

@@ -191,11 +191,11 @@ void read_replication(MapView& top, Module& m) {
         }
     }
     if (auto v = r.parsed<std::uint64_t>("activity_log_extent", parse_size, false, "a size such as \"4MiB\"")) {
-        if (!is_power_of_two(*v) || *v > (1ull << 30)) {
+        if (!is_power_of_two(*v) || *v < (64u << 10) || *v > (1ull << 30)) {
             top.reader().error(r.location_of("activity_log_extent"),
                                r.path_of("activity_log_extent"),
-                               fmt::format("activity-log extent {} must be a power of two up "
-                                           "to 1 GiB",
+                               fmt::format("activity-log extent {} must be a power of two from "
+                                           "64 KiB to 1 GiB",
                                            format_size(*v)));
         } else {
             rep.activity_log_extent = *v;

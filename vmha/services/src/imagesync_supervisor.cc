@@ -127,6 +127,8 @@ vmha::Result<std::vector<std::string>> imagesyncd_argv(const config::Module& mod
         "--timeout-ms", std::to_string(module.replication.timeout.count()),
         "--resync-rate", std::to_string(module.replication.resync_rate),
         "--split-brain", std::string(config::to_string(module.replication.split_brain)),
+        "--chunk-size", std::to_string(module.replication.chunk_size),
+        "--al-extent", std::to_string(module.replication.activity_log_extent),
         "--log-level", log_level,
         // vmhad fences: after losing the peer, write replies wait until vmhad knows the peer
         // Outdated or gone (imagesync resume-io).
