@@ -347,27 +347,17 @@ void ImageFile::issue(std::shared_ptr<Transfer> t) {
 
 void ImageFile::on_transfer(std::shared_ptr<Transfer> t, int res) {
     const char* what = t->is_write ? "writing" : "reading";
-    if (t->direct && res == -EINVAL && !t->is_write) {
-        // The device wants another alignment: read it through the cache, and every later one.
-        if (!direct_reads_refused_) {
-            spdlog::warn("image \"{}\": a direct read of {} bytes at offset {} was refused "
-                         "(EINVAL); reading through the page cache from now on",
-                         path_.string(), t->remaining, t->offset);
-        }
-        direct_reads_refused_ = true;
-        t->direct = false;
-        issue(std::move(t));
-        return;
-    }
     if (t->direct && res == -EINVAL) {
-        // The device wants another alignment (or a short write left an unaligned rest): write
-        // it buffered, and stop direct writes for this file.
-        if (!direct_refused_) {
-            spdlog::warn("image \"{}\": a direct write of {} bytes at offset {} was refused "
-                         "(EINVAL); writing it buffered, and no more direct writes",
-                         path_.string(), t->remaining, t->offset);
+        // The device wants another alignment (or a short write left an unaligned rest): this
+        // transfer and every later one of its kind go through the page cache.
+        bool& refused = t->is_write ? direct_refused_ : direct_reads_refused_;
+        if (!refused) {
+            spdlog::warn("image \"{}\": a direct {} of {} bytes at offset {} was refused (EINVAL); "
+                         "{} through the page cache from now on",
+                         path_.string(), t->is_write ? "write" : "read", t->remaining, t->offset,
+                         t->is_write ? "writing" : "reading");
         }
-        direct_refused_ = true;  // the descriptor stays: other direct writes may be in flight
+        refused = true;  // for writes, the descriptor stays: other direct writes may be in flight
         t->direct = false;
         issue(std::move(t));
         return;

@@ -1837,8 +1837,7 @@ void Replicator::pump_resync() {
                     peer::Message m{cookie, peer::ResyncData{wire, buffer->span()}};
                     session->send(m);
                 }
-            },
-                           ImageFile::Cache::bypass);
+            }, ImageFile::Cache::bypass);
         });
     }
     if (link_ == LinkState::sync_source && resync_in_flight_ == 0 && resync_export_ >= exports_.size()) {
@@ -1902,7 +1901,7 @@ void Replicator::answer_checksums(Session& session, std::uint64_t cookie,
     auto ticket = e->locks().enqueue(request.offset, length);
     e->locks().when_granted(ticket, [e, ticket, s, cookie, request, length] {
         auto buffer = scan_buffer(length);
-        e->file().read(request.offset, {buffer->data(), buffer->size()},
+        e->file().read(request.offset, buffer->span(),
                        [e, ticket, s, cookie, request, buffer](vmha::Status st) {
             e->locks().release(ticket);
             peer::ChecksumReply reply{request.export_index, request.offset, {}, 0};
@@ -1912,8 +1911,7 @@ void Replicator::answer_checksums(Session& session, std::uint64_t cookie,
                 reply.status = static_cast<std::uint32_t>(vmha::errc::io_error);
             }
             s->send(peer::Message{cookie, std::move(reply)});
-        },
-                           ImageFile::Cache::bypass);
+        }, ImageFile::Cache::bypass);
     });
 }
 
@@ -2052,7 +2050,7 @@ void Replicator::pump_verify() {
                 }
             }
             auto buffer = scan_buffer(length);
-            e->file().read(offset, {buffer->data(), buffer->size()},
+            e->file().read(offset, buffer->span(),
                            [this, e, ticket, index, offset, length, count, chunk, session, buffer, run, run_id](vmha::Status st) {
                 auto finish_batch = [this, e, ticket, run, run_id](std::optional<vmha::Error> error) {
                     e->locks().release(ticket);
@@ -2100,8 +2098,7 @@ void Replicator::pump_verify() {
                 };
                 pending_.emplace(cookie, std::move(p));
                 session->send(peer::Message{cookie, peer::ChecksumRequest{static_cast<std::uint32_t>(index), chunk, offset, count}});
-            },
-                           ImageFile::Cache::bypass);
+            }, ImageFile::Cache::bypass);
         });
     }
     if (v.in_flight == 0 && (v.failure || v.export_index >= exports_.size())) {
