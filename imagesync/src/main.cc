@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include <imagesync/server.h>
+#include "replication/tcp_congestion.h"
 #include <vmha/log.h>
 
 int main(int argc, char** argv) {
@@ -71,6 +72,10 @@ int main(int argc, char** argv) {
     app.add_option("--resync-min-rate", resync_min_rate,
                    "While the VM writes, a resync yields to it down to this rate (K/M/G; 0 = "
                    "never yield)")
+        ->capture_default_str();
+    app.add_option("--tcp-congestion", config.tcp_congestion,
+                   "Replication: TCP congestion control of the link's sockets (cubic, reno, bbr, "
+                   "... as the kernel has them), or \"system\" for the kernel's default")
         ->capture_default_str();
     app.add_flag("--fence", config.fence,
                  "After losing the peer, hold write replies until `imagesync resume-io` (vmhad "
@@ -210,6 +215,13 @@ int main(int argc, char** argv) {
     if ((!config.listen.empty() || !config.peer.empty()) && config.meta_dir.empty()) {
         std::fprintf(stderr, "imagesyncd: replication (--listen/--peer) needs --meta-dir\n");
         return 2;
+    }
+
+    if (!config.listen.empty() || !config.peer.empty()) {
+        if (auto cc = imagesync::replication::check_congestion_control(config.tcp_congestion); !cc) {
+            std::fprintf(stderr, "imagesyncd: --tcp-congestion: %s\n", cc.error().message.c_str());
+            return 2;
+        }
     }
 
     if (auto status = imagesync::run_server(config); !status) {

@@ -61,14 +61,21 @@ fi
 
 # The replicated figures are for a connected pair: measuring while the primary still dials its
 # peer would measure writes recorded dirty (and the resync that follows), not replication.
+# The first connected pair also reports its link's TCP congestion control (--tcp-congestion)
+# next to the kernel's default, once: it changes the replicated figures (docs/imagesync.md).
+link_reported=0
 wait_for_link() {  # CONTROL_SOCKET; poll with a 20 s deadline
-  local ctl=$1 deadline=$((SECONDS + 20)) state=""
+  local ctl=$1 deadline=$((SECONDS + 20)) state="" cc=""
   until [[ $state == connected ]]; do
     (( SECONDS < deadline )) || { echo "the pair did not connect (link: ${state:-unknown})" >&2; return 1; }
     sleep 0.05  # poll interval (deadline above)
-    state=$("$imagesync_tool" --control-socket "$ctl" status --json 2>/dev/null \
-            | python3 -c 'import json,sys; print(json.load(sys.stdin).get("connection",""))' 2>/dev/null || true)
+    read -r state cc < <("$imagesync_tool" --control-socket "$ctl" status --json 2>/dev/null \
+            | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j.get("connection",""), j.get("tcp_congestion") or "-")' 2>/dev/null || true)
   done
+  if (( ! link_reported )); then
+    link_reported=1
+    echo "replication link: TCP congestion control $cc (kernel default $(cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null || echo unknown))" >&2
+  fi
 }
 
 start_server() {  # CONFIG -> sets $uri (not in a subshell: $pids must see the servers)

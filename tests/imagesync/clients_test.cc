@@ -292,6 +292,13 @@ TEST(ImagesyncdClients, BadCommandLinesFailWithAClearMessage) {
          "--al-extent: \"32K\" is not a power of two from 64K to 1G"},
         {{"--image", "a=" + (dir / "disk.img").string(), "--chunk-size", "8M", "--al-extent", "4M"},
          "--al-extent: 4M is below --chunk-size 8M"},
+        {{"--image", "a=" + (dir / "disk.img").string(), "--listen", "127.0.0.1:0",
+          "--tcp-congestion", "no_such_cc"},
+         "--tcp-congestion: TCP congestion control \"no_such_cc\" is not available on this "
+         "kernel (available: "},
+        {{"--image", "a=" + (dir / "disk.img").string(), "--listen", "127.0.0.1:0",
+          "--tcp-congestion", "Cubic!"},
+         "--tcp-congestion: TCP congestion control \"Cubic!\" is not a name"},
     };
     for (const Case& c : cases) {
         Daemon daemon(dir, c.args);

@@ -10,6 +10,8 @@
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <imagesync/server.h>
@@ -19,6 +21,7 @@
 #include "export.h"
 #include "image_file.h"
 #include "interval_lock.h"
+#include "replication/tcp_congestion.h"
 #include "uring.h"
 
 namespace imagesync {
@@ -46,6 +49,38 @@ TEST(ExportSpec, Parsing) {
     EXPECT_FALSE(parse_size(""));
     EXPECT_EQ(parse_role("secondary"), std::optional<Role>(Role::secondary));
     EXPECT_FALSE(parse_role("prim"));
+}
+
+// The names imagesyncd sets on its link sockets (replication/tcp_congestion.h), checked
+// against this kernel: cubic and reno are built into every Linux; "system" sets nothing.
+TEST(TcpCongestion, NamesAreCheckedAgainstTheKernelAndSetOnTheSocket) {
+    using replication::check_congestion_control;
+    EXPECT_TRUE(check_congestion_control("cubic"));
+    EXPECT_TRUE(check_congestion_control("reno"));
+    EXPECT_TRUE(check_congestion_control("system"));
+    for (const char* bad : {"", "Cubic", "a b", "sixteen_letters_", "../cubic"}) {
+        auto r = check_congestion_control(bad);
+        ASSERT_FALSE(r) << bad;
+        EXPECT_TRUE(r.error().is(vmha::errc::invalid_argument)) << bad;
+        EXPECT_NE(r.error().message.find("is not a name"), std::string::npos) << r.error().message;
+    }
+    auto missing = check_congestion_control("no_such_cc");
+    ASSERT_FALSE(missing);
+    EXPECT_TRUE(missing.error().is(vmha::errc::not_found));
+    EXPECT_NE(missing.error().message.find("(available: "), std::string::npos);
+    EXPECT_NE(missing.error().message.find("cubic"), std::string::npos) << missing.error().message;
+
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    const std::string before = replication::congestion_control(fd);
+    EXPECT_FALSE(before.empty());
+    EXPECT_TRUE(replication::set_congestion_control(fd, "system"));
+    EXPECT_EQ(replication::congestion_control(fd), before);
+    for (const char* name : {"reno", "cubic"}) {
+        EXPECT_TRUE(replication::set_congestion_control(fd, name));
+        EXPECT_EQ(replication::congestion_control(fd), name);
+    }
+    ::close(fd);
 }
 
 TEST(Qcow2Probe, ReadsTheVirtualSize) {

@@ -133,6 +133,7 @@ TEST_F(SupervisorTest, CommandLine) {
     EXPECT_TRUE(has("--split-brain", "disconnect"));
     EXPECT_TRUE(has("--chunk-size", "65536"));
     EXPECT_TRUE(has("--al-extent", "4194304"));
+    EXPECT_TRUE(has("--tcp-congestion", "cubic"));
     EXPECT_TRUE(has("--image", "web1=" + image.string()));
     EXPECT_TRUE(has("--image", "data=/var/lib/vm/web1-data.qcow2"));
     EXPECT_NE(std::find(argv->begin(), argv->end(), "--growable"), argv->end());

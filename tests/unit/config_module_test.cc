@@ -129,6 +129,23 @@ TEST(ModuleFile, ChunkSizeAndActivityLogExtent) {
     EXPECT_EQ(errors({{"replication", "{port: 7801, chunk_size: 3KiB}"}}).size(), 1u);
 }
 
+// Passed to imagesyncd (--tcp-congestion); only its form is checked here, imagesyncd checks
+// the name against its node's kernel.
+TEST(ModuleFile, TcpCongestion) {
+    Findings findings;
+    auto plain = parse_file("m.yaml", module_text({{"replication", "{port: 7801}"}}), findings);
+    ASSERT_TRUE(plain.valid);
+    EXPECT_EQ(plain.module->replication.tcp_congestion, "cubic");
+    auto f = parse_file("m.yaml", module_text({{"replication", "{port: 7801, tcp_congestion: system}"}}),
+                        findings);
+    ASSERT_TRUE(f.valid);
+    EXPECT_EQ(f.module->replication.tcp_congestion, "system");
+    EXPECT_EQ(errors({{"replication", "{port: 7801, tcp_congestion: Cubic}"}}),
+              (Lines{"m.yaml:5:43: replication.tcp_congestion: TCP congestion control \"Cubic\" is "
+                     "not a name: 1 to 15 characters of a-z, 0-9, _ and - (or \"system\")"}));
+    EXPECT_EQ(errors({{"replication", "{port: 7801, tcp_congestion: \"\"}"}}).size(), 1u);
+}
+
 TEST(ModuleFile, UnknownKeyWithoutACloseMatch) {
     auto text = module_text() + "colour: blue\n";
     EXPECT_EQ(errors_of("m.yaml", text),

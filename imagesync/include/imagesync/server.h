@@ -97,6 +97,9 @@ struct ServerConfig {
     // chunk size). Both nodes must agree; both are fixed once a node's metadata was made.
     std::uint32_t chunk_size = 64 * 1024;
     std::uint32_t activity_log_extent = 4u << 20;
+    // TCP congestion control of the replication sockets ("system": the kernel's default).
+    // run_server() refuses a name this kernel cannot set (replication/tcp_congestion.h).
+    std::string tcp_congestion = "cubic";
     std::filesystem::path control_socket;  // status and commands (imagesync tool, vmhad)
 };
 

@@ -1,6 +1,7 @@
 #include "replication/replicator.h"
 
 #include "replication/send_thread.h"
+#include "replication/tcp_congestion.h"
 
 #include <algorithm>
 #include <charconv>
@@ -206,9 +207,19 @@ public:
         socket_.set_option(tcp::no_delay(true), ignored);
         const auto remote = socket_.remote_endpoint(ignored);
         remote_ = fmt::format("{}:{}", remote.address().to_string(), remote.port());
+        // Each side sets its own: the primary's choice paces the writes, the secondary's its
+        // acknowledgements (tcp_congestion.h). imagesyncd checked the name at start, so a
+        // failure here is a kernel that changed since; the link runs on whatever it has.
+        if (auto set = set_congestion_control(socket_.native_handle(), owner_.config_.tcp_congestion);
+            !set) {
+            spdlog::warn("peer connection {}: {}; using the kernel's default", remote_,
+                         set.error().message);
+        }
+        congestion_ = congestion_control(socket_.native_handle());
     }
 
     const std::string& remote() const { return remote_; }
+    const std::string& congestion() const { return congestion_; }
     bool dialer() const { return dialer_; }
     bool handshaken() const { return handshaken_; }
     void set_handshaken() { handshaken_ = true; }
@@ -494,6 +505,7 @@ private:
     peer::Bytes scratch_;                   // the payload of a message that keeps no view of it
     bool dialer_;
     std::string remote_;
+    std::string congestion_;  // the socket's TCP congestion control, as the kernel reports it
     asio::steady_timer wake_;
     asio::steady_timer ticker_;
     std::deque<Frame> queue_;
@@ -2403,6 +2415,9 @@ nlohmann::json Replicator::status() const {
         {"role", std::string(role_name(role_))},
         {"connection", std::string(to_string(link_))},
         {"connection_reason", link_reason_},
+        {"tcp_congestion", session_ && !session_->congestion().empty()
+                               ? nlohmann::json(session_->congestion())
+                               : nlohmann::json(nullptr)},
         {"data_state", std::string(meta::to_string(meta_.data_state))},
         {"peer_data_state", std::string(meta::to_string(peer_data_state_))},
         {"peer_node", peer_node_},

@@ -87,6 +87,9 @@ struct ReplicatorConfig {
     // lent to the socket (vmsplice + splice) instead of copied into it (send_thread.h,
     // "Zero-copy send"). 0 = always copy.
     std::size_t zero_copy_min_bytes = 64 * 1024;
+    // TCP congestion control of the link's sockets, set by each side on its own socket
+    // (tcp_congestion.h); kSystemCongestion ("system") keeps the kernel's default.
+    std::string tcp_congestion = "cubic";
 };
 std::string_view to_string(peer::SplitBrainPolicy policy);
 vmha::Result<peer::SplitBrainPolicy> parse_split_brain_policy(std::string_view text);

@@ -99,9 +99,12 @@ void print_status(const nlohmann::json& j) {
     std::cout << fmt::format("module      {} on node {} (pid {})\n", str("module"), str("node"),
                              j.value("pid", 0));
     std::cout << fmt::format("role        {}\n", str("role"));
-    std::cout << fmt::format("connection  {}{}\n", str("connection"),
+    std::cout << fmt::format("connection  {}{}{}\n", str("connection"),
                              j.contains("connection_reason")
                                  ? " (" + j["connection_reason"].get<std::string>() + ")"
+                                 : "",
+                             j.contains("tcp_congestion") && j["tcp_congestion"].is_string()
+                                 ? ", TCP " + j["tcp_congestion"].get<std::string>()
                                  : "");
     std::cout << fmt::format("data        {} here, {} on peer {}\n", str("data_state"),
                              str("peer_data_state"), str("peer_node"));

@@ -171,7 +171,7 @@ void read_replication(MapView& top, Module& m) {
     if (!node) return;
     MapView r(top.reader(), *node, "replication",
               {"port", "timeout", "connect_timeout", "resync_rate", "activity_log_extent",
-               "chunk_size", "split_brain"},
+               "chunk_size", "split_brain", "tcp_congestion"},
               "the replication section");
     auto& rep = m.replication;
     rep.where = r.location_of("port");
@@ -180,6 +180,20 @@ void read_replication(MapView& top, Module& m) {
     if (auto v = r.parsed<Duration>("connect_timeout", parse_duration, false, "a duration such as \"30s\"")) rep.connect_timeout = *v;
     if (auto v = r.parsed<std::uint64_t>("resync_rate", parse_rate, false, "a rate such as \"200MiB/s\"")) rep.resync_rate = *v;
     if (auto v = r.choice<SplitBrainPolicy>("split_brain", split_brain_choices)) rep.split_brain = *v;
+    if (auto v = r.string("tcp_congestion")) {
+        // The form only: which algorithms a kernel has is imagesyncd's check, on its node.
+        const bool well_formed =
+            !v->empty() && v->size() <= 15 &&
+            v->find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") == std::string::npos;
+        if (!well_formed) {
+            top.reader().error(r.location_of("tcp_congestion"), r.path_of("tcp_congestion"),
+                               fmt::format("TCP congestion control \"{}\" is not a name: 1 to 15 "
+                                           "characters of a-z, 0-9, _ and - (or \"system\")",
+                                           *v));
+        } else {
+            rep.tcp_congestion = *v;
+        }
+    }
     if (auto v = r.parsed<std::uint64_t>("chunk_size", parse_size, false, "a size such as \"64KiB\"")) {
         if (!is_power_of_two(*v) || *v < 4096 || *v > (16u << 20)) {
             top.reader().error(r.location_of("chunk_size"), r.path_of("chunk_size"),

@@ -129,6 +129,7 @@ vmha::Result<std::vector<std::string>> imagesyncd_argv(const config::Module& mod
         "--split-brain", std::string(config::to_string(module.replication.split_brain)),
         "--chunk-size", std::to_string(module.replication.chunk_size),
         "--al-extent", std::to_string(module.replication.activity_log_extent),
+        "--tcp-congestion", module.replication.tcp_congestion,
         "--log-level", log_level,
         // vmhad fences: after losing the peer, write replies wait until vmhad knows the peer
         // Outdated or gone (imagesync resume-io).

@@ -66,6 +66,7 @@ struct Replication {
     std::uint64_t activity_log_extent = 4u << 20;   // bytes per activity-log extent
     std::uint64_t chunk_size = 64u << 10;           // dirty-map / checksum granularity
     SplitBrainPolicy split_brain = SplitBrainPolicy::disconnect;  // imagesyncd --split-brain
+    std::string tcp_congestion = "cubic";  // imagesyncd --tcp-congestion; "system": the kernel's
     SourceLocation where;
 };
 
