@@ -14,7 +14,7 @@
 namespace imagesync::replication {
 namespace {
 
-// TCP_CA_NAME_MAX in the kernel, with its terminating zero.
+// The longest name the kernel takes: TCP_CA_NAME_MAX (16) counts the terminating zero.
 constexpr std::size_t kNameMax = 15;
 
 std::string proc_line(const char* path) {
@@ -68,7 +68,8 @@ vmha::Status set_congestion_control(int fd, std::string_view name) {
 
 vmha::Status check_congestion_control(std::string_view name) {
     if (name == kSystemCongestion) return {};
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 && errno == EAFNOSUPPORT) fd = ::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         const int e = errno;
         return vmha::Error(vmha::errc_from_errno(e),
