@@ -219,8 +219,18 @@ int main(int argc, char** argv) {
 
     if (!config.listen.empty() || !config.peer.empty()) {
         if (auto cc = imagesync::replication::check_congestion_control(config.tcp_congestion); !cc) {
-            std::fprintf(stderr, "imagesyncd: --tcp-congestion: %s\n", cc.error().message.c_str());
-            return 2;
+            // The default, refused to an unprivileged process (a kernel whose default is
+            // another and that allows only that one and reno): the kernel's default then.
+            // A name the operator gave is refused outright.
+            if (app.count("--tcp-congestion") != 0 ||
+                !cc.error().is(vmha::errc::permission_denied)) {
+                std::fprintf(stderr, "imagesyncd: --tcp-congestion: %s\n",
+                             cc.error().message.c_str());
+                return 2;
+            }
+            spdlog::warn("--tcp-congestion: {}; the link uses the kernel's default",
+                         cc.error().message);
+            config.tcp_congestion = "system";
         }
     }
 

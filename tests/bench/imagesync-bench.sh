@@ -70,7 +70,7 @@ wait_for_link() {  # CONTROL_SOCKET; poll with a 20 s deadline
     (( SECONDS < deadline )) || { echo "the pair did not connect (link: ${state:-unknown})" >&2; return 1; }
     sleep 0.05  # poll interval (deadline above)
     read -r state cc < <("$imagesync_tool" --control-socket "$ctl" status --json 2>/dev/null \
-            | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j.get("connection",""), j.get("tcp_congestion") or "-")' 2>/dev/null || true)
+            | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j.get("connection",""), j.get("tcp_congestion") or "-")' 2>/dev/null || true) || state=""
   done
   if (( ! link_reported )); then
     link_reported=1

@@ -1121,7 +1121,8 @@ TEST_F(Pair, TheLinkUsesTheConfiguredTcpCongestionControl) {
     EXPECT_TRUE(identical(a.image, b.image));
     ASSERT_TRUE(a.command("disconnect").value("ok", false));
     ASSERT_TRUE(eventually([&] { return b.connection() != "connected"; }));
-    EXPECT_TRUE(a.status()["tcp_congestion"].is_null()) << a.status().dump(2);
+    EXPECT_TRUE(eventually([&] { return a.status()["tcp_congestion"].is_null(); }))
+        << a.status().dump(2);
 
     for (const std::string& name : {std::string("reno"), std::string("system")}) {
         ASSERT_EQ(a.daemon->stop(), std::optional<int>(0));

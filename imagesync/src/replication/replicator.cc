@@ -2415,7 +2415,7 @@ nlohmann::json Replicator::status() const {
         {"role", std::string(role_name(role_))},
         {"connection", std::string(to_string(link_))},
         {"connection_reason", link_reason_},
-        {"tcp_congestion", session_ && !session_->congestion().empty()
+        {"tcp_congestion", session_ && !session_->closed() && !session_->congestion().empty()
                                ? nlohmann::json(session_->congestion())
                                : nlohmann::json(nullptr)},
         {"data_state", std::string(meta::to_string(meta_.data_state))},

@@ -40,8 +40,8 @@ vmha::Status set_congestion_control(int fd, std::string_view name) {
     if (!well_formed(name)) {
         return vmha::Error(vmha::errc::invalid_argument,
                            fmt::format("TCP congestion control \"{}\" is not a name: 1 to {} "
-                                       "characters of a-z, 0-9, _ and -",
-                                       name, kNameMax));
+                                       "characters of a-z, 0-9, _ and - (or \"{}\")",
+                                       name, kNameMax, kSystemCongestion));
     }
     const std::string text(name);
     if (::setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, text.data(),
