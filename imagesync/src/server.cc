@@ -19,7 +19,6 @@
 #include "connection.h"
 #include "control/control_server.h"
 #include "replication/replicator.h"
-#include "replication/tcp_congestion.h"
 #include "export.h"
 #include "uring.h"
 
@@ -156,9 +155,6 @@ class Server {
         rc.zero_copy_min_bytes = config_.zero_copy_min_bytes;
         rc.chunk_size = config_.chunk_size;
         rc.activity_log_extent = config_.activity_log_extent;
-        if (auto cc = replication::check_congestion_control(config_.tcp_congestion); !cc) {
-            return vmha::Error(cc.error().code, "--tcp-congestion: " + cc.error().message);
-        }
         rc.tcp_congestion = config_.tcp_congestion;
         auto policy = replication::parse_split_brain_policy(config_.split_brain);
         if (!policy) return vmha::Error(policy.error().code, "--split-brain: " + policy.error().message);

@@ -98,7 +98,8 @@ struct ServerConfig {
     std::uint32_t chunk_size = 64 * 1024;
     std::uint32_t activity_log_extent = 4u << 20;
     // TCP congestion control of the replication sockets ("system": the kernel's default).
-    // run_server() refuses a name this kernel cannot set (replication/tcp_congestion.h).
+    // imagesyncd checks it at start (main.cc, replication/tcp_congestion.h); a socket that
+    // refuses it later logs a warning and keeps the kernel's default.
     std::string tcp_congestion = "cubic";
     std::filesystem::path control_socket;  // status and commands (imagesync tool, vmhad)
 };
